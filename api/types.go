@@ -1,0 +1,394 @@
+// Package api holds the wire types of the engine API (v1): the objects every
+// collection stores, the error body and the event frames. The server, the Go
+// client and every component share them, so a field is declared once.
+package api
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Meta is the part every object shares. Revision is the store revision of the
+// object's last write; it is not stored, the server fills it on every read.
+type Meta struct {
+	Type      string            `json:"type"`
+	ID        string            `json:"id"`
+	Name      string            `json:"name"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Revision  int64             `json:"revision,omitempty"`
+	CreatedAt time.Time         `json:"createdAt"`
+	UpdatedAt time.Time         `json:"updatedAt"`
+}
+
+// GetMeta lets generic code reach the shared fields of any object.
+func (m *Meta) GetMeta() *Meta { return m }
+
+// Object is implemented by every stored kind.
+type Object interface {
+	GetMeta() *Meta
+}
+
+// Host is a machine running a drover agent.
+type Host struct {
+	Meta
+	Spec   HostSpec   `json:"spec"`
+	Status HostStatus `json:"status"`
+}
+
+type HostSpec struct {
+	Unschedulable bool `json:"unschedulable,omitempty"`
+}
+
+// Host states.
+const (
+	HostRegistering  = "registering"
+	HostActive       = "active"
+	HostInactive     = "inactive"
+	HostDisconnected = "disconnected"
+)
+
+type HostStatus struct {
+	State         string            `json:"state,omitempty"`
+	AgentIP       string            `json:"agentIP,omitempty"`
+	Hostname      string            `json:"hostname,omitempty"`
+	Capacity      Capacity          `json:"capacity,omitempty"`
+	LastHeartbeat *time.Time        `json:"lastHeartbeat,omitempty"`
+	Subnet        string            `json:"subnet,omitempty"`
+	VTEPMAC       string            `json:"vtepMAC,omitempty"`
+	DockerVersion string            `json:"dockerVersion,omitempty"`
+	NodeLabels    map[string]string `json:"nodeLabels,omitempty"`
+	Message       string            `json:"message,omitempty"`
+}
+
+type Capacity struct {
+	MilliCPU       int64 `json:"milliCPU,omitempty"`
+	MemoryBytes    int64 `json:"memoryBytes,omitempty"`
+	LocalStorageMB int64 `json:"localStorageMB,omitempty"`
+}
+
+// Stack is a set of services deployed and removed as one unit.
+type Stack struct {
+	Meta
+	Spec   StackSpec   `json:"spec"`
+	Status StackStatus `json:"status"`
+}
+
+// Stack kinds.
+const (
+	StackCompose    = "compose"
+	StackKubernetes = "kubernetes"
+)
+
+type StackSpec struct {
+	Kind           string            `json:"kind,omitempty"`
+	Compose        string            `json:"compose,omitempty"`
+	RancherCompose string            `json:"rancherCompose,omitempty"`
+	Templates      map[string]string `json:"templates,omitempty"`
+	Answers        map[string]string `json:"answers,omitempty"`
+	Namespace      string            `json:"namespace,omitempty"`
+}
+
+type StackStatus struct {
+	State   string `json:"state,omitempty"`
+	Health  string `json:"health,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// Service is a scaled set of containers (or a load balancer, an external or
+// alias record, or a Kubernetes service mirrored into the engine).
+type Service struct {
+	Meta
+	Spec   ServiceSpec   `json:"spec"`
+	Status ServiceStatus `json:"status"`
+}
+
+// Service kinds.
+const (
+	ServiceContainer          = "container"
+	ServiceLoadBalancer       = "loadBalancer"
+	ServiceExternal           = "external"
+	ServiceAlias              = "alias"
+	ServiceKubernetes         = "kubernetes"
+	ServiceKubernetesWorkload = "kubernetesWorkload"
+)
+
+type ServiceSpec struct {
+	StackID      string         `json:"stackId"`
+	Kind         string         `json:"kind,omitempty"`
+	LaunchConfig *LaunchConfig  `json:"launchConfig,omitempty"`
+	Sidekicks    []LaunchConfig `json:"sidekicks,omitempty"`
+	Scale        *int           `json:"scale,omitempty"`
+	Global       bool           `json:"global,omitempty"`
+	HealthCheck  *HealthCheck   `json:"healthCheck,omitempty"`
+	LBConfig     *LBConfig      `json:"lbConfig,omitempty"`
+	ExternalIPs  []string       `json:"externalIPs,omitempty"`
+	Hostname     string         `json:"hostname,omitempty"`
+	Selector     string         `json:"selector,omitempty"`
+	Ports        []ServicePort  `json:"ports,omitempty"`
+	VIP          string         `json:"vip,omitempty"`
+	Links        []string       `json:"links,omitempty"`
+	Upgrade      *UpgradeConfig `json:"upgrade,omitempty"`
+}
+
+type ServiceStatus struct {
+	State           string           `json:"state,omitempty"`
+	Health          string           `json:"health,omitempty"`
+	PublicEndpoints []PublicEndpoint `json:"publicEndpoints,omitempty"`
+	VIP             string           `json:"vip,omitempty"`
+	Message         string           `json:"message,omitempty"`
+}
+
+type ServicePort struct {
+	Name       string `json:"name,omitempty"`
+	Protocol   string `json:"protocol,omitempty"`
+	Port       int    `json:"port"`
+	TargetPort int    `json:"targetPort,omitempty"`
+	NodePort   int    `json:"nodePort,omitempty"`
+}
+
+type PublicEndpoint struct {
+	IP     string `json:"ip"`
+	Port   int    `json:"port"`
+	HostID string `json:"hostId,omitempty"`
+}
+
+// LaunchConfig says how to run one container. Sidekicks are launch configs
+// with a Name.
+type LaunchConfig struct {
+	Name        string            `json:"name,omitempty"`
+	Image       string            `json:"image,omitempty"`
+	Command     []string          `json:"command,omitempty"`
+	Entrypoint  []string          `json:"entrypoint,omitempty"`
+	Environment map[string]string `json:"environment,omitempty"`
+	Ports       []string          `json:"ports,omitempty"`
+	Expose      []string          `json:"expose,omitempty"`
+	Volumes     []string          `json:"volumes,omitempty"`
+	VolumesFrom []string          `json:"volumesFrom,omitempty"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	NetworkMode string            `json:"networkMode,omitempty"`
+	Privileged  bool              `json:"privileged,omitempty"`
+	CapAdd      []string          `json:"capAdd,omitempty"`
+	CapDrop     []string          `json:"capDrop,omitempty"`
+	Restart     string            `json:"restart,omitempty"`
+	DNS         []string          `json:"dns,omitempty"`
+	DNSSearch   []string          `json:"dnsSearch,omitempty"`
+	Hostname    string            `json:"hostname,omitempty"`
+	WorkingDir  string            `json:"workingDir,omitempty"`
+	User        string            `json:"user,omitempty"`
+	Tty         bool              `json:"tty,omitempty"`
+	StdinOpen   bool              `json:"stdinOpen,omitempty"`
+	MemoryBytes int64             `json:"memoryBytes,omitempty"`
+	MilliCPU    int64             `json:"milliCPU,omitempty"`
+	StartOnce   bool              `json:"startOnce,omitempty"`
+	PullImage   string            `json:"pullImage,omitempty"`
+	HealthCheck *HealthCheck      `json:"healthCheck,omitempty"`
+}
+
+// HealthCheck follows Rancher 1.x: times are in milliseconds. An HTTP check
+// sets RequestLine, a command check sets Command, otherwise it is TCP.
+type HealthCheck struct {
+	Port                int      `json:"port,omitempty"`
+	RequestLine         string   `json:"requestLine,omitempty"`
+	Command             []string `json:"command,omitempty"`
+	Interval            int      `json:"interval,omitempty"`
+	ResponseTimeout     int      `json:"responseTimeout,omitempty"`
+	HealthyThreshold    int      `json:"healthyThreshold,omitempty"`
+	UnhealthyThreshold  int      `json:"unhealthyThreshold,omitempty"`
+	InitializingTimeout int      `json:"initializingTimeout,omitempty"`
+	Strategy            string   `json:"strategy,omitempty"`
+}
+
+type UpgradeConfig struct {
+	BatchSize  int  `json:"batchSize,omitempty"`
+	IntervalMs int  `json:"intervalMs,omitempty"`
+	StartFirst bool `json:"startFirst,omitempty"`
+}
+
+type LBConfig struct {
+	PortRules            []PortRule `json:"portRules,omitempty"`
+	CertificateIDs       []string   `json:"certificateIds,omitempty"`
+	DefaultCertificateID string     `json:"defaultCertificateId,omitempty"`
+	Config               string     `json:"config,omitempty"`
+}
+
+type PortRule struct {
+	SourcePort  int    `json:"sourcePort"`
+	Protocol    string `json:"protocol,omitempty"`
+	Hostname    string `json:"hostname,omitempty"`
+	Path        string `json:"path,omitempty"`
+	ServiceID   string `json:"serviceId,omitempty"`
+	TargetPort  int    `json:"targetPort,omitempty"`
+	Priority    int    `json:"priority,omitempty"`
+	BackendName string `json:"backendName,omitempty"`
+	Selector    string `json:"selector,omitempty"`
+}
+
+// Container is one running (or wanted) container, or a Kubernetes pod.
+type Container struct {
+	Meta
+	Spec   ContainerSpec   `json:"spec"`
+	Status ContainerStatus `json:"status"`
+}
+
+// Container kinds and states.
+const (
+	ContainerKindContainer = "container"
+	ContainerKindPod       = "kubernetesPod"
+
+	ContainerPending  = "pending"
+	ContainerStarting = "starting"
+	ContainerRunning  = "running"
+	ContainerStopped  = "stopped"
+	ContainerError    = "error"
+)
+
+type ContainerSpec struct {
+	Kind             string        `json:"kind,omitempty"`
+	StackID          string        `json:"stackId,omitempty"`
+	ServiceID        string        `json:"serviceId,omitempty"`
+	HostID           string        `json:"hostId,omitempty"`
+	ServiceIndex     int           `json:"serviceIndex,omitempty"`
+	LaunchConfigName string        `json:"launchConfigName,omitempty"`
+	DeploymentUnit   string        `json:"deploymentUnit,omitempty"`
+	LaunchConfig     *LaunchConfig `json:"launchConfig,omitempty"`
+}
+
+type ContainerStatus struct {
+	State      string     `json:"state,omitempty"`
+	Health     string     `json:"health,omitempty"`
+	PrimaryIP  string     `json:"primaryIP,omitempty"`
+	MAC        string     `json:"mac,omitempty"`
+	DockerID   string     `json:"dockerId,omitempty"`
+	StartCount int        `json:"startCount,omitempty"`
+	ExitCode   int        `json:"exitCode,omitempty"`
+	Message    string     `json:"message,omitempty"`
+	StartedAt  *time.Time `json:"startedAt,omitempty"`
+}
+
+// Network is the overlay's address plan.
+type Network struct {
+	Meta
+	Spec   NetworkSpec   `json:"spec"`
+	Status NetworkStatus `json:"status"`
+}
+
+type NetworkSpec struct {
+	CIDR           string `json:"cidr,omitempty"`
+	HostSubnetSize int    `json:"hostSubnetSize,omitempty"`
+	MTU            int    `json:"mtu,omitempty"`
+	VNI            int    `json:"vni,omitempty"`
+}
+
+type NetworkStatus struct {
+	State string `json:"state,omitempty"`
+}
+
+// Certificate is a TLS certificate for load balancers. Spec.Key is accepted
+// on writes and never returned.
+type Certificate struct {
+	Meta
+	Spec   CertificateSpec   `json:"spec"`
+	Status CertificateStatus `json:"status"`
+}
+
+type CertificateSpec struct {
+	Cert string `json:"cert"`
+	Key  string `json:"key,omitempty"`
+}
+
+type CertificateStatus struct {
+	CN          string    `json:"cn,omitempty"`
+	SANs        []string  `json:"sans,omitempty"`
+	NotAfter    time.Time `json:"notAfter,omitzero"`
+	Fingerprint string    `json:"fingerprint,omitempty"`
+}
+
+// APIKey grants a role. Its id is the access key; the secret is shown once,
+// in the response that creates it, and stored only as a hash.
+type APIKey struct {
+	Meta
+	Spec   APIKeySpec   `json:"spec"`
+	Status APIKeyStatus `json:"status"`
+}
+
+// Roles.
+const (
+	RoleAdmin   = "admin"
+	RoleAgent   = "agent"
+	RoleService = "service"
+)
+
+type APIKeySpec struct {
+	Role        string `json:"role"`
+	HostID      string `json:"hostId,omitempty"`
+	Description string `json:"description,omitempty"`
+}
+
+type APIKeyStatus struct {
+	AccessKey string `json:"accessKey,omitempty"`
+	SecretKey string `json:"secretKey,omitempty"`
+}
+
+// RegistrationToken lets an agent register its host. The token is shown
+// once, in the response that creates it.
+type RegistrationToken struct {
+	Meta
+	Spec   RegistrationTokenSpec   `json:"spec"`
+	Status RegistrationTokenStatus `json:"status"`
+}
+
+type RegistrationTokenSpec struct {
+	Description string `json:"description,omitempty"`
+}
+
+type RegistrationTokenStatus struct {
+	Token string `json:"token,omitempty"`
+}
+
+// RegisterRequest is the body of POST /v1/hosts/register.
+type RegisterRequest struct {
+	Token    string            `json:"token,omitempty"`
+	Name     string            `json:"name"`
+	AgentIP  string            `json:"agentIP,omitempty"`
+	Hostname string            `json:"hostname,omitempty"`
+	Labels   map[string]string `json:"labels,omitempty"`
+}
+
+// RegisterResponse carries the host and an agent key scoped to it.
+type RegisterResponse struct {
+	Host      Host   `json:"host"`
+	AccessKey string `json:"accessKey"`
+	SecretKey string `json:"secretKey"`
+}
+
+// Credentials is the credentials.json format shared by every component.
+type Credentials struct {
+	URL       string `json:"url"`
+	AccessKey string `json:"accessKey"`
+	SecretKey string `json:"secretKey"`
+}
+
+// List is the body of a collection GET.
+type List[T any] struct {
+	Type         string `json:"type"`
+	ResourceType string `json:"resourceType"`
+	Revision     int64  `json:"revision"`
+	Data         []T    `json:"data"`
+}
+
+// Event names.
+const (
+	EventChange = "resource.change"
+	EventRemove = "resource.remove"
+	EventPing   = "ping"
+	EventResync = "resync"
+	EventError  = "error"
+)
+
+// Event is one frame of the event stream.
+type Event struct {
+	Name     string          `json:"name"`
+	Revision int64           `json:"revision,omitempty"`
+	Resource json.RawMessage `json:"resource,omitempty"`
+	Message  string          `json:"message,omitempty"`
+}

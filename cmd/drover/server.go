@@ -1,0 +1,47 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"io"
+	"strings"
+
+	"github.com/drover/drover/internal/lifecycle"
+	"github.com/drover/drover/server"
+)
+
+func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := flag.NewFlagSet("drover server", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o server.Options
+	var endpoints, logFormat, logLevel string
+	fs.StringVar(&o.Listen, "listen", "127.0.0.1:8080", "address to serve the API on")
+	fs.StringVar(&o.DataDir, "data-dir", "/var/lib/drover", "directory for credentials.json and the embedded etcd")
+	fs.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated etcd URLs; empty runs an embedded single-node etcd")
+	fs.StringVar(&o.TLSCert, "tls-cert", "", "serve HTTPS with this certificate (PEM)")
+	fs.StringVar(&o.TLSKey, "tls-key", "", "private key of --tls-cert (PEM)")
+	fs.IntVar(&o.HistoryRevisions, "history-revisions", 100000, "store revisions the embedded etcd keeps for resuming watchers")
+	fs.DurationVar(&o.PingInterval, "ping-interval", 0, "event stream keepalive interval (default 5s)")
+	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return nil
+		}
+		return usageError{err.Error()}
+	}
+	if (o.TLSCert == "") != (o.TLSKey == "") {
+		return usageError{"--tls-cert and --tls-key go together"}
+	}
+	if endpoints != "" {
+		o.EtcdEndpoints = strings.Split(endpoints, ",")
+	}
+	log, err := lifecycle.NewLogger(stderr, logFormat, logLevel)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	o.Logger = log
+	ctx, cancel := lifecycle.SignalContext(ctx, log)
+	defer cancel()
+	return server.Run(ctx, o)
+}

@@ -1,0 +1,507 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/drover/drover/api"
+)
+
+type ctxKey int
+
+const principalKey ctxKey = 0
+
+func principalFrom(ctx context.Context) *principal {
+	p, _ := ctx.Value(principalKey).(*principal)
+	return p
+}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.Handle("GET /metrics", s.authed(s.metricsHandler()))
+	mux.Handle("GET /v1", s.authed(http.HandlerFunc(s.index)))
+	mux.HandleFunc("POST /v1/hosts/register", s.register)
+	mux.Handle("GET /v1/subscribe", s.authed(http.HandlerFunc(s.subscribeWS)))
+	mux.Handle("GET /v1/{collection}", s.authed(http.HandlerFunc(s.listOrWatch)))
+	mux.Handle("POST /v1/{collection}", s.authed(http.HandlerFunc(s.createHandler)))
+	mux.Handle("GET /v1/{collection}/{id}", s.authed(http.HandlerFunc(s.getHandler)))
+	mux.Handle("PUT /v1/{collection}/{id}", s.authed(http.HandlerFunc(s.updateHandler)))
+	mux.Handle("PATCH /v1/{collection}/{id}", s.authed(http.HandlerFunc(s.updateHandler)))
+	mux.Handle("DELETE /v1/{collection}/{id}", s.authed(http.HandlerFunc(s.deleteHandler)))
+	return s.instrument(mux)
+}
+
+// instrument counts and times requests and turns mux's own 404/405 into
+// JSON errors.
+func (s *Server) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: 200}
+		next.ServeHTTP(rec, r)
+		route := r.Pattern
+		if route == "" {
+			route = "unmatched"
+		}
+		s.metrics.requests.WithLabelValues(r.Method, route, strconv.Itoa(rec.status)).Inc()
+		if r.URL.Query().Get("watch") == "" && route != "GET /v1/subscribe" {
+			s.metrics.duration.WithLabelValues(r.Method, route).Observe(time.Since(start).Seconds())
+		}
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+func (s *Server) authed(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, err := s.authenticate(r.Context(), r)
+		if err != nil {
+			if err.Status == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", `Basic realm="drover"`)
+			}
+			writeError(w, err)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey, p)))
+	})
+}
+
+func writeError(w http.ResponseWriter, e *api.Error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(e.Status)
+	json.NewEncoder(w).Encode(e)
+}
+
+func writeRaw(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(body)
+	w.Write([]byte("\n"))
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if _, err := s.st.cli.Get(ctx, s.st.prefix+"ready"); err != nil {
+		http.Error(w, "store unreachable: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	io.WriteString(w, "ok\n")
+}
+
+func (s *Server) index(w http.ResponseWriter, r *http.Request) {
+	type link struct {
+		Collection string `json:"collection"`
+		Type       string `json:"type"`
+		URL        string `json:"url"`
+	}
+	var out []link
+	for _, k := range api.Kinds {
+		out = append(out, link{k.Collection, k.Type, "/v1/" + k.Collection})
+	}
+	b, _ := json.Marshal(map[string]any{"type": "apiRoot", "version": "v1", "collections": out})
+	writeRaw(w, http.StatusOK, b)
+}
+
+// kindFor resolves the {collection} path segment and checks read access.
+func kindFor(w http.ResponseWriter, r *http.Request) (api.Kind, *principal, bool) {
+	coll := r.PathValue("collection")
+	kind, ok := api.KindByCollection(coll)
+	if !ok {
+		var names []string
+		for _, k := range api.Kinds {
+			names = append(names, k.Collection)
+		}
+		writeError(w, api.NewError(http.StatusNotFound, api.CodeNotFound, "", "no collection %q; collections are %s", coll, strings.Join(names, ", ")))
+		return kind, nil, false
+	}
+	p := principalFrom(r.Context())
+	if !p.canRead(coll) {
+		writeError(w, forbidden(p, "read "+coll))
+		return kind, nil, false
+	}
+	return kind, p, true
+}
+
+// filterFromQuery builds the list/watch filter from query parameters.
+func filterFromQuery(r *http.Request, p *principal) (*filter, *api.Error) {
+	q := r.URL.Query()
+	f := &filter{stackID: q.Get("stackId"), serviceID: q.Get("serviceId"), hostID: q.Get("hostId")}
+	if p.role == api.RoleAgent {
+		f.scope = p
+	}
+	sel, err := api.ParseSelector(q.Get("labelSelector"))
+	if err != nil {
+		return nil, api.NewError(http.StatusBadRequest, api.CodeInvalidField, "labelSelector", "labelSelector: %v", err)
+	}
+	f.selector = sel
+	return f, nil
+}
+
+func (f *filter) trivial() bool {
+	return f.scope == nil && f.stackID == "" && f.serviceID == "" && f.hostID == "" && len(f.selector) == 0
+}
+
+func (s *Server) listOrWatch(w http.ResponseWriter, r *http.Request) {
+	kind, p, ok := kindFor(w, r)
+	if !ok {
+		return
+	}
+	f, aerr := filterFromQuery(r, p)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	if r.URL.Query().Get("watch") == "true" {
+		f.collections = map[string]bool{kind.Collection: true}
+		s.watchNDJSON(w, r, f)
+		return
+	}
+	// Stream the list: objects go out as they come from the store, already
+	// JSON, so 100,000 objects never sit decoded in memory.
+	bw := bufio.NewWriterSize(w, 64<<10)
+	started := false
+	start := func() {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+		bw.WriteString(`{"type":"collection","resourceType":"` + kind.Type + `","data":[`)
+		started = true
+	}
+	first := true
+	trivial := f.trivial()
+	name := r.URL.Query().Get("name")
+	rev, err := s.st.list(r.Context(), s.st.objectPrefix(kind.Collection), false, func(key string, value []byte, modRev int64) error {
+		if !trivial || name != "" {
+			var fl struct {
+				eventFields
+				Name string `json:"name"`
+			}
+			if err := json.Unmarshal(value, &fl); err != nil {
+				return err
+			}
+			id := key[strings.LastIndexByte(key, '/')+1:]
+			if !f.matches(kind.Collection, id, &fl.eventFields) || (name != "" && fl.Name != name) {
+				return nil
+			}
+		}
+		if !started {
+			start()
+		}
+		if !first {
+			bw.WriteByte(',')
+		}
+		first = false
+		bw.Write(withRevision(value, modRev))
+		return nil
+	})
+	if err != nil {
+		if !started {
+			writeError(w, storeError(err))
+			return
+		}
+		// Headers are gone: break the JSON so no client mistakes a partial list for a whole one.
+		bw.WriteString(`]}{"error":"list interrupted"}`)
+		bw.Flush()
+		s.log.Error("list interrupted", "collection", kind.Collection, "err", err)
+		return
+	}
+	if !started {
+		start()
+	}
+	bw.WriteString(`],"revision":` + strconv.FormatInt(rev, 10) + "}\n")
+	bw.Flush()
+}
+
+func (s *Server) getHandler(w http.ResponseWriter, r *http.Request) {
+	kind, p, ok := kindFor(w, r)
+	if !ok {
+		return
+	}
+	id := r.PathValue("id")
+	raw, rev, err := s.st.get(r.Context(), kind.Collection, id)
+	if err == errNotFound {
+		writeError(w, api.NewError(http.StatusNotFound, api.CodeNotFound, "", "%s %q not found", kind.Type, id))
+		return
+	} else if err != nil {
+		writeError(w, storeError(err))
+		return
+	}
+	if p.role == api.RoleAgent {
+		var fl eventFields
+		json.Unmarshal(raw, &fl)
+		if !p.canSee(kind.Collection, id, fl.Spec.HostID) {
+			writeError(w, forbidden(p, "read "+kind.Type+" "+id))
+			return
+		}
+	}
+	writeRaw(w, http.StatusOK, withRevision(raw, rev))
+}
+
+// readBody reads a size-limited body.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *api.Error) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return nil, api.NewError(http.StatusRequestEntityTooLarge, api.CodeTooLarge, "", "request body is larger than %d bytes", s.opts.MaxBodyBytes)
+		}
+		return nil, api.NewError(http.StatusBadRequest, api.CodeInvalidJSON, "", "reading body: %v", err)
+	}
+	return b, nil
+}
+
+// serverFields are set by the server; clients may echo them back but not
+// choose them.
+func stripServerFields(m map[string]any) (int64, *api.Error) {
+	var rev int64
+	if v, ok := m["revision"]; ok && v != nil {
+		n, ok := v.(json.Number)
+		if !ok {
+			return 0, typeError("revision", "an integer", v)
+		}
+		i, err := n.Int64()
+		if err != nil || i < 0 {
+			return 0, api.NewError(http.StatusBadRequest, api.CodeInvalidField, "revision", "revision must be a non-negative integer")
+		}
+		rev = i
+	}
+	delete(m, "revision")
+	delete(m, "createdAt")
+	delete(m, "updatedAt")
+	return rev, nil
+}
+
+func (s *Server) createHandler(w http.ResponseWriter, r *http.Request) {
+	kind, p, ok := kindFor(w, r)
+	if !ok {
+		return
+	}
+	if !p.canWrite(kind.Collection, r.Method) {
+		writeError(w, forbidden(p, "create "+kind.Collection))
+		return
+	}
+	body, aerr := s.readBody(w, r)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	m, aerr := decodeBody(body)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	if _, aerr := stripServerFields(m); aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	if id, ok := m["id"]; ok && id != nil && id != "" {
+		writeError(w, invalid("id", "is assigned by the server; leave it out"))
+		return
+	}
+	if t, ok := m["type"].(string); ok && t != kind.Type {
+		writeError(w, invalid("type", "is %q in collection %s, got %q", kind.Type, kind.Collection, t))
+		return
+	}
+	obj, aerr := decodeInto(kind, m)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	stored, rev, reveal, aerr := s.createWithSecrets(r.Context(), kind, obj)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	if reveal != nil {
+		// The one response that shows the secret.
+		obj.GetMeta().Revision = rev
+		reveal(obj)
+		b, _ := json.Marshal(obj)
+		writeRaw(w, http.StatusCreated, b)
+		return
+	}
+	writeRaw(w, http.StatusCreated, withRevision(stored, rev))
+}
+
+// createWithSecrets creates obj, handling the kinds that carry secrets. The
+// returned reveal, if any, puts the secret into the response object.
+func (s *Server) createWithSecrets(ctx context.Context, kind api.Kind, obj api.Object) ([]byte, int64, func(api.Object), *api.Error) {
+	switch o := obj.(type) {
+	case *api.APIKey:
+		o.ID = newID(kind.IDPrefix)
+		secret := newSecret()
+		o.Status = api.APIKeyStatus{AccessKey: o.ID}
+		stored, rev, err := s.create(ctx, kind, o, []byte(hashSecret(secret)))
+		return stored, rev, func(x api.Object) { x.(*api.APIKey).Status.SecretKey = secret }, err
+	case *api.RegistrationToken:
+		o.ID = newID(kind.IDPrefix)
+		secret := newSecret()
+		o.Status = api.RegistrationTokenStatus{}
+		stored, rev, err := s.create(ctx, kind, o, []byte(hashSecret(secret)))
+		return stored, rev, func(x api.Object) { x.(*api.RegistrationToken).Status.Token = o.ID + "." + secret }, err
+	case *api.Certificate:
+		if o.Spec.Key == "" {
+			return nil, 0, nil, required("spec.key", "the PEM private key of spec.cert")
+		}
+		st, err := certificateStatus(o.Spec.Cert, o.Spec.Key)
+		if err != nil {
+			return nil, 0, nil, err
+		}
+		key := o.Spec.Key
+		o.Spec.Key, o.Status = "", st
+		stored, rev, aerr := s.create(ctx, kind, o, []byte(key))
+		return stored, rev, nil, aerr
+	}
+	stored, rev, err := s.create(ctx, kind, obj, nil)
+	return stored, rev, nil, err
+}
+
+func (s *Server) updateHandler(w http.ResponseWriter, r *http.Request) {
+	kind, p, ok := kindFor(w, r)
+	if !ok {
+		return
+	}
+	if !p.canWrite(kind.Collection, r.Method) {
+		writeError(w, forbidden(p, "update "+kind.Collection))
+		return
+	}
+	id := r.PathValue("id")
+	body, aerr := s.readBody(w, r)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	patch, aerr := decodeBody(body)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	expectRev, aerr := stripServerFields(patch)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	stored, rev, aerr := s.update(r.Context(), kind, id, expectRev, func(cur api.Object) (api.Object, []byte, *api.Error) {
+		if p.role == api.RoleAgent {
+			var hostID string
+			if c, ok := cur.(*api.Container); ok {
+				hostID = c.Spec.HostID
+			}
+			if !p.canSee(kind.Collection, id, hostID) {
+				return nil, nil, forbidden(p, "update "+kind.Type+" "+id)
+			}
+		}
+		m := patch
+		if r.Method == http.MethodPatch {
+			curJSON, _ := json.Marshal(cur)
+			var base map[string]any
+			dec := json.NewDecoder(strings.NewReader(string(curJSON)))
+			dec.UseNumber()
+			dec.Decode(&base)
+			stripServerFields(base)
+			m = mergePatch(base, clone(patch))
+		}
+		next, aerr := decodeInto(kind, m)
+		if aerr != nil {
+			return nil, nil, aerr
+		}
+		return s.carrySecrets(kind, cur, next)
+	})
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	writeRaw(w, http.StatusOK, withRevision(stored, rev))
+}
+
+// carrySecrets keeps what must not change through a PUT or PATCH: shown-once
+// secrets stay unshown, a certificate keeps its key unless a new one comes.
+func (s *Server) carrySecrets(kind api.Kind, cur, next api.Object) (api.Object, []byte, *api.Error) {
+	switch n := next.(type) {
+	case *api.APIKey:
+		c := cur.(*api.APIKey)
+		n.Status = c.Status
+		if n.Spec.Role != c.Spec.Role || n.Spec.HostID != c.Spec.HostID {
+			return nil, nil, invalid("spec.role", "an API key's role and host cannot change; create a new key")
+		}
+	case *api.RegistrationToken:
+		n.Status = cur.(*api.RegistrationToken).Status
+	case *api.Certificate:
+		if n.Spec.Key == "" {
+			if n.Spec.Cert != cur.(*api.Certificate).Spec.Cert {
+				return nil, nil, required("spec.key", "a new certificate needs its private key")
+			}
+			n.Status = cur.(*api.Certificate).Status
+			return next, nil, nil
+		}
+		st, err := certificateStatus(n.Spec.Cert, n.Spec.Key)
+		if err != nil {
+			return nil, nil, err
+		}
+		key := n.Spec.Key
+		n.Spec.Key, n.Status = "", st
+		return next, []byte(key), nil
+	}
+	return next, nil, nil
+}
+
+func clone(m map[string]any) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		if mm, ok := v.(map[string]any); ok {
+			v = clone(mm)
+		}
+		out[k] = v
+	}
+	return out
+}
+
+func (s *Server) deleteHandler(w http.ResponseWriter, r *http.Request) {
+	kind, p, ok := kindFor(w, r)
+	if !ok {
+		return
+	}
+	if !p.canWrite(kind.Collection, r.Method) {
+		writeError(w, forbidden(p, "delete "+kind.Collection))
+		return
+	}
+	var expectRev int64
+	if v := r.URL.Query().Get("revision"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			writeError(w, api.NewError(http.StatusBadRequest, api.CodeInvalidField, "revision", "revision must be an integer, got %q", v))
+			return
+		}
+		expectRev = n
+	}
+	raw, rev, aerr := s.remove(r.Context(), kind, r.PathValue("id"), expectRev)
+	if aerr != nil {
+		writeError(w, aerr)
+		return
+	}
+	writeRaw(w, http.StatusOK, withRevision(raw, rev))
+}

@@ -1,0 +1,282 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/drover/drover/api"
+)
+
+// event is one object change, with its frame encoded once for every
+// subscriber.
+type event struct {
+	rev        int64
+	collection string
+	id         string
+	remove     bool
+	frame      []byte // {"name":...,"revision":N,"resource":{...}}
+	cur, prev  eventFields
+	hasPrev    bool
+}
+
+// eventFields are the parts of an object subscribers filter on.
+type eventFields struct {
+	Labels map[string]string `json:"labels"`
+	Spec   struct {
+		StackID   string `json:"stackId"`
+		ServiceID string `json:"serviceId"`
+		HostID    string `json:"hostId"`
+	} `json:"spec"`
+}
+
+// hub fans the store's changes out to subscribers. It runs one etcd watch
+// for the whole object prefix, keeps the last ringSize events so a client
+// resuming a little behind needs no etcd round trip, and replays older
+// history from etcd itself (see subscription.catchUp).
+type hub struct {
+	st       *store
+	log      *slog.Logger
+	metrics  *metrics
+	onChange func(*event) // auth cache invalidation
+
+	mu       sync.Mutex
+	lastRev  int64    // last revision processed
+	floor    int64    // the ring holds every event with rev > floor
+	ring     []*event // ordered by rev
+	ringSize int
+	subs     map[*subscription]struct{}
+	closed   bool
+}
+
+func newHub(st *store, log *slog.Logger, m *metrics, ringSize int) *hub {
+	return &hub{st: st, log: log, metrics: m, ringSize: ringSize, subs: map[*subscription]struct{}{}}
+}
+
+// run watches the store from its current revision until ctx ends.
+func (h *hub) run(ctx context.Context, ready chan<- struct{}) error {
+	resp, err := h.st.cli.Get(ctx, h.st.prefix+"o/", clientv3.WithCountOnly())
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	h.lastRev, h.floor = resp.Header.Revision, resp.Header.Revision
+	h.mu.Unlock()
+	close(ready)
+	for ctx.Err() == nil {
+		h.mu.Lock()
+		from := h.lastRev + 1
+		h.mu.Unlock()
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		wch := h.st.cli.Watch(wctx, h.st.prefix+"o/", clientv3.WithPrefix(), clientv3.WithRev(from), clientv3.WithPrevKV())
+		for wr := range wch {
+			if err := wr.Err(); err != nil {
+				if errors.Is(err, rpctypes.ErrCompacted) {
+					h.reset(wr.CompactRevision)
+				} else {
+					h.log.Warn("store watch failed; rewatching", "err", err, "from", from)
+				}
+				break
+			}
+			h.publish(wr.Events)
+		}
+		cancel()
+		select {
+		case <-ctx.Done():
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	h.close("server shutting down")
+	return nil
+}
+
+// reset handles a hub that fell behind compaction: every subscriber is told
+// to resync, and the hub starts again from the current revision.
+func (h *hub) reset(compactRev int64) {
+	h.log.Warn("store history compacted under the event hub; subscribers must resync", "compactRevision", compactRev)
+	resp, err := h.st.cli.Get(context.Background(), h.st.prefix+"o/", clientv3.WithCountOnly())
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.subs {
+		s.kill(api.EventResync, "store history compacted")
+	}
+	h.subs = map[*subscription]struct{}{}
+	h.ring = nil
+	if err == nil {
+		h.lastRev, h.floor = resp.Header.Revision, resp.Header.Revision
+	}
+}
+
+func (h *hub) publish(evs []*clientv3.Event) {
+	batch := make([]*event, 0, len(evs))
+	for _, e := range evs {
+		if ev := h.convert(e); ev != nil {
+			batch = append(batch, ev)
+		}
+	}
+	if len(batch) == 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, ev := range batch {
+		h.ring = append(h.ring, ev)
+		h.lastRev = ev.rev
+		if h.onChange != nil {
+			h.onChange(ev)
+		}
+		for s := range h.subs {
+			if !s.offer(ev) {
+				delete(h.subs, s)
+				h.metrics.slowSubscribers.Inc()
+			}
+		}
+	}
+	if over := len(h.ring) - h.ringSize; over > 0 {
+		h.floor = h.ring[over-1].rev
+		// A revision may hold several events (a cascade delete); never cut
+		// one in half.
+		for over < len(h.ring) && h.ring[over].rev == h.floor {
+			over++
+		}
+		h.ring = append(h.ring[:0:0], h.ring[over:]...)
+	}
+	h.metrics.events.Add(float64(len(batch)))
+}
+
+// convert turns an etcd event into a hub event, or nil for keys that are not
+// objects.
+func (h *hub) convert(e *clientv3.Event) *event {
+	return convertEvent(h.st.prefix+"o/", e)
+}
+
+func convertEvent(objPrefix string, e *clientv3.Event) *event {
+	rest := strings.TrimPrefix(string(e.Kv.Key), objPrefix)
+	coll, id, ok := strings.Cut(rest, "/")
+	if !ok {
+		return nil
+	}
+	ev := &event{rev: e.Kv.ModRevision, collection: coll, id: id}
+	var resource []byte
+	if e.Type == mvccpb.DELETE {
+		ev.remove = true
+		if e.PrevKv == nil {
+			return nil
+		}
+		resource = withRevision(e.PrevKv.Value, e.PrevKv.ModRevision)
+		_ = json.Unmarshal(e.PrevKv.Value, &ev.cur)
+		ev.prev, ev.hasPrev = ev.cur, true
+	} else {
+		resource = withRevision(e.Kv.Value, e.Kv.ModRevision)
+		_ = json.Unmarshal(e.Kv.Value, &ev.cur)
+		if e.PrevKv != nil {
+			_ = json.Unmarshal(e.PrevKv.Value, &ev.prev)
+			ev.hasPrev = true
+		}
+	}
+	ev.frame = encodeFrame(ev.remove, ev.rev, resource)
+	return ev
+}
+
+func encodeFrame(remove bool, rev int64, resource []byte) []byte {
+	name := api.EventChange
+	if remove {
+		name = api.EventRemove
+	}
+	out := make([]byte, 0, len(resource)+64)
+	out = append(out, `{"name":"`...)
+	out = append(out, name...)
+	out = append(out, `","revision":`...)
+	out = strconv.AppendInt(out, rev, 10)
+	out = append(out, `,"resource":`...)
+	out = append(out, resource...)
+	return append(out, '}')
+}
+
+// subscribe registers a subscriber that wants every event after since
+// (0: from now). If the ring no longer reaches back that far, the
+// subscription first replays from etcd.
+func (h *hub) subscribe(since int64, f *filter, buffer int) *subscription {
+	s := &subscription{hub: h, filter: f, ch: make(chan *event, buffer), dead: make(chan struct{})}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		s.kill(api.EventError, "server shutting down")
+		return s
+	}
+	if since == 0 || since > h.lastRev {
+		if since == 0 {
+			since = h.lastRev
+		}
+		s.minRev = since
+		h.subs[s] = struct{}{}
+		return s
+	}
+	if since >= h.floor {
+		s.backlog = h.ringAfter(since)
+		s.minRev = h.lastRev
+		h.subs[s] = struct{}{}
+		return s
+	}
+	s.catchUpFrom = since
+	return s
+}
+
+func (h *hub) ringAfter(rev int64) []*event {
+	// binary search for the first event with rev > since
+	lo, hi := 0, len(h.ring)
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if h.ring[mid].rev <= rev {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	return append([]*event(nil), h.ring[lo:]...)
+}
+
+// join attaches a catching-up subscription to the live stream once it has
+// delivered everything up to a revision the ring still holds.
+func (h *hub) join(s *subscription, delivered int64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed || delivered < h.floor {
+		return false
+	}
+	s.backlog = h.ringAfter(delivered)
+	s.minRev = h.lastRev
+	h.subs[s] = struct{}{}
+	return true
+}
+
+func (h *hub) unsubscribe(s *subscription) {
+	h.mu.Lock()
+	delete(h.subs, s)
+	h.mu.Unlock()
+}
+
+func (h *hub) close(reason string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	for s := range h.subs {
+		s.kill(api.EventError, reason)
+	}
+	h.subs = map[*subscription]struct{}{}
+}
+
+func (h *hub) subscribers() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs)
+}

@@ -1,0 +1,397 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/drover/drover/api"
+)
+
+const idAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+// newID returns prefix-xxxxxxxxxxxx with 62 bits of randomness: DNS-label safe.
+func newID(prefix string) string {
+	return prefix + "-" + randomString(12, idAlphabet)
+}
+
+func randomString(n int, alphabet string) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand never fails on Linux
+	}
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b)
+}
+
+func internalError(err error) *api.Error {
+	return api.NewError(http.StatusInternalServerError, api.CodeInternal, "", "store: %v", err)
+}
+
+func storeError(err error) *api.Error {
+	if err == context.Canceled || err == context.DeadlineExceeded {
+		return api.NewError(http.StatusServiceUnavailable, api.CodeUnavailable, "", "store did not answer in time: %v", err)
+	}
+	return api.NewError(http.StatusServiceUnavailable, api.CodeUnavailable, "", "store unavailable: %v", err)
+}
+
+// encodeStored renders an object as stored: without revision.
+func encodeStored(obj api.Object) []byte {
+	m := obj.GetMeta()
+	rev := m.Revision
+	m.Revision = 0
+	b, err := json.Marshal(obj)
+	m.Revision = rev
+	if err != nil {
+		panic(fmt.Sprintf("encoding %T: %v", obj, err)) // our own types always encode
+	}
+	return b
+}
+
+func decodeStored(kind api.Kind, raw []byte, rev int64) (api.Object, error) {
+	obj := kind.New()
+	if err := json.Unmarshal(raw, obj); err != nil {
+		return nil, fmt.Errorf("decoding stored %s: %w", kind.Type, err)
+	}
+	obj.GetMeta().Revision = rev
+	return obj, nil
+}
+
+// refChecks returns the comparisons that make a write fail unless every
+// referenced parent exists and is not being deleted, and the index entries
+// to write with it.
+func (s *Server) refChecks(coll string, obj api.Object, only func(ref) bool) ([]clientv3.Cmp, []clientv3.Op, []ref) {
+	var cmps []clientv3.Cmp
+	var ops []clientv3.Op
+	var used []ref
+	id := obj.GetMeta().ID
+	for _, r := range refs[coll] {
+		pid := r.get(obj)
+		if pid == "" || (only != nil && !only(r)) {
+			continue
+		}
+		cmps = append(cmps,
+			clientv3.Compare(clientv3.CreateRevision(s.st.objectKey(r.parent, pid)), ">", 0),
+			clientv3.Compare(clientv3.CreateRevision(s.st.markerKey(r.parent, pid)), "=", 0))
+		ops = append(ops, clientv3.OpPut(s.st.indexPrefix(coll, r.parent, pid)+id, ""))
+		used = append(used, r)
+	}
+	return cmps, ops, used
+}
+
+// explainRefFailure finds which reference made a write fail.
+func (s *Server) explainRefFailure(ctx context.Context, obj api.Object, used []ref) *api.Error {
+	for _, r := range used {
+		pid := r.get(obj)
+		if _, _, err := s.st.get(ctx, r.parent, pid); err == errNotFound {
+			return api.NewError(http.StatusUnprocessableEntity, api.CodeInvalidReference, r.field, "%s: %s %q does not exist", r.field, strings.TrimSuffix(r.parent, "s"), pid)
+		} else if err != nil {
+			return storeError(err)
+		}
+		resp, err := s.st.cli.Get(ctx, s.st.markerKey(r.parent, pid))
+		if err != nil {
+			return storeError(err)
+		}
+		if len(resp.Kvs) > 0 {
+			return api.NewError(http.StatusConflict, api.CodeInvalidReference, r.field, "%s: %s %q is being deleted", r.field, strings.TrimSuffix(r.parent, "s"), pid)
+		}
+	}
+	return nil
+}
+
+func nameTaken(coll string, obj api.Object) *api.Error {
+	what := strings.TrimSuffix(coll, "s")
+	if coll == "services" {
+		return api.NewError(http.StatusConflict, api.CodeNameTaken, "name", "a service named %q already exists in stack %s", obj.GetMeta().Name, obj.(*api.Service).Spec.StackID)
+	}
+	return api.NewError(http.StatusConflict, api.CodeNameTaken, "name", "a %s named %q already exists", what, obj.GetMeta().Name)
+}
+
+// create stores a new object with its name and reference index entries, and
+// its secret if any, in one transaction.
+func (s *Server) create(ctx context.Context, kind api.Kind, obj api.Object, secret []byte) ([]byte, int64, *api.Error) {
+	m := obj.GetMeta()
+	if m.ID == "" {
+		m.ID = newID(kind.IDPrefix)
+	}
+	m.Type = kind.Type
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	m.CreatedAt, m.UpdatedAt, m.Revision = now, now, 0
+	normalize(kind.Collection, obj)
+	if err := validate(kind.Collection, obj); err != nil {
+		return nil, 0, err
+	}
+	key := s.st.objectKey(kind.Collection, m.ID)
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}
+	stored := encodeStored(obj)
+	ops := []clientv3.Op{clientv3.OpPut(key, string(stored))}
+	scope, unique := nameScope(kind.Collection, obj)
+	var nk string
+	if unique {
+		nk = s.st.nameKey(kind.Collection, scope, m.Name)
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(nk), "=", 0))
+		ops = append(ops, clientv3.OpPut(nk, m.ID))
+	}
+	rc, ro, used := s.refChecks(kind.Collection, obj, nil)
+	cmps = append(cmps, rc...)
+	ops = append(ops, ro...)
+	if secret != nil {
+		ops = append(ops, clientv3.OpPut(s.st.secretKey(kind.Collection, m.ID), string(secret)))
+	}
+	resp, err := s.st.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		return nil, 0, storeError(err)
+	}
+	if !resp.Succeeded {
+		if unique {
+			if r, err := s.st.cli.Get(ctx, nk); err == nil && len(r.Kvs) > 0 {
+				return nil, 0, nameTaken(kind.Collection, obj)
+			}
+		}
+		if e := s.explainRefFailure(ctx, obj, used); e != nil {
+			return nil, 0, e
+		}
+		return nil, 0, api.NewError(http.StatusConflict, api.CodeConflict, "", "concurrent change; retry")
+	}
+	s.metrics.writes.WithLabelValues(kind.Collection, "create").Inc()
+	return stored, resp.Header.Revision, nil
+}
+
+// mutateFunc turns the current object into the wanted one. It may return a
+// new secret to store with it.
+type mutateFunc func(cur api.Object) (api.Object, []byte, *api.Error)
+
+// update applies fn to the current object and stores the result if the
+// object did not change meanwhile. With expectRev != 0 a changed object is a
+// 409; without, the read-modify-write is retried.
+func (s *Server) update(ctx context.Context, kind api.Kind, id string, expectRev int64, fn mutateFunc) ([]byte, int64, *api.Error) {
+	for attempt := 0; ; attempt++ {
+		raw, rev, err := s.st.get(ctx, kind.Collection, id)
+		if err == errNotFound {
+			return nil, 0, api.NewError(http.StatusNotFound, api.CodeNotFound, "", "%s %q not found", kind.Type, id)
+		} else if err != nil {
+			return nil, 0, storeError(err)
+		}
+		if expectRev != 0 && expectRev != rev {
+			return nil, 0, api.NewError(http.StatusConflict, api.CodeConflict, "revision", "revision %d is not current (%d): read the object again and reapply your change", expectRev, rev)
+		}
+		cur, derr := decodeStored(kind, raw, rev)
+		if derr != nil {
+			return nil, 0, internalError(derr)
+		}
+		next, secret, aerr := fn(cur)
+		if aerr != nil {
+			return nil, 0, aerr
+		}
+		stored, newRev, aerr, retry := s.commitUpdate(ctx, kind, cur, next, secret)
+		if !retry || expectRev != 0 {
+			if retry {
+				return nil, 0, api.NewError(http.StatusConflict, api.CodeConflict, "revision", "revision %d is not current: the object changed meanwhile", expectRev)
+			}
+			return stored, newRev, aerr
+		}
+		if attempt >= 20 {
+			return nil, 0, api.NewError(http.StatusConflict, api.CodeConflict, "", "%s %q is changing too often to update; retry", kind.Type, id)
+		}
+	}
+}
+
+func (s *Server) commitUpdate(ctx context.Context, kind api.Kind, cur, next api.Object, secret []byte) ([]byte, int64, *api.Error, bool) {
+	cm, nm := cur.GetMeta(), next.GetMeta()
+	if nm.ID != "" && nm.ID != cm.ID {
+		return nil, 0, invalid("id", "is immutable (%q)", cm.ID), false
+	}
+	if nm.Type != "" && nm.Type != cm.Type {
+		return nil, 0, invalid("type", "is %q and cannot change", cm.Type), false
+	}
+	nm.ID, nm.Type, nm.CreatedAt, nm.UpdatedAt, nm.Revision = cm.ID, cm.Type, cm.CreatedAt, cm.UpdatedAt, 0
+	normalize(kind.Collection, next)
+	if err := validate(kind.Collection, next); err != nil {
+		return nil, 0, err, false
+	}
+	// References never change, except that a settable-once one may be set.
+	newlySet := map[string]bool{}
+	for _, r := range refs[kind.Collection] {
+		o, n := r.get(cur), r.get(next)
+		if o == n {
+			continue
+		}
+		if r.settableOnce && o == "" {
+			newlySet[r.field] = true
+			continue
+		}
+		return nil, 0, invalid(r.field, "cannot change from %q to %q; create a new %s instead", o, n, kind.Type), false
+	}
+	if bytes.Equal(encodeStored(cur), encodeStored(next)) && secret == nil {
+		return encodeStored(cur), cm.Revision, nil, false // nothing to write
+	}
+	nm.UpdatedAt = time.Now().UTC().Truncate(time.Millisecond)
+	key := s.st.objectKey(kind.Collection, cm.ID)
+	stored := encodeStored(next)
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", cm.Revision)}
+	ops := []clientv3.Op{clientv3.OpPut(key, string(stored))}
+	oscope, unique := nameScope(kind.Collection, cur)
+	nscope, _ := nameScope(kind.Collection, next)
+	renamed := unique && (cm.Name != nm.Name || oscope != nscope)
+	if renamed {
+		nk := s.st.nameKey(kind.Collection, nscope, nm.Name)
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(nk), "=", 0))
+		ops = append(ops, clientv3.OpDelete(s.st.nameKey(kind.Collection, oscope, cm.Name)), clientv3.OpPut(nk, cm.ID))
+	}
+	rc, ro, used := s.refChecks(kind.Collection, next, func(r ref) bool { return newlySet[r.field] })
+	cmps = append(cmps, rc...)
+	ops = append(ops, ro...)
+	if secret != nil {
+		ops = append(ops, clientv3.OpPut(s.st.secretKey(kind.Collection, cm.ID), string(secret)))
+	}
+	resp, err := s.st.cli.Txn(ctx).If(cmps...).Then(ops...).Else(clientv3.OpGet(key, clientv3.WithKeysOnly())).Commit()
+	if err != nil {
+		return nil, 0, storeError(err), false
+	}
+	if !resp.Succeeded {
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 0 || kvs[0].ModRevision != cm.Revision {
+			return nil, 0, nil, true // changed or deleted meanwhile: reread
+		}
+		if renamed {
+			return nil, 0, nameTaken(kind.Collection, next), false
+		}
+		if e := s.explainRefFailure(ctx, next, used); e != nil {
+			return nil, 0, e, false
+		}
+		return nil, 0, nil, true
+	}
+	s.metrics.writes.WithLabelValues(kind.Collection, "update").Inc()
+	return stored, resp.Header.Revision, nil, false
+}
+
+// remove deletes an object and, first, everything that references it. A
+// marker key stops new children from appearing while the children go; if the
+// server dies halfway, the marker stays and the deletion is finished on the
+// next start (see finishDeletions).
+func (s *Server) remove(ctx context.Context, kind api.Kind, id string, expectRev int64) ([]byte, int64, *api.Error) {
+	key := s.st.objectKey(kind.Collection, id)
+	marker := s.st.markerKey(kind.Collection, id)
+	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), ">", 0)}
+	if expectRev != 0 {
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", expectRev))
+	}
+	resp, err := s.st.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(marker, "")).Else(clientv3.OpGet(key)).Commit()
+	if err != nil {
+		return nil, 0, storeError(err)
+	}
+	if !resp.Succeeded {
+		kvs := resp.Responses[0].GetResponseRange().Kvs
+		if len(kvs) == 0 {
+			return nil, 0, api.NewError(http.StatusNotFound, api.CodeNotFound, "", "%s %q not found", kind.Type, id)
+		}
+		return nil, 0, api.NewError(http.StatusConflict, api.CodeConflict, "revision", "revision %d is not current (%d)", expectRev, kvs[0].ModRevision)
+	}
+	if err := s.removeChildren(ctx, kind.Collection, id); err != nil {
+		return nil, 0, err
+	}
+	for attempt := 0; attempt < 20; attempt++ {
+		raw, rev, err := s.st.get(ctx, kind.Collection, id)
+		if err == errNotFound {
+			return nil, 0, api.NewError(http.StatusNotFound, api.CodeNotFound, "", "%s %q not found", kind.Type, id)
+		} else if err != nil {
+			return nil, 0, storeError(err)
+		}
+		obj, derr := decodeStored(kind, raw, rev)
+		if derr != nil {
+			return nil, 0, internalError(derr)
+		}
+		ops := []clientv3.Op{clientv3.OpDelete(key), clientv3.OpDelete(marker), clientv3.OpDelete(s.st.secretKey(kind.Collection, id))}
+		if scope, unique := nameScope(kind.Collection, obj); unique {
+			nk := s.st.nameKey(kind.Collection, scope, obj.GetMeta().Name)
+			// Delete the name entry only if it is ours.
+			ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(nk), "=", id)}, []clientv3.Op{clientv3.OpDelete(nk)}, nil))
+		}
+		for _, r := range refs[kind.Collection] {
+			if pid := r.get(obj); pid != "" {
+				ops = append(ops, clientv3.OpDelete(s.st.indexPrefix(kind.Collection, r.parent, pid)+id))
+			}
+		}
+		resp, err := s.st.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).Then(ops...).Commit()
+		if err != nil {
+			return nil, 0, storeError(err)
+		}
+		if resp.Succeeded {
+			s.metrics.writes.WithLabelValues(kind.Collection, "delete").Inc()
+			return raw, rev, nil
+		}
+	}
+	return nil, 0, api.NewError(http.StatusConflict, api.CodeConflict, "", "%s %q is changing too often to delete; retry", kind.Type, id)
+}
+
+// removeChildren deletes every object that references coll/id, a few at a time.
+func (s *Server) removeChildren(ctx context.Context, coll, id string) *api.Error {
+	for _, cr := range childRefs(coll) {
+		child := cr[0]
+		ckind, _ := api.KindByCollection(child)
+		prefix := s.st.indexPrefix(child, coll, id)
+		var ids []string
+		if _, err := s.st.list(ctx, prefix, true, func(key string, _ []byte, _ int64) error {
+			ids = append(ids, strings.TrimPrefix(key, prefix))
+			return nil
+		}); err != nil {
+			return storeError(err)
+		}
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(16)
+		for _, cid := range ids {
+			g.Go(func() error {
+				if _, _, err := s.remove(gctx, ckind, cid, 0); err != nil && err.Status != http.StatusNotFound {
+					return err
+				}
+				return nil
+			})
+		}
+		if err := g.Wait(); err != nil {
+			if ae, ok := err.(*api.Error); ok {
+				return ae
+			}
+			return storeError(err)
+		}
+	}
+	return nil
+}
+
+// finishDeletions completes deletions a previous server left halfway.
+func (s *Server) finishDeletions(ctx context.Context) error {
+	var pending [][2]string
+	prefix := s.st.prefix + "d/"
+	if _, err := s.st.list(ctx, prefix, true, func(key string, _ []byte, _ int64) error {
+		coll, id, ok := strings.Cut(strings.TrimPrefix(key, prefix), "/")
+		if ok {
+			pending = append(pending, [2]string{coll, id})
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, p := range pending {
+		kind, ok := api.KindByCollection(p[0])
+		if !ok {
+			continue
+		}
+		if _, _, err := s.remove(ctx, kind, p[1], 0); err != nil && err.Status != http.StatusNotFound {
+			return fmt.Errorf("finishing deletion of %s %s: %w", kind.Type, p[1], err)
+		}
+		if _, err := s.st.cli.Delete(ctx, s.st.markerKey(p[0], p[1])); err != nil {
+			return err
+		}
+		s.log.Info("finished interrupted deletion", "type", kind.Type, "id", p[1])
+	}
+	return nil
+}

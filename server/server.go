@@ -1,0 +1,375 @@
+// Package server is the drover engine: the v1 REST API over an etcd store,
+// authentication, and the event stream every other component watches.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
+	"go.uber.org/zap"
+
+	"github.com/drover/drover/api"
+)
+
+// Options configure a server. Zero values get defaults from withDefaults.
+type Options struct {
+	Listen        string   // address to serve on, e.g. 127.0.0.1:8080 (":0" picks a port)
+	DataDir       string   // credentials.json, and the embedded etcd's data
+	EtcdEndpoints []string // external etcd; empty runs an embedded one
+	TLSCert       string
+	TLSKey        string
+	Logger        *slog.Logger
+
+	// HistoryRevisions is how many store revisions the embedded etcd keeps
+	// for watchers resuming with since=; older ones get a resync.
+	HistoryRevisions int
+	PingInterval     time.Duration
+	MaxBodyBytes     int64
+	SubscriberBuffer int // events queued per subscriber before it is cut off
+	RingSize         int // recent events kept in memory for resuming watchers
+	KeyPrefix        string
+}
+
+func (o *Options) withDefaults() {
+	if o.Listen == "" {
+		o.Listen = "127.0.0.1:8080"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.HistoryRevisions == 0 {
+		o.HistoryRevisions = 100000
+	}
+	if o.PingInterval == 0 {
+		o.PingInterval = 5 * time.Second
+	}
+	if o.MaxBodyBytes == 0 {
+		o.MaxBodyBytes = 1 << 20
+	}
+	if o.SubscriberBuffer == 0 {
+		o.SubscriberBuffer = 10000
+	}
+	if o.RingSize == 0 {
+		o.RingSize = 50000
+	}
+	if o.KeyPrefix == "" {
+		o.KeyPrefix = "/drover/"
+	}
+}
+
+// Server is a running engine.
+type Server struct {
+	opts    Options
+	log     *slog.Logger
+	st      *store
+	hub     *hub
+	auth    *authCache
+	metrics *metrics
+	etcd    *embed.Etcd // nil with an external etcd
+	ln      net.Listener
+	http    *http.Server
+	url     string
+
+	cancel context.CancelFunc
+	done   chan struct{}
+	mu     sync.Mutex
+	err    error
+}
+
+// Start opens the store, writes credentials, and starts serving. Call Close
+// (or cancel ctx) to stop.
+func Start(ctx context.Context, opts Options) (*Server, error) {
+	opts.withDefaults()
+	if opts.DataDir == "" {
+		return nil, errors.New("server: --data-dir is required")
+	}
+	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("server: creating data dir: %w", err)
+	}
+	s := &Server{opts: opts, log: opts.Logger, auth: newAuthCache(), metrics: newMetrics(), done: make(chan struct{})}
+	cli, err := s.openStore(ctx)
+	if err != nil {
+		s.closeStore()
+		return nil, err
+	}
+	s.st = &store{cli: cli, prefix: opts.KeyPrefix}
+	s.hub = newHub(s.st, s.log, s.metrics, opts.RingSize)
+	s.hub.onChange = s.auth.invalidate
+
+	ln, err := net.Listen("tcp", opts.Listen)
+	if err != nil {
+		s.closeStore()
+		return nil, fmt.Errorf("server: listening on %s: %w", opts.Listen, err)
+	}
+	s.ln = ln
+	scheme := "http"
+	if opts.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(opts.TLSCert, opts.TLSKey)
+		if err != nil {
+			ln.Close()
+			s.closeStore()
+			return nil, fmt.Errorf("server: loading TLS key pair: %w", err)
+		}
+		s.ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		scheme = "https"
+	}
+	s.url = scheme + "://" + advertised(ln.Addr().(*net.TCPAddr))
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	initCtx, initCancel := context.WithTimeout(ctx, time.Minute)
+	defer initCancel()
+	if err := s.finishDeletions(initCtx); err != nil {
+		s.log.Warn("could not finish interrupted deletions; will retry on next start", "err", err)
+	}
+	if err := s.bootstrapCredentials(initCtx); err != nil {
+		cancel()
+		s.ln.Close()
+		s.closeStore()
+		return nil, err
+	}
+	ready := make(chan struct{})
+	hubDone := make(chan struct{})
+	go func() {
+		defer close(hubDone)
+		if err := s.hub.run(runCtx, ready); err != nil {
+			s.setErr(fmt.Errorf("server: event hub: %w", err))
+			cancel()
+		}
+	}()
+	select {
+	case <-ready:
+	case <-hubDone:
+		s.ln.Close()
+		s.closeStore()
+		return nil, s.err
+	}
+	s.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	go func() {
+		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.setErr(fmt.Errorf("server: serving: %w", err))
+			cancel()
+		}
+	}()
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-runCtx.Done():
+		}
+		s.shutdown(hubDone)
+	}()
+	s.log.Info("drover server started", "url", s.url, "dataDir", opts.DataDir, "etcd", s.etcdDescription(), "credentials", s.CredentialsPath())
+	return s, nil
+}
+
+func (s *Server) setErr(err error) {
+	s.mu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.mu.Unlock()
+}
+
+// advertised turns a listen address into one clients can reach.
+func advertised(a *net.TCPAddr) string {
+	ip := a.IP
+	if ip == nil || ip.IsUnspecified() {
+		ip = net.IPv4(127, 0, 0, 1)
+	}
+	return net.JoinHostPort(ip.String(), strconv.Itoa(a.Port))
+}
+
+func (s *Server) etcdDescription() string {
+	if s.etcd != nil {
+		return "embedded"
+	}
+	return fmt.Sprint(s.opts.EtcdEndpoints)
+}
+
+// URL is where the API is served.
+func (s *Server) URL() string { return s.url }
+
+// CredentialsPath is the bootstrap admin key's file.
+func (s *Server) CredentialsPath() string { return filepath.Join(s.opts.DataDir, "credentials.json") }
+
+// Done is closed when the server has stopped.
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+// Err is why the server stopped, if it failed.
+func (s *Server) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Close stops the server gracefully and waits for it.
+func (s *Server) Close() error {
+	s.cancel()
+	<-s.done
+	return s.Err()
+}
+
+func (s *Server) shutdown(hubDone <-chan struct{}) {
+	defer close(s.done)
+	s.log.Info("drover server shutting down")
+	s.cancel()
+	<-hubDone // the hub has told every subscriber, so their streams end
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.http.Shutdown(ctx); err != nil {
+		s.http.Close()
+	}
+	s.closeStore()
+	s.log.Info("drover server stopped")
+}
+
+func (s *Server) openStore(ctx context.Context) (*clientv3.Client, error) {
+	if len(s.opts.EtcdEndpoints) > 0 {
+		cli, err := clientv3.New(clientv3.Config{
+			Endpoints:   s.opts.EtcdEndpoints,
+			DialTimeout: 5 * time.Second,
+			Logger:      zap.NewNop(),
+			// Keepalives notice a dead member so requests move to another.
+			DialKeepAliveTime:    5 * time.Second,
+			DialKeepAliveTimeout: 3 * time.Second,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("server: connecting to etcd %v: %w", s.opts.EtcdEndpoints, err)
+		}
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if _, err := cli.Get(cctx, s.opts.KeyPrefix+"ready"); err != nil {
+			cli.Close()
+			return nil, fmt.Errorf("server: etcd %v does not answer: %w", s.opts.EtcdEndpoints, err)
+		}
+		return cli, nil
+	}
+	cfg := embed.NewConfig()
+	cfg.Dir = filepath.Join(s.opts.DataDir, "etcd")
+	cfg.Name = "drover"
+	cfg.LogLevel = "error"
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	cfg.AutoCompactionMode = "revision"
+	cfg.AutoCompactionRetention = strconv.Itoa(s.opts.HistoryRevisions)
+	cfg.SnapshotCount = 10000
+	cfg.MaxTxnOps = 1024
+	// The embedded etcd is reached in-process; its own listeners are bound
+	// to free loopback ports only because etcd insists on having them.
+	peer, client, err := freeLoopbackURLs()
+	if err != nil {
+		return nil, err
+	}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("server: starting embedded etcd in %s: %w", cfg.Dir, err)
+	}
+	s.etcd = e
+	select {
+	case <-e.Server.ReadyNotify():
+	case err := <-e.Err():
+		return nil, fmt.Errorf("server: embedded etcd failed: %w", err)
+	case <-time.After(60 * time.Second):
+		return nil, errors.New("server: embedded etcd did not become ready within 60s")
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return v3client.New(e.Server), nil
+}
+
+func freeLoopbackURLs() (url.URL, url.URL, error) {
+	var out [2]url.URL
+	for i := range out {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return url.URL{}, url.URL{}, fmt.Errorf("server: finding a free port for embedded etcd: %w", err)
+		}
+		out[i] = url.URL{Scheme: "http", Host: l.Addr().String()}
+		l.Close()
+	}
+	return out[0], out[1], nil
+}
+
+func (s *Server) closeStore() {
+	if s.st != nil && s.st.cli != nil {
+		s.st.cli.Close()
+	}
+	if s.etcd != nil {
+		s.etcd.Close()
+		<-s.etcd.Server.StopNotify()
+	}
+}
+
+// bootstrapCredentials makes sure DATA/credentials.json holds a working admin
+// key: it is created on first start, reused after, and put back into the
+// store if the store lost it (a wiped or new etcd).
+func (s *Server) bootstrapCredentials(ctx context.Context) error {
+	path := s.CredentialsPath()
+	var creds api.Credentials
+	b, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(b, &creds); err != nil || creds.AccessKey == "" || creds.SecretKey == "" {
+			return fmt.Errorf("server: %s is not a credentials file ({\"url\",\"accessKey\",\"secretKey\"}); move it away to create a new admin key", path)
+		}
+	case errors.Is(err, os.ErrNotExist):
+		creds = api.Credentials{AccessKey: newID("key"), SecretKey: newSecret()}
+	default:
+		return fmt.Errorf("server: reading %s: %w", path, err)
+	}
+	if _, _, err := s.st.get(ctx, "apikeys", creds.AccessKey); errors.Is(err, errNotFound) {
+		kind, _ := api.KindByCollection("apikeys")
+		host, _ := os.Hostname()
+		key := &api.APIKey{Meta: api.Meta{ID: creds.AccessKey, Name: creds.AccessKey}, Spec: api.APIKeySpec{Role: api.RoleAdmin, Description: "bootstrap admin key of the server on " + host + " (" + path + ")"}}
+		key.Status.AccessKey = creds.AccessKey
+		if _, _, aerr := s.create(ctx, kind, key, []byte(hashSecret(creds.SecretKey))); aerr != nil {
+			return fmt.Errorf("server: storing bootstrap admin key: %w", aerr)
+		}
+	} else if err != nil {
+		return fmt.Errorf("server: reading bootstrap admin key: %w", err)
+	}
+	if creds.URL != s.url {
+		creds.URL = s.url
+		out, _ := json.MarshalIndent(creds, "", "  ")
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, append(out, '\n'), 0o600); err != nil {
+			return fmt.Errorf("server: writing %s: %w", tmp, err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			return fmt.Errorf("server: writing %s: %w", path, err)
+		}
+	}
+	return nil
+}
+
+func (s *Server) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
+}
+
+// Run starts a server and blocks until ctx is cancelled or it fails.
+func Run(ctx context.Context, opts Options) error {
+	s, err := Start(ctx, opts)
+	if err != nil {
+		return err
+	}
+	<-s.Done()
+	return s.Err()
+}

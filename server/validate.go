@@ -1,0 +1,422 @@
+package server
+
+import (
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"unicode"
+
+	"github.com/drover/drover/api"
+)
+
+// ref is a hard reference from one object to another: the parent must exist
+// when the child is written, and deleting the parent deletes the child.
+type ref struct {
+	field  string
+	parent string // collection
+	get    func(api.Object) string
+	// settableOnce: may go from "" to a value later (a container's host is
+	// chosen by the scheduler after it is created); never changes after.
+	settableOnce bool
+}
+
+var refs = map[string][]ref{
+	"services": {
+		{field: "spec.stackId", parent: "stacks", get: func(o api.Object) string { return o.(*api.Service).Spec.StackID }},
+	},
+	"containers": {
+		{field: "spec.stackId", parent: "stacks", get: func(o api.Object) string { return o.(*api.Container).Spec.StackID }},
+		{field: "spec.serviceId", parent: "services", get: func(o api.Object) string { return o.(*api.Container).Spec.ServiceID }},
+		{field: "spec.hostId", parent: "hosts", get: func(o api.Object) string { return o.(*api.Container).Spec.HostID }, settableOnce: true},
+	},
+	"apikeys": {
+		{field: "spec.hostId", parent: "hosts", get: func(o api.Object) string { return o.(*api.APIKey).Spec.HostID }},
+	},
+}
+
+// childRefs lists, for a parent collection, the (child collection, ref) pairs
+// pointing at it.
+func childRefs(parent string) [][2]string {
+	var out [][2]string
+	for _, k := range api.Kinds {
+		for _, r := range refs[k.Collection] {
+			if r.parent == parent {
+				out = append(out, [2]string{k.Collection, r.parent})
+			}
+		}
+	}
+	return out
+}
+
+// nameScope says within what a name must be unique; ok is false where names
+// need not be unique (containers: Docker names carry the id).
+func nameScope(coll string, obj api.Object) (scope string, ok bool) {
+	switch coll {
+	case "services":
+		return obj.(*api.Service).Spec.StackID, true
+	case "containers", "apikeys", "registrationtokens":
+		return "", false
+	}
+	return "-", true
+}
+
+var (
+	dnsLabel     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	dnsSubdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+)
+
+func invalid(field, format string, args ...any) *api.Error {
+	return api.NewError(http.StatusUnprocessableEntity, api.CodeInvalidField, field, field+": "+format, args...)
+}
+
+func required(field, what string) *api.Error {
+	return api.NewError(http.StatusUnprocessableEntity, api.CodeMissingRequired, field, "%s is required: %s", field, what)
+}
+
+// normalize fills defaults, so what is stored is what is meant.
+func normalize(coll string, obj api.Object) {
+	m := obj.GetMeta()
+	if m.Name == "" {
+		switch coll {
+		case "containers", "apikeys", "registrationtokens":
+			m.Name = m.ID
+		}
+	}
+	switch o := obj.(type) {
+	case *api.Stack:
+		if o.Spec.Kind == "" {
+			o.Spec.Kind = api.StackCompose
+		}
+	case *api.Service:
+		if o.Spec.Kind == "" {
+			o.Spec.Kind = api.ServiceContainer
+		}
+	case *api.Container:
+		if o.Spec.Kind == "" {
+			o.Spec.Kind = api.ContainerKindContainer
+		}
+		if o.Status.State == "" {
+			o.Status.State = api.ContainerPending
+		}
+	case *api.Host:
+		if o.Status.State == "" {
+			o.Status.State = api.HostRegistering
+		}
+	case *api.Network:
+		if o.Spec.CIDR == "" {
+			o.Spec.CIDR = "10.42.0.0/16"
+		}
+		if o.Spec.HostSubnetSize == 0 {
+			o.Spec.HostSubnetSize = 24
+		}
+		if o.Spec.MTU == 0 {
+			o.Spec.MTU = 1450
+		}
+		if o.Spec.VNI == 0 {
+			o.Spec.VNI = 1
+		}
+	}
+}
+
+// validate checks an object completely; the first problem is returned with
+// its field path.
+func validate(coll string, obj api.Object) *api.Error {
+	m := obj.GetMeta()
+	if m.Name == "" {
+		return required("name", "a lowercase DNS label such as \"web\"")
+	}
+	if coll == "hosts" {
+		if len(m.Name) > 253 || !dnsSubdomain.MatchString(m.Name) {
+			return invalid("name", "%q is not a valid host name: use lowercase letters, digits, '-' and '.', at most 253 characters", m.Name)
+		}
+	} else if len(m.Name) > 63 || !dnsLabel.MatchString(m.Name) {
+		return invalid("name", "%q is not a DNS label: use lowercase letters, digits and '-', start and end with a letter or digit, at most 63 characters", m.Name)
+	}
+	for k, v := range m.Labels {
+		if err := validLabel("labels", k, v); err != nil {
+			return err
+		}
+	}
+	switch o := obj.(type) {
+	case *api.Host:
+		return validateHost(o)
+	case *api.Stack:
+		return validateStack(o)
+	case *api.Service:
+		return validateService(o)
+	case *api.Container:
+		return validateContainer(o)
+	case *api.Network:
+		return validateNetwork(o)
+	case *api.Certificate:
+		return nil // checked with its key in certificateStatus
+	case *api.APIKey:
+		return validateAPIKey(o)
+	}
+	return nil
+}
+
+func validLabel(field, k, v string) *api.Error {
+	if k == "" || len(k) > 253 || strings.IndexFunc(k, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) || r == '=' || r == ',' || r == '!' }) >= 0 {
+		return invalid(field+"."+k, "label key %q must be 1-253 characters without spaces, '=', ',' or '!'", k)
+	}
+	if len(v) > 4096 || strings.IndexFunc(v, unicode.IsControl) >= 0 {
+		return invalid(field+"."+k, "label value must be at most 4096 characters without control characters")
+	}
+	return nil
+}
+
+func oneOf(field, v string, allowed ...string) *api.Error {
+	for _, a := range allowed {
+		if v == a {
+			return nil
+		}
+	}
+	return invalid(field, "%q is not one of %s", v, strings.Join(allowed, ", "))
+}
+
+func validIP(field, v string) *api.Error {
+	if v != "" && net.ParseIP(v) == nil {
+		return invalid(field, "%q is not an IP address", v)
+	}
+	return nil
+}
+
+func validateHost(o *api.Host) *api.Error {
+	if err := oneOf("status.state", o.Status.State, api.HostRegistering, api.HostActive, api.HostInactive, api.HostDisconnected); err != nil {
+		return err
+	}
+	if err := validIP("status.agentIP", o.Status.AgentIP); err != nil {
+		return err
+	}
+	if o.Status.Subnet != "" {
+		if _, _, err := net.ParseCIDR(o.Status.Subnet); err != nil {
+			return invalid("status.subnet", "%q is not a CIDR", o.Status.Subnet)
+		}
+	}
+	if o.Status.VTEPMAC != "" {
+		if _, err := net.ParseMAC(o.Status.VTEPMAC); err != nil {
+			return invalid("status.vtepMAC", "%q is not a MAC address", o.Status.VTEPMAC)
+		}
+	}
+	for k, v := range o.Status.NodeLabels {
+		if err := validLabel("status.nodeLabels", k, v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func validateStack(o *api.Stack) *api.Error {
+	if err := oneOf("spec.kind", o.Spec.Kind, api.StackCompose, api.StackKubernetes); err != nil {
+		return err
+	}
+	if o.Spec.Namespace != "" && (len(o.Spec.Namespace) > 63 || !dnsLabel.MatchString(o.Spec.Namespace)) {
+		return invalid("spec.namespace", "%q is not a DNS label", o.Spec.Namespace)
+	}
+	return nil
+}
+
+func validateService(o *api.Service) *api.Error {
+	s := &o.Spec
+	if s.StackID == "" {
+		return required("spec.stackId", "the id of the stack this service belongs to")
+	}
+	if err := oneOf("spec.kind", s.Kind, api.ServiceContainer, api.ServiceLoadBalancer, api.ServiceExternal, api.ServiceAlias, api.ServiceKubernetes, api.ServiceKubernetesWorkload); err != nil {
+		return err
+	}
+	if s.Scale != nil && *s.Scale < 0 {
+		return invalid("spec.scale", "must be 0 or more, got %d", *s.Scale)
+	}
+	if s.Global && s.Scale != nil && *s.Scale != 0 {
+		return invalid("spec.scale", "a global service runs one container per host; leave scale unset")
+	}
+	if s.Kind == api.ServiceContainer && (s.LaunchConfig == nil || s.LaunchConfig.Image == "") {
+		return required("spec.launchConfig.image", "a container service needs an image")
+	}
+	if s.LaunchConfig != nil {
+		if err := validateLaunchConfig("spec.launchConfig", s.LaunchConfig); err != nil {
+			return err
+		}
+	}
+	seen := map[string]bool{}
+	for i := range s.Sidekicks {
+		f := "spec.sidekicks[" + itoa(i) + "]"
+		sk := &s.Sidekicks[i]
+		if sk.Name == "" || !dnsLabel.MatchString(sk.Name) {
+			return invalid(f+".name", "a sidekick needs a DNS-label name, got %q", sk.Name)
+		}
+		if seen[sk.Name] {
+			return invalid(f+".name", "sidekick %q is declared twice", sk.Name)
+		}
+		seen[sk.Name] = true
+		if err := validateLaunchConfig(f, sk); err != nil {
+			return err
+		}
+	}
+	for i, ip := range s.ExternalIPs {
+		if err := validIP("spec.externalIPs["+itoa(i)+"]", ip); err != nil {
+			return err
+		}
+	}
+	if err := validIP("spec.vip", s.VIP); err != nil {
+		return err
+	}
+	if s.Hostname != "" && !dnsSubdomain.MatchString(strings.TrimSuffix(strings.ToLower(s.Hostname), ".")) {
+		return invalid("spec.hostname", "%q is not a DNS name", s.Hostname)
+	}
+	if s.Selector != "" {
+		if _, err := api.ParseSelector(s.Selector); err != nil {
+			return invalid("spec.selector", "%v", err)
+		}
+	}
+	for i, p := range s.Ports {
+		f := "spec.ports[" + itoa(i) + "]"
+		if p.Port < 1 || p.Port > 65535 {
+			return invalid(f+".port", "%d is not a port (1-65535)", p.Port)
+		}
+		if p.TargetPort < 0 || p.TargetPort > 65535 {
+			return invalid(f+".targetPort", "%d is not a port (1-65535)", p.TargetPort)
+		}
+		if p.NodePort < 0 || p.NodePort > 65535 {
+			return invalid(f+".nodePort", "%d is not a port (1-65535)", p.NodePort)
+		}
+		if p.Protocol != "" {
+			if err := oneOf(f+".protocol", strings.ToLower(p.Protocol), "tcp", "udp", "sctp"); err != nil {
+				return err
+			}
+		}
+	}
+	if lb := s.LBConfig; lb != nil {
+		for i, r := range lb.PortRules {
+			f := "spec.lbConfig.portRules[" + itoa(i) + "]"
+			if r.SourcePort < 1 || r.SourcePort > 65535 {
+				return invalid(f+".sourcePort", "%d is not a port (1-65535)", r.SourcePort)
+			}
+			if r.TargetPort < 0 || r.TargetPort > 65535 {
+				return invalid(f+".targetPort", "%d is not a port (1-65535)", r.TargetPort)
+			}
+			if r.Protocol != "" {
+				if err := oneOf(f+".protocol", r.Protocol, "http", "https", "tcp", "tls", "sni", "udp"); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if u := s.Upgrade; u != nil && (u.BatchSize < 0 || u.IntervalMs < 0) {
+		return invalid("spec.upgrade", "batchSize and intervalMs must not be negative")
+	}
+	return nil
+}
+
+func validateLaunchConfig(f string, lc *api.LaunchConfig) *api.Error {
+	for k, v := range lc.Labels {
+		if err := validLabel(f+".labels", k, v); err != nil {
+			return err
+		}
+	}
+	if lc.MemoryBytes < 0 || lc.MilliCPU < 0 {
+		return invalid(f, "memoryBytes and milliCPU must not be negative")
+	}
+	if lc.Restart != "" {
+		r, _, _ := strings.Cut(lc.Restart, ":")
+		if err := oneOf(f+".restart", r, "no", "always", "on-failure", "unless-stopped"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func validateContainer(o *api.Container) *api.Error {
+	if err := oneOf("spec.kind", o.Spec.Kind, api.ContainerKindContainer, api.ContainerKindPod); err != nil {
+		return err
+	}
+	if err := oneOf("status.state", o.Status.State, api.ContainerPending, api.ContainerStarting, api.ContainerRunning, api.ContainerStopped, api.ContainerError); err != nil {
+		return err
+	}
+	if o.Status.Health != "" {
+		if err := oneOf("status.health", o.Status.Health, "healthy", "unhealthy", "initializing", "reinitializing"); err != nil {
+			return err
+		}
+	}
+	if err := validIP("status.primaryIP", o.Status.PrimaryIP); err != nil {
+		return err
+	}
+	if o.Status.MAC != "" {
+		if _, err := net.ParseMAC(o.Status.MAC); err != nil {
+			return invalid("status.mac", "%q is not a MAC address", o.Status.MAC)
+		}
+	}
+	if o.Spec.ServiceIndex < 0 {
+		return invalid("spec.serviceIndex", "must not be negative")
+	}
+	if o.Spec.LaunchConfig != nil {
+		return validateLaunchConfig("spec.launchConfig", o.Spec.LaunchConfig)
+	}
+	return nil
+}
+
+func validateNetwork(o *api.Network) *api.Error {
+	ip, n, err := net.ParseCIDR(o.Spec.CIDR)
+	if err != nil || ip.To4() == nil {
+		return invalid("spec.cidr", "%q is not an IPv4 CIDR such as 10.42.0.0/16", o.Spec.CIDR)
+	}
+	ones, _ := n.Mask.Size()
+	if o.Spec.HostSubnetSize <= ones || o.Spec.HostSubnetSize > 30 {
+		return invalid("spec.hostSubnetSize", "must be longer than the network's /%d and at most 30, got %d", ones, o.Spec.HostSubnetSize)
+	}
+	if o.Spec.MTU < 576 || o.Spec.MTU > 9000 {
+		return invalid("spec.mtu", "must be between 576 and 9000, got %d", o.Spec.MTU)
+	}
+	if o.Spec.VNI < 1 || o.Spec.VNI > 1<<24-1 {
+		return invalid("spec.vni", "must be between 1 and 16777215, got %d", o.Spec.VNI)
+	}
+	return nil
+}
+
+func validateAPIKey(o *api.APIKey) *api.Error {
+	if err := oneOf("spec.role", o.Spec.Role, api.RoleAdmin, api.RoleAgent, api.RoleService); err != nil {
+		return err
+	}
+	if o.Spec.Role == api.RoleAgent && o.Spec.HostID == "" {
+		return required("spec.hostId", "an agent key is scoped to one host")
+	}
+	if o.Spec.Role != api.RoleAgent && o.Spec.HostID != "" {
+		return invalid("spec.hostId", "only agent keys are scoped to a host")
+	}
+	return nil
+}
+
+// certificateStatus parses a certificate and its key and describes it.
+func certificateStatus(certPEM, keyPEM string) (api.CertificateStatus, *api.Error) {
+	var st api.CertificateStatus
+	pair, err := tls.X509KeyPair([]byte(certPEM), []byte(keyPEM))
+	if err != nil {
+		if b, _ := pem.Decode([]byte(certPEM)); b == nil {
+			return st, invalid("spec.cert", "not a PEM certificate")
+		}
+		return st, invalid("spec.key", "does not match spec.cert or is not a PEM private key: %v", err)
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return st, invalid("spec.cert", "parsing certificate: %v", err)
+	}
+	sum := sha256.Sum256(leaf.Raw)
+	st.CN = leaf.Subject.CommonName
+	st.SANs = append(st.SANs, leaf.DNSNames...)
+	for _, ip := range leaf.IPAddresses {
+		st.SANs = append(st.SANs, ip.String())
+	}
+	st.NotAfter = leaf.NotAfter.UTC()
+	st.Fingerprint = hex.EncodeToString(sum[:])
+	return st, nil
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }
