@@ -322,7 +322,7 @@ func (s *Server) createHandler(w http.ResponseWriter, r *http.Request) {
 		writeError(w, invalid("id", "is assigned by the server; leave it out"))
 		return
 	}
-	if t, ok := m["type"].(string); ok && t != kind.Type {
+	if t, ok := m["type"].(string); ok && t != "" && t != kind.Type {
 		writeError(w, invalid("type", "is %q in collection %s, got %q", kind.Type, kind.Collection, t))
 		return
 	}

@@ -164,7 +164,9 @@ func validate(coll string, obj api.Object) *api.Error {
 }
 
 func validLabel(field, k, v string) *api.Error {
-	if k == "" || len(k) > 253 || strings.IndexFunc(k, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) || r == '=' || r == ',' || r == '!' }) >= 0 {
+	if k == "" || len(k) > 253 || strings.IndexFunc(k, func(r rune) bool {
+		return unicode.IsSpace(r) || unicode.IsControl(r) || r == '=' || r == ',' || r == '!'
+	}) >= 0 {
 		return invalid(field+"."+k, "label key %q must be 1-253 characters without spaces, '=', ',' or '!'", k)
 	}
 	if len(v) > 4096 || strings.IndexFunc(v, unicode.IsControl) >= 0 {

@@ -1,0 +1,359 @@
+// Package client is the Go client of the drover engine API: typed CRUD for
+// every collection, the event stream, and a watch cache (see Cache) that
+// every drover component builds on.
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/drover/drover/api"
+)
+
+// Client talks to one engine.
+type Client struct {
+	base      string
+	accessKey string
+	secretKey string
+	http      *http.Client
+	// RequestTimeout bounds every call but streams (default 30s).
+	RequestTimeout time.Duration
+}
+
+// New returns a client of the engine at url (e.g. http://127.0.0.1:8080).
+func New(baseURL, accessKey, secretKey string) *Client {
+	return &Client{
+		base:           strings.TrimRight(baseURL, "/"),
+		accessKey:      accessKey,
+		secretKey:      secretKey,
+		http:           &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}},
+		RequestTimeout: 30 * time.Second,
+	}
+}
+
+// WithHTTPClient replaces the HTTP client (for TLS settings, say).
+func (c *Client) WithHTTPClient(h *http.Client) *Client { c.http = h; return c }
+
+// URL is the engine's base URL.
+func (c *Client) URL() string { return c.base }
+
+// FromCredentialsFile reads a credentials.json ({"url","accessKey","secretKey"}).
+func FromCredentialsFile(path string) (*Client, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("client: reading credentials: %w", err)
+	}
+	var cr api.Credentials
+	if err := json.Unmarshal(b, &cr); err != nil {
+		return nil, fmt.Errorf("client: %s is not a credentials file: %w", path, err)
+	}
+	if cr.URL == "" || cr.AccessKey == "" || cr.SecretKey == "" {
+		return nil, fmt.Errorf("client: %s lacks url, accessKey or secretKey", path)
+	}
+	return New(cr.URL, cr.AccessKey, cr.SecretKey), nil
+}
+
+// FromEnv reads DROVER_URL, DROVER_ACCESS_KEY and DROVER_SECRET_KEY, or
+// DROVER_CREDENTIALS naming a credentials file.
+func FromEnv() (*Client, error) {
+	if f := os.Getenv("DROVER_CREDENTIALS"); f != "" {
+		return FromCredentialsFile(f)
+	}
+	u, ak, sk := os.Getenv("DROVER_URL"), os.Getenv("DROVER_ACCESS_KEY"), os.Getenv("DROVER_SECRET_KEY")
+	if u == "" || ak == "" || sk == "" {
+		return nil, errors.New("client: set DROVER_CREDENTIALS, or DROVER_URL, DROVER_ACCESS_KEY and DROVER_SECRET_KEY")
+	}
+	return New(u, ak, sk), nil
+}
+
+// do sends a request and decodes a JSON answer into out (if not nil).
+func (c *Client) do(ctx context.Context, method, path string, body any, out any) error {
+	if c.RequestTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.RequestTimeout)
+		defer cancel()
+	}
+	resp, err := c.send(ctx, method, path, body, "")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return readError(resp)
+	}
+	if out == nil {
+		io.Copy(io.Discard, resp.Body)
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("client: decoding %s %s: %w", method, path, err)
+	}
+	return nil
+}
+
+func (c *Client) send(ctx context.Context, method, path string, body any, contentType string) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		if raw, ok := body.(json.RawMessage); ok {
+			rd = bytes.NewReader(raw)
+		} else {
+			b, err := json.Marshal(body)
+			if err != nil {
+				return nil, fmt.Errorf("client: encoding body: %w", err)
+			}
+			rd = bytes.NewReader(b)
+		}
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	if c.accessKey != "" {
+		req.SetBasicAuth(c.accessKey, c.secretKey)
+	}
+	if body != nil {
+		if contentType == "" {
+			contentType = "application/json"
+		}
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("client: %s %s: %w", method, path, err)
+	}
+	return resp, nil
+}
+
+func readError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var e api.Error
+	if json.Unmarshal(b, &e) == nil && e.Status != 0 {
+		return &e
+	}
+	return &api.Error{Type: "error", Status: resp.StatusCode, Code: http.StatusText(resp.StatusCode), Message: strings.TrimSpace(string(b))}
+}
+
+// Register presents a registration token and gets a host and its agent key.
+func (c *Client) Register(ctx context.Context, req api.RegisterRequest) (*api.RegisterResponse, error) {
+	var out api.RegisterResponse
+	if err := c.do(ctx, http.MethodPost, "/v1/hosts/register", req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Ping checks /healthz.
+func (c *Client) Ping(ctx context.Context) error {
+	return c.do(ctx, http.MethodGet, "/healthz", nil, nil)
+}
+
+// Typed collections.
+func (c *Client) Hosts() *Resource[api.Host]       { return &Resource[api.Host]{c, "hosts"} }
+func (c *Client) Stacks() *Resource[api.Stack]     { return &Resource[api.Stack]{c, "stacks"} }
+func (c *Client) Services() *Resource[api.Service] { return &Resource[api.Service]{c, "services"} }
+func (c *Client) Containers() *Resource[api.Container] {
+	return &Resource[api.Container]{c, "containers"}
+}
+func (c *Client) Networks() *Resource[api.Network] { return &Resource[api.Network]{c, "networks"} }
+func (c *Client) Certificates() *Resource[api.Certificate] {
+	return &Resource[api.Certificate]{c, "certificates"}
+}
+func (c *Client) APIKeys() *Resource[api.APIKey] { return &Resource[api.APIKey]{c, "apikeys"} }
+func (c *Client) RegistrationTokens() *Resource[api.RegistrationToken] {
+	return &Resource[api.RegistrationToken]{c, "registrationtokens"}
+}
+
+// Resource is one collection, typed.
+type Resource[T any] struct {
+	c          *Client
+	collection string
+}
+
+// Collection is the URL segment of the resource.
+func (r *Resource[T]) Collection() string { return r.collection }
+
+// ListOptions filter a list or a watch.
+type ListOptions struct {
+	LabelSelector string
+	StackID       string
+	ServiceID     string
+	HostID        string
+	Name          string
+}
+
+func (o ListOptions) values() url.Values {
+	v := url.Values{}
+	set := func(k, val string) {
+		if val != "" {
+			v.Set(k, val)
+		}
+	}
+	set("labelSelector", o.LabelSelector)
+	set("stackId", o.StackID)
+	set("serviceId", o.ServiceID)
+	set("hostId", o.HostID)
+	set("name", o.Name)
+	return v
+}
+
+// List returns the matching objects and the store revision they were read at.
+func (r *Resource[T]) List(ctx context.Context, opts ListOptions) ([]T, int64, error) {
+	var out api.List[T]
+	q := opts.values().Encode()
+	path := "/v1/" + r.collection
+	if q != "" {
+		path += "?" + q
+	}
+	if err := r.c.do(ctx, http.MethodGet, path, nil, &out); err != nil {
+		return nil, 0, err
+	}
+	return out.Data, out.Revision, nil
+}
+
+// Get reads one object.
+func (r *Resource[T]) Get(ctx context.Context, id string) (*T, error) {
+	var out T
+	if err := r.c.do(ctx, http.MethodGet, "/v1/"+r.collection+"/"+url.PathEscape(id), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Create stores a new object and returns it as stored (with id and revision).
+func (r *Resource[T]) Create(ctx context.Context, obj *T) (*T, error) {
+	var out T
+	if err := r.c.do(ctx, http.MethodPost, "/v1/"+r.collection, obj, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Update replaces an object. If obj carries a revision that is no longer
+// current, it fails with a 409 (api.IsConflict).
+func (r *Resource[T]) Update(ctx context.Context, id string, obj *T) (*T, error) {
+	var out T
+	if err := r.c.do(ctx, http.MethodPut, "/v1/"+r.collection+"/"+url.PathEscape(id), obj, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Patch applies a JSON merge patch (RFC 7386); patch is anything that
+// encodes to a JSON object. A "revision" in it is a precondition.
+func (r *Resource[T]) Patch(ctx context.Context, id string, patch any) (*T, error) {
+	var out T
+	if c := r.c.RequestTimeout; c > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c)
+		defer cancel()
+	}
+	resp, err := r.c.send(ctx, http.MethodPatch, "/v1/"+r.collection+"/"+url.PathEscape(id), patch, "application/merge-patch+json")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return nil, readError(resp)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return nil, fmt.Errorf("client: decoding patch answer: %w", err)
+	}
+	return &out, nil
+}
+
+// Delete removes an object (and everything that references it) and returns
+// it as it was.
+func (r *Resource[T]) Delete(ctx context.Context, id string) (*T, error) {
+	var out T
+	if err := r.c.do(ctx, http.MethodDelete, "/v1/"+r.collection+"/"+url.PathEscape(id), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Event is one decoded frame of a watch.
+type Event[T any] struct {
+	Name     string // api.EventChange, api.EventRemove, api.EventResync, api.EventPing, api.EventError
+	Revision int64
+	Object   *T
+	Message  string
+}
+
+// Watcher reads a watch stream. Close it when done.
+type Watcher[T any] struct {
+	body   io.ReadCloser
+	rd     *bufio.Reader
+	cancel context.CancelFunc
+	idle   *time.Timer
+	limit  time.Duration
+}
+
+// Watch opens the newline-delimited JSON stream of changes after since
+// (0: from now). If no frame (not even a ping) comes for idleTimeout, the
+// stream is closed so the caller can reconnect; 0 means 30s.
+func (r *Resource[T]) Watch(ctx context.Context, since int64, opts ListOptions, idleTimeout time.Duration) (*Watcher[T], error) {
+	if idleTimeout == 0 {
+		idleTimeout = 30 * time.Second
+	}
+	q := opts.values()
+	q.Set("watch", "true")
+	if since > 0 {
+		q.Set("since", strconv.FormatInt(since, 10))
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	resp, err := r.c.send(ctx, http.MethodGet, "/v1/"+r.collection+"?"+q.Encode(), nil, "")
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	if resp.StatusCode >= 300 {
+		defer cancel()
+		defer resp.Body.Close()
+		return nil, readError(resp)
+	}
+	w := &Watcher[T]{body: resp.Body, rd: bufio.NewReaderSize(resp.Body, 64<<10), cancel: cancel, limit: idleTimeout}
+	w.idle = time.AfterFunc(idleTimeout, cancel)
+	return w, nil
+}
+
+// Next returns the next event; pings are returned too, so callers can tell
+// a live stream from a dead one.
+func (w *Watcher[T]) Next() (Event[T], error) {
+	line, err := w.rd.ReadBytes('\n')
+	if err != nil {
+		if len(line) == 0 {
+			return Event[T]{}, fmt.Errorf("client: watch stream ended: %w", err)
+		}
+	}
+	w.idle.Reset(w.limit)
+	var raw api.Event
+	if err := json.Unmarshal(line, &raw); err != nil {
+		return Event[T]{}, fmt.Errorf("client: bad watch frame: %w", err)
+	}
+	ev := Event[T]{Name: raw.Name, Revision: raw.Revision, Message: raw.Message}
+	if len(raw.Resource) > 0 {
+		ev.Object = new(T)
+		if err := json.Unmarshal(raw.Resource, ev.Object); err != nil {
+			return Event[T]{}, fmt.Errorf("client: bad resource in watch frame: %w", err)
+		}
+	}
+	return ev, nil
+}
+
+// Close ends the stream.
+func (w *Watcher[T]) Close() {
+	w.idle.Stop()
+	w.cancel()
+	w.body.Close()
+}
