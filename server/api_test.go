@@ -344,13 +344,28 @@ func TestIntegrationCascadeDelete(t *testing.T) {
 			}
 		}
 	}
+	// Pods belong to a stack (namespace) without a service.
+	for _, st := range []*api.Stack{doomed, kept} {
+		if _, err := c.Containers().Create(ctx, &api.Container{Spec: api.ContainerSpec{Kind: api.ContainerKindPod, StackID: st.ID, HostID: host.ID}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A container's stack is its service's.
+	svcOfKept, _, _ := c.Services().List(ctx, client.ListOptions{StackID: kept.ID})
+	derived, err := c.Containers().Create(ctx, &api.Container{Spec: api.ContainerSpec{ServiceID: svcOfKept[0].ID, HostID: host.ID}})
+	if err != nil || derived.Spec.StackID != kept.ID {
+		t.Fatalf("container stack not derived from its service: %+v %v", derived, err)
+	}
+	if _, err := c.Containers().Create(ctx, &api.Container{Spec: api.ContainerSpec{ServiceID: svcOfKept[0].ID, StackID: doomed.ID}}); !api.IsStatus(err, 422) {
+		t.Fatalf("container in another stack than its service: want 422, got %v", err)
+	}
 	if _, err := c.Stacks().Delete(ctx, doomed.ID); err != nil {
 		t.Fatal(err)
 	}
 	svcs, _, _ := c.Services().List(ctx, client.ListOptions{})
 	ctrs, _, _ := c.Containers().List(ctx, client.ListOptions{})
-	if len(svcs) != 3 || len(ctrs) != 15 {
-		t.Fatalf("after deleting a stack: %d services, %d containers; want 3 and 15", len(svcs), len(ctrs))
+	if len(svcs) != 3 || len(ctrs) != 17 {
+		t.Fatalf("after deleting a stack: %d services, %d containers; want 3 and 17", len(svcs), len(ctrs))
 	}
 	for _, ct := range ctrs {
 		if ct.Spec.StackID != kept.ID {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -30,6 +31,9 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /readyz", s.readyz)
 	mux.Handle("GET /metrics", s.authed(s.metricsHandler()))
 	mux.Handle("GET /v1", s.authed(http.HandlerFunc(s.index)))
+	mux.Handle("/debug/pprof/", s.authed(adminOnly(http.HandlerFunc(pprof.Index))))
+	mux.Handle("/debug/pprof/profile", s.authed(adminOnly(http.HandlerFunc(pprof.Profile))))
+	mux.Handle("/debug/pprof/trace", s.authed(adminOnly(http.HandlerFunc(pprof.Trace))))
 	mux.HandleFunc("POST /v1/hosts/register", s.register)
 	mux.Handle("GET /v1/subscribe", s.authed(http.HandlerFunc(s.subscribeWS)))
 	mux.Handle("GET /v1/{collection}", s.authed(http.HandlerFunc(s.listOrWatch)))
@@ -88,6 +92,16 @@ func (s *Server) authed(next http.Handler) http.Handler {
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), principalKey, p)))
+	})
+}
+
+func adminOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := principalFrom(r.Context()); p.role != api.RoleAdmin {
+			writeError(w, forbidden(p, "profile the server"))
+			return
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 

@@ -83,7 +83,9 @@ func (s *Server) refChecks(coll string, obj api.Object, only func(ref) bool) ([]
 		cmps = append(cmps,
 			clientv3.Compare(clientv3.CreateRevision(s.st.objectKey(r.parent, pid)), ">", 0),
 			clientv3.Compare(clientv3.CreateRevision(s.st.markerKey(r.parent, pid)), "=", 0))
-		ops = append(ops, clientv3.OpPut(s.st.indexPrefix(coll, r.parent, pid)+id, ""))
+		if r.indexed != nil && r.indexed(obj) {
+			ops = append(ops, clientv3.OpPut(s.st.indexPrefix(coll, r.parent, pid)+id, ""))
+		}
 		used = append(used, r)
 	}
 	return cmps, ops, used
@@ -129,6 +131,9 @@ func (s *Server) create(ctx context.Context, kind api.Kind, obj api.Object, secr
 	m.CreatedAt, m.UpdatedAt, m.Revision = now, now, 0
 	normalize(kind.Collection, obj)
 	if err := validate(kind.Collection, obj); err != nil {
+		return nil, 0, err
+	}
+	if err := s.denormalize(ctx, kind.Collection, obj); err != nil {
 		return nil, 0, err
 	}
 	key := s.st.objectKey(kind.Collection, m.ID)
@@ -318,7 +323,7 @@ func (s *Server) remove(ctx context.Context, kind api.Kind, id string, expectRev
 			ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(nk), "=", id)}, []clientv3.Op{clientv3.OpDelete(nk)}, nil))
 		}
 		for _, r := range refs[kind.Collection] {
-			if pid := r.get(obj); pid != "" {
+			if pid := r.get(obj); pid != "" && r.indexed != nil && r.indexed(obj) {
 				ops = append(ops, clientv3.OpDelete(s.st.indexPrefix(kind.Collection, r.parent, pid)+id))
 			}
 		}
@@ -337,14 +342,20 @@ func (s *Server) remove(ctx context.Context, kind api.Kind, id string, expectRev
 // removeChildren deletes every object that references coll/id, a few at a time.
 func (s *Server) removeChildren(ctx context.Context, coll, id string) *api.Error {
 	for _, cr := range childRefs(coll) {
-		child := cr[0]
-		ckind, _ := api.KindByCollection(child)
-		prefix := s.st.indexPrefix(child, coll, id)
+		ckind, _ := api.KindByCollection(cr.child)
 		var ids []string
-		if _, err := s.st.list(ctx, prefix, true, func(key string, _ []byte, _ int64) error {
-			ids = append(ids, strings.TrimPrefix(key, prefix))
-			return nil
-		}); err != nil {
+		var err error
+		switch {
+		case cr.ref.scan:
+			ids, err = s.scanChildren(ctx, ckind, cr.ref, id)
+		case cr.ref.indexed != nil:
+			prefix := s.st.indexPrefix(cr.child, coll, id)
+			_, err = s.st.list(ctx, prefix, true, func(key string, _ []byte, _ int64) error {
+				ids = append(ids, strings.TrimPrefix(key, prefix))
+				return nil
+			})
+		}
+		if err != nil {
 			return storeError(err)
 		}
 		g, gctx := errgroup.WithContext(ctx)
@@ -364,6 +375,46 @@ func (s *Server) removeChildren(ctx context.Context, coll, id string) *api.Error
 			return storeError(err)
 		}
 	}
+	return nil
+}
+
+// scanChildren finds children by reading the whole child collection.
+func (s *Server) scanChildren(ctx context.Context, kind api.Kind, r ref, pid string) ([]string, error) {
+	var ids []string
+	_, err := s.st.list(ctx, s.st.objectPrefix(kind.Collection), false, func(key string, value []byte, rev int64) error {
+		obj, err := decodeStored(kind, value, rev)
+		if err != nil {
+			return err
+		}
+		if r.get(obj) == pid {
+			ids = append(ids, obj.GetMeta().ID)
+		}
+		return nil
+	})
+	return ids, err
+}
+
+// denormalize fills fields derived from other objects before a create: a
+// container of a service belongs to that service's stack.
+func (s *Server) denormalize(ctx context.Context, coll string, obj api.Object) *api.Error {
+	c, ok := obj.(*api.Container)
+	if !ok || c.Spec.ServiceID == "" {
+		return nil
+	}
+	raw, _, err := s.st.get(ctx, "services", c.Spec.ServiceID)
+	if err == errNotFound {
+		return api.NewError(http.StatusUnprocessableEntity, api.CodeInvalidReference, "spec.serviceId", "spec.serviceId: service %q does not exist", c.Spec.ServiceID)
+	} else if err != nil {
+		return storeError(err)
+	}
+	var svc api.Service
+	if err := json.Unmarshal(raw, &svc); err != nil {
+		return internalError(err)
+	}
+	if c.Spec.StackID != "" && c.Spec.StackID != svc.Spec.StackID {
+		return invalid("spec.stackId", "is %q but service %s is in stack %q; leave it out", c.Spec.StackID, svc.ID, svc.Spec.StackID)
+	}
+	c.Spec.StackID = svc.Spec.StackID
 	return nil
 }
 

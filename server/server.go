@@ -66,7 +66,7 @@ func (o *Options) withDefaults() {
 		o.SubscriberBuffer = 10000
 	}
 	if o.RingSize == 0 {
-		o.RingSize = 50000
+		o.RingSize = 10000
 	}
 	if o.KeyPrefix == "" {
 		o.KeyPrefix = "/drover/"
@@ -267,7 +267,10 @@ func (s *Server) openStore(ctx context.Context) (*clientv3.Client, error) {
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	cfg.AutoCompactionMode = "revision"
 	cfg.AutoCompactionRetention = strconv.Itoa(s.opts.HistoryRevisions)
-	cfg.SnapshotCount = 10000
+	// The raft log is held in memory between snapshots: keep it short (a
+	// single member has no follower to catch up).
+	cfg.SnapshotCount = 5000
+	cfg.SnapshotCatchUpEntries = 1000
 	cfg.MaxTxnOps = 1024
 	// The embedded etcd is reached in-process; its own listeners are bound
 	// to free loopback ports only because etcd insists on having them.

@@ -25,8 +25,7 @@ func parseSince(r *http.Request) (int64, *api.Error) {
 	return n, nil
 }
 
-// ndjsonSink writes one frame per line and flushes when nothing else is
-// waiting, so a burst costs one flush, not one per event.
+// ndjsonSink writes one frame per line.
 type ndjsonSink struct {
 	bw *bufio.Writer
 	fl http.Flusher
@@ -34,9 +33,10 @@ type ndjsonSink struct {
 
 func (n *ndjsonSink) writeFrame(b []byte) error {
 	n.bw.Write(b)
-	if err := n.bw.WriteByte('\n'); err != nil {
-		return err
-	}
+	return n.bw.WriteByte('\n')
+}
+
+func (n *ndjsonSink) flush() error {
 	if err := n.bw.Flush(); err != nil {
 		return err
 	}
@@ -75,6 +75,8 @@ var upgrader = websocket.Upgrader{
 }
 
 type wsSink struct{ c *websocket.Conn }
+
+func (wsSink) flush() error { return nil } // each message is written whole
 
 func (ws wsSink) writeFrame(b []byte) error {
 	ws.c.SetWriteDeadline(time.Now().Add(10 * time.Second))

@@ -14,12 +14,6 @@ import (
 	"github.com/drover/drover/api"
 )
 
-// delivery is one frame for one subscriber.
-type delivery struct {
-	rev   int64
-	frame []byte
-}
-
 // subscription is one client's event stream. The hub offers it live events
 // without ever blocking: a subscriber whose queue is full is cut off with a
 // reason instead of making the server hold an unbounded backlog.
@@ -60,9 +54,15 @@ func (s *subscription) kill(name, cause string) {
 }
 
 // frameSink writes frames to a client: WebSocket or newline-delimited JSON.
+// writeFrame may buffer; flush sends what is buffered. The stream flushes
+// whenever its queue runs empty, so a burst costs one write, not one per event.
 type frameSink interface {
 	writeFrame(frame []byte) error
+	flush() error
 }
+
+// flushCoalesce is the shortest time between two flushes of one stream.
+const flushCoalesce = 5 * time.Millisecond
 
 // stream sends events to sink until ctx ends, the subscriber is cut off or
 // sink fails. It never returns while events it owes are unsent, except on
@@ -84,8 +84,28 @@ func (s *subscription) stream(ctx context.Context, sink frameSink, pingEvery tim
 		}
 	}
 	s.backlog = nil
+	if err := sink.flush(); err != nil {
+		return err
+	}
 	t := time.NewTicker(pingEvery)
 	defer t.Stop()
+	// Flushes are coalesced: at once if the last was flushCoalesce ago or
+	// more, else when that much time has passed. A quiet stream sees each
+	// event immediately; a busy one costs one write per few milliseconds
+	// instead of one per event.
+	var lastFlush time.Time
+	var flushTimer *time.Timer
+	var flushC <-chan time.Time
+	dirty := false
+	flush := func() error {
+		dirty, lastFlush = false, time.Now()
+		return sink.flush()
+	}
+	defer func() {
+		if flushTimer != nil {
+			flushTimer.Stop()
+		}
+	}()
 	for {
 		select {
 		case ev := <-s.ch:
@@ -93,10 +113,35 @@ func (s *subscription) stream(ctx context.Context, sink frameSink, pingEvery tim
 				if err := sink.writeFrame(f); err != nil {
 					return err
 				}
+				dirty = true
 				s.hub.metrics.delivered.Inc()
+			}
+			if dirty && len(s.ch) == 0 && flushC == nil {
+				if wait := flushCoalesce - time.Since(lastFlush); wait <= 0 {
+					if err := flush(); err != nil {
+						return err
+					}
+				} else {
+					if flushTimer == nil {
+						flushTimer = time.NewTimer(wait)
+					} else {
+						flushTimer.Reset(wait)
+					}
+					flushC = flushTimer.C
+				}
+			}
+		case <-flushC:
+			flushC = nil
+			if dirty {
+				if err := flush(); err != nil {
+					return err
+				}
 			}
 		case <-t.C:
 			if err := sink.writeFrame(ping); err != nil {
+				return err
+			}
+			if err := flush(); err != nil {
 				return err
 			}
 		case <-s.dead:
@@ -115,7 +160,10 @@ func (s *subscription) stream(ctx context.Context, sink frameSink, pingEvery tim
 				}
 			}
 			b, _ := json.Marshal(api.Event{Name: s.deathName, Message: s.deathCause})
-			return sink.writeFrame(b)
+			if err := sink.writeFrame(b); err != nil {
+				return err
+			}
+			return sink.flush()
 		case <-ctx.Done():
 			return nil
 		}
@@ -148,7 +196,10 @@ func (s *subscription) catchUp(ctx context.Context, sink frameSink) (bool, error
 			if err := wr.Err(); err != nil {
 				if errors.Is(err, rpctypes.ErrCompacted) {
 					b, _ := json.Marshal(api.Event{Name: api.EventResync, Message: "revision " + strconv.FormatInt(s.catchUpFrom, 10) + " is older than the store keeps (compacted at " + strconv.FormatInt(wr.CompactRevision, 10) + "); list again and watch from the list's revision"})
-					return true, sink.writeFrame(b)
+					if err := sink.writeFrame(b); err != nil {
+						return true, err
+					}
+					return true, sink.flush()
 				}
 				return false, err
 			}
@@ -163,6 +214,9 @@ func (s *subscription) catchUp(ctx context.Context, sink frameSink) (bool, error
 					}
 				}
 				delivered = ev.rev
+			}
+			if err := sink.flush(); err != nil {
+				return false, err
 			}
 			if wr.IsProgressNotify() && wr.Header.Revision > delivered {
 				delivered = wr.Header.Revision

@@ -17,7 +17,8 @@ import (
 )
 
 // ref is a hard reference from one object to another: the parent must exist
-// when the child is written, and deleting the parent deletes the child.
+// (and not be being deleted) when the child is written, and deleting the
+// parent deletes the child.
 type ref struct {
 	field  string
 	parent string // collection
@@ -25,30 +26,49 @@ type ref struct {
 	// settableOnce: may go from "" to a value later (a container's host is
 	// chosen by the scheduler after it is created); never changes after.
 	settableOnce bool
+	// indexed says whether the child gets an index entry under its parent,
+	// which is how a cascade finds it. Every index entry is one more etcd
+	// key per object, so only the owning parent is indexed: a container is
+	// filed under its service (or, for a pod, its stack). Children reached
+	// otherwise are listed by scanning (scan) or through an indexed parent
+	// that is itself deleted in the cascade (neither set).
+	indexed func(api.Object) bool
+	scan    bool
 }
+
+func always(api.Object) bool { return true }
 
 var refs = map[string][]ref{
 	"services": {
-		{field: "spec.stackId", parent: "stacks", get: func(o api.Object) string { return o.(*api.Service).Spec.StackID }},
+		{field: "spec.stackId", parent: "stacks", get: func(o api.Object) string { return o.(*api.Service).Spec.StackID }, indexed: always},
 	},
 	"containers": {
-		{field: "spec.stackId", parent: "stacks", get: func(o api.Object) string { return o.(*api.Container).Spec.StackID }},
-		{field: "spec.serviceId", parent: "services", get: func(o api.Object) string { return o.(*api.Container).Spec.ServiceID }},
-		{field: "spec.hostId", parent: "hosts", get: func(o api.Object) string { return o.(*api.Container).Spec.HostID }, settableOnce: true},
+		// A container of a service always has that service's stack (see
+		// denormalize), so the stack's cascade reaches it through the service.
+		{field: "spec.stackId", parent: "stacks", get: func(o api.Object) string { return o.(*api.Container).Spec.StackID },
+			indexed: func(o api.Object) bool { return o.(*api.Container).Spec.ServiceID == "" }},
+		{field: "spec.serviceId", parent: "services", get: func(o api.Object) string { return o.(*api.Container).Spec.ServiceID }, indexed: always},
+		// Hosts are deleted rarely and hold many containers: scan.
+		{field: "spec.hostId", parent: "hosts", get: func(o api.Object) string { return o.(*api.Container).Spec.HostID }, settableOnce: true, scan: true},
 	},
 	"apikeys": {
-		{field: "spec.hostId", parent: "hosts", get: func(o api.Object) string { return o.(*api.APIKey).Spec.HostID }},
+		{field: "spec.hostId", parent: "hosts", get: func(o api.Object) string { return o.(*api.APIKey).Spec.HostID }, indexed: always},
 	},
 }
 
-// childRefs lists, for a parent collection, the (child collection, ref) pairs
-// pointing at it.
-func childRefs(parent string) [][2]string {
-	var out [][2]string
+// childRef is a reference into a parent collection, seen from the parent.
+type childRef struct {
+	child string // collection
+	ref   ref
+}
+
+// childRefs lists the references pointing at a parent collection.
+func childRefs(parent string) []childRef {
+	var out []childRef
 	for _, k := range api.Kinds {
 		for _, r := range refs[k.Collection] {
 			if r.parent == parent {
-				out = append(out, [2]string{k.Collection, r.parent})
+				out = append(out, childRef{k.Collection, r})
 			}
 		}
 	}
