@@ -96,11 +96,19 @@ func (c *Client) do(ctx context.Context, method, path string, body any, out any)
 		io.Copy(io.Discard, resp.Body)
 		return nil
 	}
+	if rb, ok := out.(*rawBody); ok {
+		b, err := io.ReadAll(resp.Body)
+		*rb.b = b
+		return err
+	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
 		return fmt.Errorf("client: decoding %s %s: %w", method, path, err)
 	}
 	return nil
 }
+
+// rawBody asks do for the undecoded body.
+type rawBody struct{ b *json.RawMessage }
 
 func (c *Client) send(ctx context.Context, method, path string, body any, contentType string) (*http.Response, error) {
 	var rd io.Reader
@@ -209,14 +217,18 @@ func (o ListOptions) values() url.Values {
 
 // List returns the matching objects and the store revision they were read at.
 func (r *Resource[T]) List(ctx context.Context, opts ListOptions) ([]T, int64, error) {
-	var out api.List[T]
 	q := opts.values().Encode()
 	path := "/v1/" + r.collection
 	if q != "" {
 		path += "?" + q
 	}
-	if err := r.c.do(ctx, http.MethodGet, path, nil, &out); err != nil {
+	var body json.RawMessage
+	if err := r.c.do(ctx, http.MethodGet, path, nil, &rawBody{&body}); err != nil {
 		return nil, 0, err
+	}
+	out, err := decodeList[T](body)
+	if err != nil {
+		return nil, 0, fmt.Errorf("client: decoding %s list: %w", r.collection, err)
 	}
 	return out.Data, out.Revision, nil
 }

@@ -230,7 +230,7 @@ func (s *Server) listOrWatch(w http.ResponseWriter, r *http.Request) {
 			bw.WriteByte(',')
 		}
 		first = false
-		bw.Write(withRevision(value, modRev))
+		writeWithRevision(bw, value, modRev)
 		return nil
 	})
 	if err != nil {
