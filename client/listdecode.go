@@ -60,7 +60,7 @@ func splitData(body []byte) ([][]byte, []byte, error) {
 	// The server writes "type" and "resourceType" (short strings without
 	// brackets) before "data", so the first occurrence at depth 1 is it.
 	start := bytes.Index(body, dataKey)
-	if start < 0 || bytes.IndexAny(body[:start], "[]") >= 0 {
+	if start < 0 || bytes.ContainsAny(body[:start], "[]") {
 		return nil, nil, errors.New("no data array")
 	}
 	i := start + len(dataKey)

@@ -274,3 +274,9 @@ func (h *hub) close(reason string) {
 	}
 	h.subs = map[*subscription]struct{}{}
 }
+
+func (h *hub) subscribers() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.subs)
+}

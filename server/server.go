@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
@@ -111,6 +112,9 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	s.st = &store{cli: cli, prefix: opts.KeyPrefix}
 	s.hub = newHub(s.st, s.log, s.metrics, opts.RingSize)
 	s.hub.onChange = s.auth.invalidate
+	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "drover_server_subscribers", Help: "Event stream subscribers connected now.",
+	}, func() float64 { return float64(s.hub.subscribers()) }))
 
 	ln, err := net.Listen("tcp", opts.Listen)
 	if err != nil {
