@@ -7,12 +7,27 @@ LISTEN   ?= 127.0.0.1:8080
 # Integration tests share 2 cores with etcd processes; give them room.
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build deps test test-short test-integration lint fuzz bench up clean
+.PHONY: all build kube deps test test-short test-integration lint fuzz bench up clean
+
+# Kubernetes is built from source; its version is named once, in images/kubernetes/go.mod.
+KUBE_VERSION := $(shell grep -oE '^\s*(require )?k8s.io/kubernetes v[0-9.]+' images/kubernetes/go.mod | awk '{print $$NF}')
+KUBE_MINOR   := $(word 2,$(subst ., ,$(KUBE_VERSION)))
+KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
+	-X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$(KUBE_MINOR) \
+	-X k8s.io/component-base/version.gitTreeState=clean \
+	-X k8s.io/client-go/pkg/version.gitVersion=$(KUBE_VERSION) \
+	-X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$(KUBE_MINOR)
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/drover ./cmd/drover
+
+## kube: bin/kube, every Kubernetes component in one binary (a cold build takes several minutes).
+kube: bin/kube
+bin/kube: images/kubernetes/go.mod images/kubernetes/go.sum $(wildcard images/kubernetes/*.go)
+	@echo "building Kubernetes $(KUBE_VERSION) components into bin/kube (cold: several minutes)"
+	cd images/kubernetes && CGO_ENABLED=0 $(GO) build -ldflags "$(KUBE_LDFLAGS)" -o ../../bin/kube .
 
 deps:
 	./scripts/install-deps.sh

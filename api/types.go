@@ -136,6 +136,27 @@ type ServiceStatus struct {
 	PublicEndpoints []PublicEndpoint `json:"publicEndpoints,omitempty"`
 	VIP             string           `json:"vip,omitempty"`
 	Message         string           `json:"message,omitempty"`
+	// Endpoints are the ready backends of a Kubernetes service (from its
+	// EndpointSlices).
+	Endpoints []Endpoint `json:"endpoints,omitempty"`
+	// DesiredReplicas and ReadyReplicas count a Kubernetes workload's pods.
+	DesiredReplicas int `json:"desiredReplicas,omitempty"`
+	ReadyReplicas   int `json:"readyReplicas,omitempty"`
+}
+
+// Endpoint is one ready address behind a service.
+type Endpoint struct {
+	IP       string         `json:"ip"`
+	Hostname string         `json:"hostname,omitempty"`
+	NodeName string         `json:"nodeName,omitempty"`
+	Pod      string         `json:"pod,omitempty"`
+	Ports    []EndpointPort `json:"ports,omitempty"`
+}
+
+type EndpointPort struct {
+	Name     string `json:"name,omitempty"`
+	Protocol string `json:"protocol,omitempty"`
+	Port     int    `json:"port"`
 }
 
 type ServicePort struct {

@@ -332,6 +332,11 @@ func validateService(o *api.Service) *api.Error {
 			}
 		}
 	}
+	for i, ep := range o.Status.Endpoints {
+		if net.ParseIP(ep.IP) == nil {
+			return invalid("status.endpoints["+itoa(i)+"].ip", "%q is not an IP address", ep.IP)
+		}
+	}
 	if u := s.Upgrade; u != nil && (u.BatchSize < 0 || u.IntervalMs < 0) {
 		return invalid("spec.upgrade", "batchSize and intervalMs must not be negative")
 	}

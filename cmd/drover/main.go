@@ -1,4 +1,4 @@
-// Command drover is the one multi-call binary: drover server | version | help.
+// Command drover is the one multi-call binary: drover server | kubernetes-agent | version | help.
 package main
 
 import (
@@ -38,6 +38,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"server", "run the engine: REST API, event stream, store (embedded or external etcd)", runServer},
+		{"kubernetes-agent", "keep Kubernetes objects and engine objects in step, both ways", runKubernetesAgent},
 		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 			fmt.Fprintln(stdout, "drover", version)
 			return nil
@@ -65,7 +66,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: drover COMMAND [flags]\n\ncommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-18s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintln(w, "  help       show this text\n\nRun 'drover COMMAND -h' for a command's flags.")
+	fmt.Fprintln(w, "  help               show this text\n\nRun 'drover COMMAND -h' for a command's flags.")
 }

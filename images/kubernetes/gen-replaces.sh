@@ -4,7 +4,7 @@
 # pointed at the published v0.<minor>.<patch> of that version.
 set -euo pipefail
 cd "$(dirname "$0")"
-ver=$(awk '/^require k8s.io\/kubernetes/ {print $3}' go.mod)
+ver=$(grep -oE '^\s*(require )?k8s.io/kubernetes v[0-9.]+' go.mod | awk '{print $NF}')
 staging=v0.${ver#v1.}
 gomod=$(go mod download -json "k8s.io/kubernetes@$ver" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
 {

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"io"
+
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/drover/drover/internal/lifecycle"
+	kubernetesagent "github.com/drover/drover/kubernetes-agent"
+)
+
+func runKubernetesAgent(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := flag.NewFlagSet("drover kubernetes-agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var kubeconfig, listen, logFormat, logLevel string
+	var workers int
+	ef := engineFlags(fs)
+	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the cluster (empty: in-cluster config)")
+	fs.StringVar(&listen, "listen", "127.0.0.1:10271", "address for /healthz, /readyz and /metrics")
+	fs.IntVar(&workers, "workers", 4, "sync workers per object kind")
+	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return nil
+		}
+		return usageError{err.Error()}
+	}
+	log, err := lifecycle.NewLogger(stderr, logFormat, logLevel)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	eng, err := ef.client()
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	kcfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return usageError{"--kubeconfig: " + err.Error()}
+	}
+	ctx, cancel := lifecycle.SignalContext(ctx, log)
+	defer cancel()
+	return kubernetesagent.Run(ctx, kubernetesagent.Options{Kube: kcfg, Engine: eng, Logger: log, Listen: listen, Workers: workers})
+}
