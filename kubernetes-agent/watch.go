@@ -97,7 +97,9 @@ func (a *Agent) setupKubeHandlers() error {
 	}
 	nodes := f.Core().V1().Nodes().Informer()
 	if err := nodes.AddIndexers(cache.Indexers{
-		indexHostID:     func(obj any) ([]string, error) { return []string{obj.(*corev1.Node).Annotations[AnnotationHostID]}, nil },
+		indexHostID: func(obj any) ([]string, error) {
+			return []string{obj.(*corev1.Node).Annotations[AnnotationHostID]}, nil
+		},
 		indexProviderID: func(obj any) ([]string, error) { return []string{obj.(*corev1.Node).Spec.ProviderID}, nil },
 		indexAddress: func(obj any) ([]string, error) {
 			var out []string
@@ -296,4 +298,3 @@ func (a *Agent) workloadNames(ns string) map[string][]string {
 	}
 	return out
 }
-
