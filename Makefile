@@ -7,7 +7,7 @@ LISTEN   ?= 127.0.0.1:8080
 # Integration tests share 2 cores with etcd processes; give them room.
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build kube deps test test-short test-integration lint fuzz bench up clean
+.PHONY: all build kube deps test test-short lint fuzz bench bench-engine bench-kube up clean
 
 # Kubernetes is built from source; its version is named once, in images/kubernetes/go.mod.
 KUBE_VERSION := $(shell grep -oE '^\s*(require )?k8s.io/kubernetes v[0-9.]+' images/kubernetes/go.mod | awk '{print $$NF}')
@@ -32,8 +32,8 @@ bin/kube: images/kubernetes/go.mod images/kubernetes/go.sum $(wildcard images/ku
 deps:
 	./scripts/install-deps.sh
 
-## test: lint, then every test (unit and integration against real etcd) with the race detector.
-test: deps lint
+## test: lint, then every test (unit, and integration against real etcd and a real kube-apiserver) with the race detector.
+test: deps lint kube
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 ## test-short: unit tests only, no real parts needed.
@@ -51,9 +51,16 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzDecodeObject -fuzztime $(FUZZTIME) ./server/
 	$(GO) test -run XXX -fuzz FuzzParseSelector -fuzztime $(FUZZTIME) ./api/
 
-## bench: engine throughput, event latency, large lists and memory (prints one line per figure).
-bench: build
+## bench: every benchmark (prints one line per figure).
+bench: bench-engine bench-kube
+
+## bench-engine: engine throughput, event latency, large lists and memory.
+bench-engine: build
 	$(GO) run ./bench/engine
+
+## bench-kube: kubernetes-agent: 2,000 Services and 10,000 Pods against a real kube-apiserver.
+bench-kube: kube deps
+	$(GO) test -count=1 -run XXX -bench KubeSync -benchtime 1x -timeout 20m ./kubernetes-agent
 
 ## up: build and run the engine with its embedded etcd on $(LISTEN); data in $(DATA_DIR).
 up: build

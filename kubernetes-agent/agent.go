@@ -101,6 +101,7 @@ func New(opts Options) (*Agent, error) {
 		kcfg.QPS, kcfg.Burst = 200, 400
 	}
 	kcfg.UserAgent = "drover-kubernetes-agent"
+	kcfg.WarningHandler = warningLogger{opts.Logger}
 	cs, err := kubernetes.NewForConfig(kcfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes-agent: kubernetes client: %w", err)
@@ -192,6 +193,13 @@ func (a *Agent) serveHTTP() (*http.Server, net.Listener, error) {
 		return nil, nil, fmt.Errorf("kubernetes-agent: listening on %s: %w", a.opts.Listen, err)
 	}
 	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, ln, nil
+}
+
+// warningLogger sends the API server's warnings to the structured log.
+type warningLogger struct{ log *slog.Logger }
+
+func (w warningLogger) HandleWarningHeader(code int, agent, text string) {
+	w.log.Debug("kubernetes API warning", "code", code, "text", text)
 }
 
 // key helpers

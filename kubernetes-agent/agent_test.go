@@ -22,7 +22,7 @@ import (
 )
 
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	kube   *testenv.Kube
 	dir    string
 	srv    *server.Server
@@ -31,7 +31,7 @@ type env struct {
 	done   chan error
 }
 
-func setup(t *testing.T, opts testenv.KubeOptions) *env {
+func setup(t testing.TB, opts testenv.KubeOptions) *env {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("integration test (real kube-apiserver, real engine); run without -short")
@@ -77,7 +77,7 @@ func (e *env) stopAgent() {
 }
 
 // eventually polls f until it returns nil.
-func eventually(t *testing.T, what string, f func() error) {
+func eventually(t testing.TB, what string, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	var err error

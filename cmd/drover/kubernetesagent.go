@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/drover/drover/internal/lifecycle"
 	kubernetesagent "github.com/drover/drover/kubernetes-agent"
@@ -40,6 +41,8 @@ func runKubernetesAgent(ctx context.Context, args []string, _, stderr io.Writer)
 	if err != nil {
 		return usageError{"--kubeconfig: " + err.Error()}
 	}
+	// client-go logs through klog; make that structured too.
+	klog.SetSlogLogger(log.With("source", "client-go"))
 	ctx, cancel := lifecycle.SignalContext(ctx, log)
 	defer cancel()
 	return kubernetesagent.Run(ctx, kubernetesagent.Options{Kube: kcfg, Engine: eng, Logger: log, Listen: listen, Workers: workers})

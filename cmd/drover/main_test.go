@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +16,8 @@ import (
 	"time"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/internal/testenv"
+	"github.com/drover/drover/server"
 )
 
 func TestRunCommands(t *testing.T) {
@@ -87,5 +91,61 @@ func TestIntegrationServerProcess(t *testing.T) {
 	}
 	if !strings.Contains(lines[len(lines)-1], "drover server stopped") {
 		t.Fatalf("last log line %q; want the shutdown to finish", lines[len(lines)-1])
+	}
+}
+
+// The real binary runs kubernetes-agent against a real kube-apiserver and
+// engine, serves /healthz and /metrics, and stops cleanly on SIGTERM.
+func TestIntegrationKubernetesAgentProcess(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	kube := testenv.StartKube(t, testenv.KubeOptions{})
+	srv, _ := testenv.StartServer(t, server.Options{})
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "drover")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	listen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	var logs bytes.Buffer
+	cmd := exec.Command(bin, "kubernetes-agent", "--kubeconfig", kube.Kubeconfig, "--credentials", srv.CredentialsPath(), "--listen", listen, "--log-format", "json")
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get("http://" + listen + "/readyz")
+		if err == nil && resp.StatusCode == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent never ready; logs:\n%s", logs.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	resp, err := http.Get("http://" + listen + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(body), "drover_kubernetes_agent_queue_depth") {
+		t.Fatal("/metrics lacks the agent's metrics")
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v; logs:\n%s", err, logs.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no exit within 20s of SIGTERM")
+	}
+	if !strings.Contains(logs.String(), "kubernetes-agent: stopped") {
+		t.Fatalf("no clean stop in the logs:\n%s", logs.String())
 	}
 }
