@@ -202,9 +202,6 @@ func (w warningLogger) HandleWarningHeader(code int, agent, text string) {
 	w.log.Debug("kubernetes API warning", "code", code, "text", text)
 }
 
-// key helpers
-func nsKey(ns, name string) string { return ns + "/" + name }
-
 func splitKey(key string) (string, string, error) {
 	ns, name, err := cache.SplitMetaNamespaceKey(key)
 	return ns, name, err
