@@ -1,0 +1,462 @@
+// Package stacks turns stack files into engine services: compose files
+// (parsed by compose-go, with ${VAR} filled from the stack's answers), drover
+// settings in the x-drover extension or a Rancher 1.x rancher-compose.yml,
+// and the io.drover.* / io.rancher.* labels. Errors name the file, line and
+// key, and say what is allowed; a file that fails changes nothing.
+package stacks
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/compose-spec/compose-go/v2/loader"
+	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/sirupsen/logrus"
+	"gopkg.in/yaml.v3"
+
+	"github.com/drover/drover/api"
+)
+
+// File is one stack file.
+type File struct {
+	Name    string
+	Content []byte
+}
+
+// Service is one engine service a stack file declares (spec.stackId unset).
+type Service struct {
+	Name   string
+	Labels map[string]string
+	Spec   api.ServiceSpec
+}
+
+// Error is a problem in a stack file, with where it is.
+type Error struct {
+	File string
+	Line int
+	Key  string
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	if e.Key != "" {
+		b.WriteString(": " + e.Key)
+	}
+	return b.String() + ": " + e.Msg
+}
+
+// doc is one file's YAML tree, kept to find the line of a key path.
+type doc struct {
+	name string
+	root *yaml.Node
+}
+
+func parseDoc(f File) (*doc, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(f.Content, &root); err != nil {
+		return nil, &Error{File: f.Name, Line: yamlErrLine(err), Msg: "not valid YAML: " + cleanYAMLErr(err)}
+	}
+	return &doc{name: f.Name, root: &root}, nil
+}
+
+var yamlLineRe = regexp.MustCompile(`line (\d+)`)
+
+func yamlErrLine(err error) int {
+	if m := yamlLineRe.FindStringSubmatch(err.Error()); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	return 0
+}
+
+func cleanYAMLErr(err error) string {
+	s := strings.TrimPrefix(err.Error(), "yaml: ")
+	return yamlLineRe.ReplaceAllString(strings.TrimPrefix(s, "unmarshal errors:\n  "), "line $1")
+}
+
+// lookup returns the key and value nodes at a path (services, web, ports,
+// 0); for a sequence element the key is the element itself.
+func (d *doc) lookup(path ...string) (key, val *yaml.Node) {
+	n := d.root
+	if n != nil && n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	key = n
+	for _, p := range path {
+		if n == nil {
+			return nil, nil
+		}
+		switch n.Kind {
+		case yaml.MappingNode:
+			var k, v *yaml.Node
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == p {
+					k, v = n.Content[i], n.Content[i+1]
+				}
+			}
+			key, n = k, v
+		case yaml.SequenceNode:
+			i, err := strconv.Atoi(p)
+			if err != nil || i < 0 || i >= len(n.Content) {
+				return nil, nil
+			}
+			key, n = n.Content[i], n.Content[i]
+		default:
+			return nil, nil
+		}
+	}
+	return key, n
+}
+
+// find returns the node whose line best names a path: the key.
+func (d *doc) find(path ...string) *yaml.Node {
+	k, _ := d.lookup(path...)
+	return k
+}
+
+func (d *doc) errAt(msg string, path ...string) *Error {
+	e := &Error{File: d.name, Key: strings.Join(path, "."), Msg: msg}
+	if n := d.find(path...); n != nil {
+		e.Line = n.Line
+	}
+	return e
+}
+
+// locate finds which file and line a key path is on; later files override
+// earlier ones, so the last file holding it is the one to blame.
+func locate(docs []*doc, path ...string) (string, int) {
+	for i := len(docs) - 1; i >= 0; i-- {
+		if n := docs[i].find(path...); n != nil {
+			return docs[i].name, n.Line
+		}
+	}
+	if len(docs) > 0 {
+		return docs[0].name, 0
+	}
+	return "", 0
+}
+
+var composePathRe = regexp.MustCompile(`services\.[A-Za-z0-9_.-]+`)
+
+var falseSchemaRe = regexp.MustCompile(`(services\.[A-Za-z0-9_.-]+)\.([A-Za-z0-9_-]+) false schema`)
+
+// composeError turns a compose-go error into one with a file and line.
+func composeError(docs []*doc, err error) error {
+	orig := err.Error()
+	msg := orig
+	if m := falseSchemaRe.FindStringSubmatch(msg); m != nil {
+		msg = fmt.Sprintf("unknown key %q in %s; see the Compose specification for the keys a service takes (drover settings go under x-drover)", m[2], m[1])
+	}
+	msg = strings.TrimPrefix(msg, "validating ")
+	if m := composePathRe.FindString(orig); m != "" {
+		parts := strings.Split(m, ".")
+		for len(parts) > 1 {
+			if f, line := locate(docs, parts...); line > 0 {
+				return &Error{File: f, Line: line, Key: strings.Join(parts, "."), Msg: msg}
+			}
+			parts = parts[:len(parts)-1]
+		}
+	}
+	f, _ := locate(docs)
+	return &Error{File: f, Msg: msg}
+}
+
+func init() {
+	// compose-go warns through the global logrus logger (obsolete "version",
+	// unset variables); drover reports problems as errors instead.
+	logrus.SetLevel(logrus.ErrorLevel)
+}
+
+// Parse reads a stack: one or more compose files (later ones override
+// earlier ones, as with docker-compose -f a -f b), an optional
+// rancher-compose.yml, and the answers that fill ${VAR}.
+func Parse(ctx context.Context, stackName string, compose []File, rancher *File, answers map[string]string) ([]Service, error) {
+	if len(compose) == 0 {
+		return nil, errors.New("stacks: no compose file given")
+	}
+	var docs []*doc
+	var cfs []types.ConfigFile
+	for _, f := range compose {
+		d, err := parseDoc(f)
+		if err != nil {
+			return nil, err
+		}
+		docs = append(docs, d)
+		cfs = append(cfs, types.ConfigFile{Filename: f.Name, Content: f.Content})
+	}
+	env := types.Mapping{}
+	for k, v := range answers {
+		env[k] = v
+	}
+	project, err := loader.LoadWithContext(ctx, types.ConfigDetails{WorkingDir: "/", ConfigFiles: cfs, Environment: env}, func(o *loader.Options) {
+		o.SetProjectName(stackName, true)
+		o.ResolvePaths = false
+		o.SkipResolveEnvironment = false
+	})
+	if err != nil {
+		return nil, composeError(docs, err)
+	}
+	var rdoc *doc
+	var rancherSettings map[string]*Settings
+	if rancher != nil {
+		if rdoc, err = parseDoc(*rancher); err != nil {
+			return nil, err
+		}
+		if rancherSettings, err = parseRancherCompose(*rancher); err != nil {
+			return nil, err
+		}
+		for name := range rancherSettings {
+			if _, ok := project.Services[name]; !ok {
+				return nil, rdoc.errAt(fmt.Sprintf("service %q is not in the compose file", name), "services", name)
+			}
+		}
+	}
+	names := make([]string, 0, len(project.Services))
+	for n := range project.Services {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	built := map[string]*Service{}
+	for _, name := range names {
+		sc := project.Services[name]
+		svc, err := buildService(docs, name, sc)
+		if err != nil {
+			return nil, err
+		}
+		settings, err := extensionSettings(docs, name, sc)
+		if err != nil {
+			return nil, err
+		}
+		if rs := rancherSettings[name]; rs != nil {
+			if settings != nil {
+				f, line := locate(docs, "services", name, "x-drover")
+				return nil, &Error{File: f, Line: line, Key: "services." + name + ".x-drover", Msg: "service has settings here and in " + rancher.Name + "; keep one"}
+			}
+			settings = rs
+		}
+		if settings != nil {
+			if err := settings.apply(&svc.Spec); err != nil {
+				f, line := locate(docs, "services", name)
+				if rancherSettings[name] != nil {
+					f, line = rancher.Name, rdoc.find("services", name).Line
+				}
+				return nil, &Error{File: f, Line: line, Key: "services." + name, Msg: err.Error()}
+			}
+		}
+		built[name] = svc
+	}
+	// Sidekicks fold into their primary, which names them in a label.
+	owner := map[string]string{}
+	for _, name := range names {
+		svc := built[name]
+		for _, sk := range Sidekicks(svc.Spec.LaunchConfig.Labels) {
+			f, line := locate(docs, "services", name, "labels")
+			where := &Error{File: f, Line: line, Key: "services." + name + ".labels"}
+			side, ok := built[sk]
+			switch {
+			case !ok:
+				where.Msg = fmt.Sprintf("sidekick %q is not a service of this file", sk)
+				return nil, where
+			case sk == name:
+				where.Msg = "a service cannot be its own sidekick"
+				return nil, where
+			case owner[sk] != "":
+				where.Msg = fmt.Sprintf("sidekick %q already belongs to %q", sk, owner[sk])
+				return nil, where
+			}
+			owner[sk] = name
+			lc := *side.Spec.LaunchConfig
+			lc.Name = sk
+			svc.Spec.Sidekicks = append(svc.Spec.Sidekicks, lc)
+		}
+	}
+	var out []Service
+	for _, name := range names {
+		if owner[name] == "" {
+			out = append(out, *built[name])
+		}
+	}
+	return out, nil
+}
+
+// Rancher's well-known images stood for service kinds.
+var kindByImage = map[string]string{
+	"rancher/external-service":   api.ServiceExternal,
+	"rancher/dns-service":        api.ServiceAlias,
+	"rancher/lb-service-haproxy": api.ServiceLoadBalancer,
+}
+
+func buildService(docs []*doc, name string, sc types.ServiceConfig) (*Service, error) {
+	at := func(msg string, path ...string) error {
+		f, line := locate(docs, append([]string{"services", name}, path...)...)
+		return &Error{File: f, Line: line, Key: strings.Join(append([]string{"services", name}, path...), "."), Msg: msg}
+	}
+	if sc.Build != nil && sc.Image == "" {
+		return nil, at("build is not supported (no registry is involved): build the image on each host and name it in image:", "build")
+	}
+	kind := api.ServiceContainer
+	image, _, _ := strings.Cut(sc.Image, ":")
+	if k, ok := kindByImage[image]; ok {
+		kind = k
+	}
+	lc := &api.LaunchConfig{
+		Image: sc.Image, Command: sc.Command, Entrypoint: sc.Entrypoint,
+		NetworkMode: sc.NetworkMode, Privileged: sc.Privileged, CapAdd: sc.CapAdd, CapDrop: sc.CapDrop,
+		Restart: sc.Restart, DNS: sc.DNS, DNSSearch: sc.DNSSearch, Hostname: sc.Hostname, WorkingDir: sc.WorkingDir,
+		User: sc.User, Tty: sc.Tty, StdinOpen: sc.StdinOpen, Expose: sc.Expose, VolumesFrom: sc.VolumesFrom,
+		Labels: map[string]string(sc.Labels),
+	}
+	if len(sc.Environment) > 0 {
+		lc.Environment = map[string]string{}
+		for k, v := range sc.Environment {
+			if v != nil {
+				lc.Environment[k] = *v
+			}
+		}
+	}
+	for i, p := range sc.Ports {
+		proto := p.Protocol
+		if proto == "" {
+			proto = "tcp"
+		}
+		spec := fmt.Sprintf("%d/%s", p.Target, proto)
+		if p.Published != "" {
+			spec = p.Published + ":" + spec
+			if p.HostIP != "" {
+				spec = p.HostIP + ":" + spec
+			}
+		}
+		if p.Target == 0 {
+			return nil, at("a port needs a container port", "ports", strconv.Itoa(i))
+		}
+		lc.Ports = append(lc.Ports, spec)
+	}
+	for _, v := range sc.Volumes {
+		spec := v.Target
+		if v.Source != "" {
+			spec = v.Source + ":" + v.Target
+		}
+		if v.ReadOnly {
+			spec += ":ro"
+		}
+		lc.Volumes = append(lc.Volumes, spec)
+	}
+	if sc.MemLimit > 0 {
+		lc.MemoryBytes = int64(sc.MemLimit)
+	}
+	if sc.CPUS > 0 {
+		lc.MilliCPU = int64(sc.CPUS * 1000)
+	}
+	if hc := sc.HealthCheck; hc != nil && !hc.Disable && len(hc.Test) > 0 && hc.Test[0] != "NONE" {
+		h := &api.HealthCheck{Interval: durMs(hc.Interval, 30*time.Second), ResponseTimeout: durMs(hc.Timeout, 30*time.Second), HealthyThreshold: 1, UnhealthyThreshold: 3}
+		if hc.Retries != nil {
+			h.UnhealthyThreshold = int(*hc.Retries)
+		}
+		if hc.StartPeriod != nil {
+			h.InitializingTimeout = durMs(hc.StartPeriod, 0)
+		}
+		switch hc.Test[0] {
+		case "CMD":
+			h.Command = hc.Test[1:]
+		case "CMD-SHELL":
+			h.Command = []string{"/bin/sh", "-c", strings.Join(hc.Test[1:], " ")}
+		default:
+			h.Command = hc.Test
+		}
+		lc.HealthCheck = h
+	}
+	if _, err := Affinity(lc.Labels); err != nil {
+		return nil, at(err.Error(), "labels")
+	}
+	if v, ok := Label(lc.Labels, KeyPullImage); ok && v != "always" && v != "never" && v != "" {
+		return nil, at(fmt.Sprintf("%s%s is %q; use always or never", PrefixRancher, KeyPullImage, v), "labels")
+	}
+	if lc.StartOnce = LabelBool(lc.Labels, KeyStartOnce); lc.StartOnce {
+		lc.Restart = "no"
+	}
+	lc.PullImage, _ = Label(lc.Labels, KeyPullImage)
+	svc := &Service{Name: name, Labels: map[string]string{}, Spec: api.ServiceSpec{Kind: kind, LaunchConfig: lc, Global: LabelBool(lc.Labels, KeyGlobal)}}
+	for k, v := range sc.Labels {
+		svc.Labels[k] = v
+	}
+	if kind != api.ServiceContainer {
+		// Rancher's placeholder images are not run.
+		svc.Spec.LaunchConfig = &api.LaunchConfig{Labels: lc.Labels}
+	}
+	if !svc.Spec.Global && (kind == api.ServiceContainer || kind == api.ServiceLoadBalancer) {
+		one := 1
+		svc.Spec.Scale = &one
+		if sc.Scale != nil {
+			n := *sc.Scale
+			svc.Spec.Scale = &n
+		}
+	}
+	for _, l := range sc.Links {
+		svc.Spec.Links = append(svc.Spec.Links, l)
+	}
+	for dep := range sc.DependsOn {
+		svc.Spec.Links = append(svc.Spec.Links, dep)
+	}
+	sort.Strings(svc.Spec.Links)
+	return svc, nil
+}
+
+func durMs(d *types.Duration, def time.Duration) int {
+	if d == nil {
+		return int(def / time.Millisecond)
+	}
+	return int(time.Duration(*d) / time.Millisecond)
+}
+
+// extensionSettings decodes a service's x-drover block strictly.
+func extensionSettings(docs []*doc, name string, sc types.ServiceConfig) (*Settings, error) {
+	for i := len(docs) - 1; i >= 0; i-- {
+		_, val := docs[i].lookup("services", name, "x-drover")
+		if val == nil {
+			continue
+		}
+		raw, _ := yaml.Marshal(val)
+		var s Settings
+		dec := yaml.NewDecoder(bytes.NewReader(raw))
+		dec.KnownFields(true)
+		if err := dec.Decode(&s); err != nil {
+			line := val.Line + yamlErrLine(err) - 1
+			return nil, &Error{File: docs[i].name, Line: line, Key: "services." + name + ".x-drover", Msg: settingsError(err)}
+		}
+		return &s, nil
+	}
+	return nil, nil
+}
+
+func settingsError(err error) string {
+	msg := cleanYAMLErr(err)
+	msg = yamlLineRe.ReplaceAllString(msg, "")
+	msg = strings.ReplaceAll(msg, "in type stacks.Settings", "")
+	return strings.TrimSpace(msg) + "; allowed: " + strings.Join(settingsKeys(), ", ")
+}
+
+func parseRancherCompose(f File) (map[string]*Settings, error) {
+	var rc struct {
+		Version  string               `yaml:"version"`
+		Services map[string]*Settings `yaml:"services"`
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(f.Content))
+	dec.KnownFields(true)
+	if err := dec.Decode(&rc); err != nil && !errors.Is(err, io.EOF) {
+		return nil, &Error{File: f.Name, Line: yamlErrLine(err), Msg: settingsError(err)}
+	}
+	return rc.Services, nil
+}

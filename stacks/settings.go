@@ -1,0 +1,131 @@
+package stacks
+
+import (
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+
+	"github.com/drover/drover/api"
+)
+
+// Settings are a service's drover settings, written in the compose file's
+// x-drover extension or, Rancher 1.x style, in rancher-compose.yml. Keys
+// follow Rancher's spelling.
+type Settings struct {
+	Kind            string           `yaml:"kind"`
+	Scale           *int             `yaml:"scale"`
+	StartOnCreate   *bool            `yaml:"start_on_create"`
+	RetainIP        *bool            `yaml:"retain_ip"`
+	DrainTimeoutMs  *int             `yaml:"drain_timeout_ms"`
+	HealthCheck     *HealthSettings  `yaml:"health_check"`
+	UpgradeStrategy *UpgradeSettings `yaml:"upgrade_strategy"`
+	LBConfig        *LBSettings      `yaml:"lb_config"`
+	ExternalIPs     []string         `yaml:"external_ips"`
+	Hostname        string           `yaml:"hostname"`
+	Metadata        map[string]any   `yaml:"metadata"`
+}
+
+type HealthSettings struct {
+	Port                  int    `yaml:"port"`
+	RequestLine           string `yaml:"request_line"`
+	Interval              int    `yaml:"interval"`
+	ResponseTimeout       int    `yaml:"response_timeout"`
+	HealthyThreshold      int    `yaml:"healthy_threshold"`
+	UnhealthyThreshold    int    `yaml:"unhealthy_threshold"`
+	InitializingTimeout   int    `yaml:"initializing_timeout"`
+	ReinitializingTimeout int    `yaml:"reinitializing_timeout"`
+	Strategy              string `yaml:"strategy"`
+}
+
+type UpgradeSettings struct {
+	BatchSize      int  `yaml:"batch_size"`
+	IntervalMillis int  `yaml:"interval_millis"`
+	StartFirst     bool `yaml:"start_first"`
+}
+
+type LBSettings struct {
+	PortRules   []PortRuleSettings `yaml:"port_rules"`
+	Certs       []string           `yaml:"certs"`
+	DefaultCert string             `yaml:"default_cert"`
+	Config      string             `yaml:"config"`
+}
+
+type PortRuleSettings struct {
+	SourcePort  int    `yaml:"source_port"`
+	TargetPort  int    `yaml:"target_port"`
+	Protocol    string `yaml:"protocol"`
+	Hostname    string `yaml:"hostname"`
+	Path        string `yaml:"path"`
+	Service     string `yaml:"service"`
+	Priority    int    `yaml:"priority"`
+	BackendName string `yaml:"backend_name"`
+	Selector    string `yaml:"selector"`
+}
+
+func settingsKeys() []string {
+	var out []string
+	t := reflect.TypeOf(Settings{})
+	for i := 0; i < t.NumField(); i++ {
+		out = append(out, strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0])
+	}
+	sort.Strings(out)
+	return out
+}
+
+// apply puts the settings into a service spec.
+func (s *Settings) apply(spec *api.ServiceSpec) error {
+	if s.Kind != "" {
+		switch s.Kind {
+		case api.ServiceContainer, api.ServiceLoadBalancer, api.ServiceExternal, api.ServiceAlias:
+			spec.Kind = s.Kind
+		default:
+			return fmt.Errorf("kind %q: use container, loadBalancer, external or alias", s.Kind)
+		}
+	}
+	if s.Scale != nil {
+		if *s.Scale < 0 {
+			return fmt.Errorf("scale %d: must be 0 or more", *s.Scale)
+		}
+		if spec.Global {
+			return fmt.Errorf("scale: the service is global (one container per host); remove scale or the global label")
+		}
+		n := *s.Scale
+		spec.Scale = &n
+	}
+	if h := s.HealthCheck; h != nil {
+		if h.Port < 0 || h.Port > 65535 {
+			return fmt.Errorf("health_check.port %d: not a port", h.Port)
+		}
+		spec.HealthCheck = &api.HealthCheck{
+			Port: h.Port, RequestLine: h.RequestLine, Interval: h.Interval, ResponseTimeout: h.ResponseTimeout,
+			HealthyThreshold: h.HealthyThreshold, UnhealthyThreshold: h.UnhealthyThreshold,
+			InitializingTimeout: h.InitializingTimeout, Strategy: h.Strategy,
+		}
+	}
+	if u := s.UpgradeStrategy; u != nil {
+		if u.BatchSize < 0 || u.IntervalMillis < 0 {
+			return fmt.Errorf("upgrade_strategy: batch_size and interval_millis must not be negative")
+		}
+		spec.Upgrade = &api.UpgradeConfig{BatchSize: u.BatchSize, IntervalMs: u.IntervalMillis, StartFirst: u.StartFirst}
+	}
+	if lb := s.LBConfig; lb != nil {
+		spec.Kind = api.ServiceLoadBalancer
+		cfg := &api.LBConfig{Config: lb.Config, CertificateIDs: lb.Certs, DefaultCertificateID: lb.DefaultCert}
+		for i, r := range lb.PortRules {
+			if r.SourcePort < 1 || r.SourcePort > 65535 {
+				return fmt.Errorf("lb_config.port_rules[%d].source_port %d: not a port", i, r.SourcePort)
+			}
+			cfg.PortRules = append(cfg.PortRules, api.PortRule{SourcePort: r.SourcePort, TargetPort: r.TargetPort, Protocol: r.Protocol,
+				Hostname: r.Hostname, Path: r.Path, ServiceID: r.Service, Priority: r.Priority, BackendName: r.BackendName, Selector: r.Selector})
+		}
+		spec.LBConfig = cfg
+	}
+	if len(s.ExternalIPs) > 0 {
+		spec.ExternalIPs = s.ExternalIPs
+	}
+	if s.Hostname != "" {
+		spec.Hostname = s.Hostname
+	}
+	return nil
+}
