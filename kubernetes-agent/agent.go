@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,9 +51,11 @@ type Options struct {
 
 // Agent is a running kubernetes-agent.
 type Agent struct {
-	opts     Options
-	log      *slog.Logger
-	kube     kubernetes.Interface
+	opts        Options
+	log         *slog.Logger
+	broadcaster record.EventBroadcaster
+	wrote       wroteRevisions
+	kube        kubernetes.Interface
 	eng      *client.Client
 	recorder record.EventRecorder
 	metrics  *metrics
@@ -109,6 +112,7 @@ func New(opts Options) (*Agent, error) {
 	a := &Agent{opts: opts, log: opts.Logger, kube: cs, eng: opts.Engine, metrics: newMetrics(opts.Registry)}
 	b := record.NewBroadcaster()
 	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
+	a.broadcaster = b
 	a.recorder = b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "drover-kubernetes-agent"})
 	a.factory = informers.NewSharedInformerFactory(cs, 0)
 	a.setupListers()
@@ -118,6 +122,7 @@ func New(opts Options) (*Agent, error) {
 	a.workloads = a.newController("workload", a.syncWorkload)
 	a.nodes = a.newController("node", a.syncNode)
 	if err := a.setupKubeHandlers(); err != nil {
+		b.Shutdown()
 		return nil, err
 	}
 	a.setupEngineCaches()
@@ -126,6 +131,7 @@ func New(opts Options) (*Agent, error) {
 
 // Run starts informers, caches and workers, and blocks until ctx ends.
 func (a *Agent) Run(ctx context.Context) error {
+	defer a.broadcaster.Shutdown()
 	g, ctx := errgroup.WithContext(ctx)
 	if a.opts.Listen != "" {
 		srv, ln, err := a.serveHTTP()
@@ -205,4 +211,40 @@ func (w warningLogger) HandleWarningHeader(code int, agent, text string) {
 func splitKey(key string) (string, string, error) {
 	ns, name, err := cache.SplitMetaNamespaceKey(key)
 	return ns, name, err
+}
+
+// wroteRevisions remembers the engine revision of the agent's own last write
+// per key. A sync that runs before the watch cache has caught up with that
+// write would see stale state (and, say, create a second container for a
+// pod), so it waits instead.
+type wroteRevisions struct {
+	mu   sync.Mutex
+	revs map[string]int64
+}
+
+var errCacheBehind = errors.New("engine cache has not caught up with our last write yet")
+
+func (w *wroteRevisions) record(key string, rev int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.revs == nil {
+		w.revs = map[string]int64{}
+	}
+	w.revs[key] = rev
+}
+
+// behind reports whether the cache (at cacheRev) has not yet seen the last
+// write made for key.
+func (w *wroteRevisions) behind(key string, cacheRev int64) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	r, ok := w.revs[key]
+	if !ok {
+		return false
+	}
+	if cacheRev >= r {
+		delete(w.revs, key)
+		return false
+	}
+	return true
 }

@@ -26,6 +26,9 @@ const (
 	// AnnotationUnschedulable is the last cordon state both sides agreed
 	// on; whichever side differs from it changed since, and wins.
 	AnnotationUnschedulable = "drover.io/unschedulable"
+	// AnnotationHostRevision is the engine revision of the agent's last
+	// write to the node's host, so a sync from a lagging cache waits.
+	AnnotationHostRevision = "drover.io/host-revision"
 	// ProviderIDPrefix is how cloudprovider names a host in node.spec.providerID.
 	ProviderIDPrefix = "drover://"
 )

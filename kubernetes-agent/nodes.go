@@ -109,6 +109,11 @@ func (a *Agent) syncNode(ctx context.Context, name string) error {
 		}
 		return nil
 	}
+	// Our last host write is recorded on the node; a cache that has not
+	// seen it yet would undo it (a cordon, say).
+	if r, err := strconv.ParseInt(node.Annotations[AnnotationHostRevision], 10, 64); err == nil && h.Revision < r {
+		return errCacheBehind
+	}
 	n := node.DeepCopy()
 	if n.Labels == nil {
 		n.Labels = map[string]string{}
@@ -160,13 +165,9 @@ func (a *Agent) syncNode(ctx context.Context, name string) error {
 	if n.Spec.PodCIDR == "" && h.Status.Subnet != "" {
 		n.Spec.PodCIDR, n.Spec.PodCIDRs = h.Status.Subnet, []string{h.Status.Subnet}
 	}
-	if !equality.Semantic.DeepEqual(node, n) {
-		if _, err := a.kube.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
-			return fmt.Errorf("updating node %s: %w", name, err)
-		}
-		a.metrics.writes.WithLabelValues("kubernetes", "node", "update").Inc()
-	}
-	// Node -> host: labels the engine does not own, and the cordon.
+	// Node -> host: labels the engine does not own, and the cordon. The
+	// host is written first: if the node write then fails, the retry still
+	// sees the node's change (it differs from the agreed value) and redoes it.
 	nodeLabels := map[string]string{}
 	for k, v := range node.Labels {
 		if !ownedNow[k] {
@@ -181,20 +182,27 @@ func (a *Agent) syncNode(ctx context.Context, name string) error {
 			msg = messagePrefix + "not copied to node " + name + ": " + strings.Join(problems, "; ")
 		}
 	}
-	if sameJSON(h.Status.NodeLabels, nodeLabels) && h.Spec.Unschedulable == final && msg == h.Status.Message {
-		return nil
+	if !sameJSON(h.Status.NodeLabels, nodeLabels) || h.Spec.Unschedulable != final || msg != h.Status.Message {
+		if msg != h.Status.Message && len(problems) > 0 {
+			a.recorder.Eventf(node, corev1.EventTypeWarning, "HostLabelNotSynced", "host %s: %s", h.Name, strings.Join(problems, "; "))
+			a.log.Warn("host labels not copied to node", "host", h.Name, "node", name, "problems", problems)
+		}
+		next := *h
+		next.Spec.Unschedulable = final
+		next.Status.NodeLabels = nodeLabels
+		next.Status.Message = msg
+		updated, err := a.eng.Hosts().Update(ctx, h.ID, &next)
+		if err != nil {
+			return fmt.Errorf("updating host %s from node %s: %w", h.Name, name, err)
+		}
+		a.metrics.writes.WithLabelValues("engine", "host", "update").Inc()
+		n.Annotations[AnnotationHostRevision] = strconv.FormatInt(updated.Revision, 10)
 	}
-	if msg != h.Status.Message && len(problems) > 0 {
-		a.recorder.Eventf(node, corev1.EventTypeWarning, "HostLabelNotSynced", "host %s: %s", h.Name, strings.Join(problems, "; "))
-		a.log.Warn("host labels not copied to node", "host", h.Name, "node", name, "problems", problems)
+	if !equality.Semantic.DeepEqual(node, n) {
+		if _, err := a.kube.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+			return fmt.Errorf("updating node %s: %w", name, err)
+		}
+		a.metrics.writes.WithLabelValues("kubernetes", "node", "update").Inc()
 	}
-	next := *h
-	next.Spec.Unschedulable = final
-	next.Status.NodeLabels = nodeLabels
-	next.Status.Message = msg
-	if _, err := a.eng.Hosts().Update(ctx, h.ID, &next); err != nil {
-		return fmt.Errorf("updating host %s from node %s: %w", h.Name, name, err)
-	}
-	a.metrics.writes.WithLabelValues("engine", "host", "update").Inc()
 	return nil
 }

@@ -60,6 +60,9 @@ func engineRejected(err error) bool {
 // --- namespaces -> stacks
 
 func (a *Agent) syncNamespace(ctx context.Context, name string) error {
+	if a.wrote.behind("Namespace/"+name, a.stacks.Revision()) {
+		return errCacheBehind
+	}
 	ns, err := a.listers.namespaces.Get(name)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return err
@@ -86,12 +89,14 @@ func (a *Agent) syncNamespace(ctx context.Context, name string) error {
 		Spec: api.StackSpec{Kind: api.StackKubernetes, Namespace: name},
 	}
 	if cur == nil {
-		if _, err := a.eng.Stacks().Create(ctx, want); err != nil {
+		created, err := a.eng.Stacks().Create(ctx, want)
+		if err != nil {
 			if api.IsConflict(err) {
 				a.reportBad(ns, "StackNameTaken", "engine stack %q exists and is not this namespace's; rename it to sync namespace %s", name, name)
 			}
 			return fmt.Errorf("creating stack for namespace %s: %w", name, err)
 		}
+		a.wrote.record("Namespace/"+name, created.Revision)
 		a.metrics.writes.WithLabelValues("engine", "stack", "create").Inc()
 		return nil
 	}
@@ -100,9 +105,11 @@ func (a *Agent) syncNamespace(ctx context.Context, name string) error {
 	}
 	next := *cur
 	next.Labels, next.Spec.Kind, next.Spec.Namespace = want.Labels, want.Spec.Kind, want.Spec.Namespace
-	if _, err := a.eng.Stacks().Update(ctx, cur.ID, &next); err != nil {
+	updated, err := a.eng.Stacks().Update(ctx, cur.ID, &next)
+	if err != nil {
 		return fmt.Errorf("updating stack of namespace %s: %w", name, err)
 	}
+	a.wrote.record("Namespace/"+name, updated.Revision)
 	a.metrics.writes.WithLabelValues("engine", "stack", "update").Inc()
 	return nil
 }
@@ -125,7 +132,7 @@ func (a *Agent) stackFor(ns string) (*api.Stack, error) {
 
 // applyService makes want the one engine service for a Kubernetes object:
 // existing holds what the engine has under that object's identity.
-func (a *Agent) applyService(ctx context.Context, existing []*api.Service, uid string, want *api.Service) error {
+func (a *Agent) applyService(ctx context.Context, key string, existing []*api.Service, uid string, want *api.Service) error {
 	var cur *api.Service
 	for _, s := range existing {
 		if s.Labels[LabelUID] == uid && s.Spec.StackID == want.Spec.StackID && cur == nil {
@@ -141,8 +148,9 @@ func (a *Agent) applyService(ctx context.Context, existing []*api.Service, uid s
 		return nil
 	}
 	if cur == nil {
-		_, err := a.eng.Services().Create(ctx, want)
+		created, err := a.eng.Services().Create(ctx, want)
 		if err == nil {
+			a.wrote.record(key, created.Revision)
 			a.metrics.writes.WithLabelValues("engine", "service", "create").Inc()
 		}
 		return err
@@ -152,8 +160,9 @@ func (a *Agent) applyService(ctx context.Context, existing []*api.Service, uid s
 	}
 	next := *cur
 	next.Name, next.Labels, next.Spec, next.Status = want.Name, want.Labels, want.Spec, want.Status
-	_, err := a.eng.Services().Update(ctx, cur.ID, &next)
+	updated, err := a.eng.Services().Update(ctx, cur.ID, &next)
 	if err == nil {
+		a.wrote.record(key, updated.Revision)
 		a.metrics.writes.WithLabelValues("engine", "service", "update").Inc()
 	}
 	return err
@@ -166,10 +175,13 @@ func (a *Agent) syncService(ctx context.Context, key string) error {
 	if err != nil {
 		return nil
 	}
+	if a.wrote.behind("Service/"+key, a.services.Revision()) {
+		return errCacheBehind
+	}
 	existing := a.services.ByIndex(idxKey, "Service/"+key)
 	svc, err := a.listers.services.Services(ns).Get(name)
 	if apierrors.IsNotFound(err) {
-		return a.applyService(ctx, existing, "", nil)
+		return a.applyService(ctx, "Service/"+key, existing, "", nil)
 	} else if err != nil {
 		return err
 	}
@@ -182,7 +194,7 @@ func (a *Agent) syncService(ctx context.Context, key string) error {
 		return err
 	}
 	want := desiredService(svc, slices, st.ID)
-	if err := a.applyService(ctx, existing, string(svc.UID), want); err != nil {
+	if err := a.applyService(ctx, "Service/"+key, existing, string(svc.UID), want); err != nil {
 		if engineRejected(err) {
 			a.reportBad(svc, "EngineRejected", "the engine refused service %s: %v", key, err)
 		}
@@ -267,6 +279,9 @@ func (a *Agent) syncPod(ctx context.Context, key string) error {
 	if err != nil {
 		return nil
 	}
+	if a.wrote.behind("Pod/"+key, a.ctrs.Revision()) {
+		return errCacheBehind
+	}
 	existing := a.ctrs.ByIndex(idxKey, "Pod/"+key)
 	pod, err := a.listers.pods.Pods(ns).Get(name)
 	if err != nil && !apierrors.IsNotFound(err) {
@@ -295,8 +310,9 @@ func (a *Agent) syncPod(ctx context.Context, key string) error {
 		hostID = h.ID
 	}
 	want := desiredContainer(pod, st.ID, hostID)
+	var written *api.Container
 	if cur == nil {
-		_, err = a.eng.Containers().Create(ctx, want)
+		written, err = a.eng.Containers().Create(ctx, want)
 		if err == nil {
 			a.metrics.writes.WithLabelValues("engine", "container", "create").Inc()
 		}
@@ -309,10 +325,13 @@ func (a *Agent) syncPod(ctx context.Context, key string) error {
 		}
 		next := *cur
 		next.Name, next.Labels, next.Spec, next.Status = want.Name, want.Labels, want.Spec, want.Status
-		_, err = a.eng.Containers().Update(ctx, cur.ID, &next)
+		written, err = a.eng.Containers().Update(ctx, cur.ID, &next)
 		if err == nil {
 			a.metrics.writes.WithLabelValues("engine", "container", "update").Inc()
 		}
+	}
+	if err == nil {
+		a.wrote.record("Pod/"+key, written.Revision)
 	}
 	if err != nil {
 		if engineRejected(err) {

@@ -84,13 +84,16 @@ func (a *Agent) syncWorkload(ctx context.Context, key string) error {
 	if err != nil {
 		return nil
 	}
+	if a.wrote.behind(key, a.services.Revision()) {
+		return errCacheBehind
+	}
 	existing := a.services.ByIndex(idxKey, key)
 	w, err := a.getWorkload(kind, ns, name)
 	if err != nil {
 		return err
 	}
 	if w == nil {
-		return a.applyService(ctx, existing, "", nil)
+		return a.applyService(ctx, key, existing, "", nil)
 	}
 	st, err := a.stackFor(ns)
 	if err != nil {
@@ -108,7 +111,7 @@ func (a *Agent) syncWorkload(ctx context.Context, key string) error {
 	if w.selector != nil {
 		want.Spec.Selector = selectorString(w.selector.MatchLabels)
 	}
-	if err := a.applyService(ctx, existing, string(w.meta.GetUID()), want); err != nil {
+	if err := a.applyService(ctx, key, existing, string(w.meta.GetUID()), want); err != nil {
 		if engineRejected(err) {
 			a.reportBad(w.obj, "EngineRejected", "the engine refused %s %s: %v", kind, rest, err)
 		}

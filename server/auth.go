@@ -91,6 +91,7 @@ type authCache struct {
 	mu      sync.Mutex
 	entries map[string]authEntry
 	tomb    map[string]int64
+	floor   int64 // reads older than this may predate a change the hub never saw
 }
 
 type authEntry struct {
@@ -109,6 +110,15 @@ func (c *authCache) invalidate(ev *event) {
 	c.mu.Lock()
 	delete(c.entries, ev.id)
 	c.tomb[ev.id] = ev.rev
+	c.mu.Unlock()
+}
+
+// reset forgets every key: the hub skipped events (compaction under it), so
+// a revocation may have gone unseen. Only reads at or after rev are cached.
+func (c *authCache) reset(rev int64) {
+	c.mu.Lock()
+	c.entries = map[string]authEntry{}
+	c.floor = rev
 	c.mu.Unlock()
 }
 
@@ -163,7 +173,7 @@ func (s *Server) authenticate(ctx context.Context, r *http.Request) (*principal,
 		}
 		e = authEntry{hash: string(secKvs[0].Value), p: principal{accessKey: ak, role: key.Spec.Role, hostID: key.Spec.HostID}}
 		c.mu.Lock()
-		if c.tomb[ak] < resp.Header.Revision {
+		if c.tomb[ak] < resp.Header.Revision && resp.Header.Revision >= c.floor {
 			c.entries[ak] = e
 		}
 		c.mu.Unlock()

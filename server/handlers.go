@@ -165,10 +165,8 @@ func kindFor(w http.ResponseWriter, r *http.Request) (api.Kind, *principal, bool
 // filterFromQuery builds the list/watch filter from query parameters.
 func filterFromQuery(r *http.Request, p *principal) (*filter, *api.Error) {
 	q := r.URL.Query()
-	f := &filter{stackID: q.Get("stackId"), serviceID: q.Get("serviceId"), hostID: q.Get("hostId")}
-	if p.role == api.RoleAgent {
-		f.scope = p
-	}
+	// The principal's read rights apply to every list and stream.
+	f := &filter{stackID: q.Get("stackId"), serviceID: q.Get("serviceId"), hostID: q.Get("hostId"), scope: p}
 	sel, err := api.ParseSelector(q.Get("labelSelector"))
 	if err != nil {
 		return nil, api.NewError(http.StatusBadRequest, api.CodeInvalidField, "labelSelector", "labelSelector: %v", err)
@@ -178,7 +176,7 @@ func filterFromQuery(r *http.Request, p *principal) (*filter, *api.Error) {
 }
 
 func (f *filter) trivial() bool {
-	return f.scope == nil && f.stackID == "" && f.serviceID == "" && f.hostID == "" && len(f.selector) == 0
+	return (f.scope == nil || f.scope.role != api.RoleAgent) && f.stackID == "" && f.serviceID == "" && f.hostID == "" && len(f.selector) == 0
 }
 
 func (s *Server) listOrWatch(w http.ResponseWriter, r *http.Request) {

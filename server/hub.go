@@ -48,6 +48,7 @@ type hub struct {
 	log      *slog.Logger
 	metrics  *metrics
 	onChange func(*event) // auth cache invalidation
+	onReset  func(rev int64) // the hub skipped history: caches built from events must drop everything
 
 	mu       sync.Mutex
 	lastRev  int64    // last revision processed
@@ -113,6 +114,9 @@ func (h *hub) reset(compactRev int64) {
 	h.ring = nil
 	if err == nil {
 		h.lastRev, h.floor = resp.Header.Revision, resp.Header.Revision
+	}
+	if h.onReset != nil {
+		h.onReset(h.lastRev)
 	}
 }
 
@@ -254,7 +258,9 @@ func (h *hub) join(s *subscription, delivered int64) bool {
 		return false
 	}
 	s.backlog = h.ringAfter(delivered)
-	s.minRev = h.lastRev
+	// The catch-up watch may be ahead of the hub's own: what it delivered
+	// must not come again from the live stream.
+	s.minRev = max(h.lastRev, delivered)
 	h.subs[s] = struct{}{}
 	return true
 }

@@ -302,6 +302,9 @@ func (s *Server) remove(ctx context.Context, kind api.Kind, id string, expectRev
 		}
 		return nil, 0, api.NewError(http.StatusConflict, api.CodeConflict, "revision", "revision %d is not current (%d)", expectRev, kvs[0].ModRevision)
 	}
+	// From here the deletion finishes even if the client goes away: a
+	// half-done cascade would leave the marker blocking new children.
+	ctx = context.WithoutCancel(ctx)
 	if err := s.removeChildren(ctx, kind.Collection, id); err != nil {
 		return nil, 0, err
 	}

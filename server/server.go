@@ -21,11 +21,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 	"go.uber.org/zap"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/client"
+	"github.com/drover/drover/scheduler"
 )
 
 // Options configure a server. Zero values get defaults from withDefaults.
@@ -45,6 +48,11 @@ type Options struct {
 	SubscriberBuffer int // events queued per subscriber before it is cut off
 	RingSize         int // recent events kept in memory for resuming watchers
 	KeyPrefix        string
+
+	// Scheduler runs the scheduler (placement, upgrades, host heartbeat
+	// checks) in this server; with several servers, one leader runs it.
+	Scheduler        bool
+	SchedulerOptions scheduler.Options
 }
 
 func (o *Options) withDefaults() {
@@ -112,6 +120,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	s.st = &store{cli: cli, prefix: opts.KeyPrefix}
 	s.hub = newHub(s.st, s.log, s.metrics, opts.RingSize)
 	s.hub.onChange = s.auth.invalidate
+	s.hub.onReset = s.auth.reset
 	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "drover_server_subscribers", Help: "Event stream subscribers connected now.",
 	}, func() float64 { return float64(s.hub.subscribers()) }))
@@ -178,6 +187,9 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		}
 		s.shutdown(hubDone)
 	}()
+	if opts.Scheduler {
+		go s.runScheduler(runCtx)
+	}
 	s.log.Info("drover server started", "url", s.url, "dataDir", opts.DataDir, "etcd", s.etcdDescription(), "credentials", s.CredentialsPath())
 	return s, nil
 }
@@ -379,4 +391,54 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	<-s.Done()
 	return s.Err()
+}
+
+// runScheduler campaigns for leadership among the servers sharing the store
+// and runs the scheduler while it leads. Losing the session (store trouble)
+// stops it; it then campaigns again.
+func (s *Server) runScheduler(ctx context.Context) {
+	for ctx.Err() == nil {
+		if err := s.leadScheduler(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("scheduler leadership lost; campaigning again", "err", err)
+			time.Sleep(time.Second)
+		}
+	}
+}
+
+func (s *Server) leadScheduler(ctx context.Context) error {
+	sess, err := concurrency.NewSession(s.st.cli, concurrency.WithTTL(10), concurrency.WithContext(ctx))
+	if err != nil {
+		return err
+	}
+	defer sess.Close()
+	el := concurrency.NewElection(sess, s.opts.KeyPrefix+"leader/scheduler")
+	host, _ := os.Hostname()
+	if err := el.Campaign(ctx, host+" "+s.url); err != nil {
+		return err
+	}
+	s.log.Info("leading the scheduler")
+	creds, err := client.FromCredentialsFile(s.CredentialsPath())
+	if err != nil {
+		return err
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-sess.Done():
+			cancel()
+		case <-lctx.Done():
+		}
+	}()
+	o := s.opts.SchedulerOptions
+	o.Engine, o.Logger = creds, s.log
+	err = scheduler.New(o).Run(lctx)
+	select {
+	case <-sess.Done():
+		if ctx.Err() == nil {
+			return errors.New("store session expired")
+		}
+	default:
+	}
+	return err
 }

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/drover/drover/internal/lifecycle"
 	"github.com/drover/drover/server"
@@ -22,6 +23,9 @@ func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.StringVar(&o.TLSKey, "tls-key", "", "private key of --tls-cert (PEM)")
 	fs.IntVar(&o.HistoryRevisions, "history-revisions", 100000, "store revisions the embedded etcd keeps for resuming watchers")
 	fs.DurationVar(&o.PingInterval, "ping-interval", 0, "event stream keepalive interval (default 5s)")
+	fs.BoolVar(&o.Scheduler, "scheduler", true, "run the scheduler (one leader among servers sharing a store)")
+	fs.DurationVar(&o.SchedulerOptions.DisconnectAfter, "host-disconnect-after", 30*time.Second, "mark a host disconnected after this long without a heartbeat")
+	fs.DurationVar(&o.SchedulerOptions.LostAfter, "host-lost-after", 2*time.Minute, "move a disconnected host's containers elsewhere after this long")
 	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	if err := fs.Parse(args); err != nil {

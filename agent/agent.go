@@ -1,0 +1,208 @@
+// Package agent is the per-host agent: it registers its host with the
+// engine, heartbeats, and keeps the host's Docker Engine running exactly the
+// containers the engine placed on it, reporting their state and health.
+//
+// The agent keeps every container running while the engine is unreachable:
+// its watch cache keeps the last desired state, and reconciling needs only
+// Docker. Status catches up when the engine returns.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	dockerclient "github.com/docker/docker/client"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/drover/drover/api"
+	"github.com/drover/drover/client"
+)
+
+// Options configure an agent.
+type Options struct {
+	Server     string            // engine URL
+	Token      string            // registration token
+	Name       string            // host name (default: the machine's)
+	Labels     map[string]string // host labels, set at first registration
+	IP         string            // agent IP reported to the engine
+	DockerHost string            // e.g. unix:///var/run/docker.sock (default: DOCKER_HOST or the default socket)
+	Logger     *slog.Logger
+	Listen     string // /healthz and /metrics ("" serves nothing)
+	// Heartbeat is how often the host reports in (default 5s); Resync how
+	// often Docker is checked even without events (default 10s).
+	Heartbeat time.Duration
+	Resync    time.Duration
+}
+
+// Agent is a running host agent.
+type Agent struct {
+	opts    Options
+	log     *slog.Logger
+	docker  *dockerclient.Client
+	eng     *client.Client
+	host    api.Host
+	ctrs    *client.Cache[api.Container, *api.Container]
+	svcs    *client.Cache[api.Service, *api.Service]
+	kick    chan struct{}
+	reg     *prometheus.Registry
+	metrics agentMetrics
+
+	mu      sync.Mutex
+	backoff map[string]*crashBackoff // by engine container id
+	health  *healthChecker
+}
+
+// Run registers and runs the agent until ctx ends.
+func Run(ctx context.Context, opts Options) error {
+	if opts.Server == "" || opts.Token == "" {
+		return errors.New("agent: --server and --token are required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Name == "" {
+		opts.Name, _ = os.Hostname()
+	}
+	if opts.Heartbeat == 0 {
+		opts.Heartbeat = 5 * time.Second
+	}
+	if opts.Resync == 0 {
+		opts.Resync = 10 * time.Second
+	}
+	dopts := []dockerclient.Opt{dockerclient.FromEnv, dockerclient.WithAPIVersionNegotiation()}
+	if opts.DockerHost != "" {
+		dopts = append(dopts, dockerclient.WithHost(opts.DockerHost))
+	}
+	d, err := dockerclient.NewClientWithOpts(dopts...)
+	if err != nil {
+		return fmt.Errorf("agent: docker client: %w", err)
+	}
+	defer d.Close()
+	a := &Agent{opts: opts, log: opts.Logger.With("component", "agent", "host", opts.Name), docker: d, kick: make(chan struct{}, 1), backoff: map[string]*crashBackoff{}, reg: prometheus.NewRegistry()}
+	a.metrics = newAgentMetrics(a.reg)
+	if err := a.register(ctx); err != nil {
+		return err
+	}
+	a.health = newHealthChecker(a)
+	a.ctrs = client.NewCache(a.eng.Containers(), client.ListOptions{HostID: a.host.ID}, client.Handlers[api.Container]{
+		OnAdd: func(*api.Container) { a.poke() }, OnUpdate: func(o, n *api.Container) {
+			if !sameSpec(o, n) {
+				a.poke()
+			}
+		}, OnDelete: func(*api.Container) { a.poke() },
+	}, a.log)
+	a.svcs = client.NewCache(a.eng.Services(), client.ListOptions{}, client.Handlers[api.Service]{}, a.log)
+	var wg sync.WaitGroup
+	run := func(f func(context.Context)) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(ctx) }()
+	}
+	run(a.ctrs.Run)
+	run(a.svcs.Run)
+	run(a.heartbeat)
+	run(a.watchDocker)
+	run(a.health.run)
+	if a.opts.Listen != "" {
+		ln, err := net.Listen("tcp", a.opts.Listen)
+		if err != nil {
+			return fmt.Errorf("agent: listening on %s: %w", a.opts.Listen, err)
+		}
+		mux := http.NewServeMux()
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+	}
+	a.log.Info("agent running", "hostId", a.host.ID)
+	a.reconcileLoop(ctx)
+	wg.Wait()
+	a.log.Info("agent stopped; containers keep running")
+	return nil
+}
+
+func (a *Agent) poke() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// register presents the token until the engine answers, and keeps the host
+// and agent key it gets back.
+func (a *Agent) register(ctx context.Context) error {
+	anon := client.New(a.opts.Server, "", "")
+	info, err := a.docker.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("agent: docker is not reachable: %w", err)
+	}
+	delay := time.Second
+	for {
+		resp, err := anon.Register(ctx, api.RegisterRequest{Token: a.opts.Token, Name: a.opts.Name, AgentIP: a.opts.IP, Hostname: info.Name, Labels: a.opts.Labels})
+		if err == nil {
+			a.host = resp.Host
+			a.eng = client.New(a.opts.Server, resp.AccessKey, resp.SecretKey)
+			a.log.Info("registered", "hostId", resp.Host.ID)
+			return nil
+		}
+		if api.IsStatus(err, http.StatusUnauthorized) || api.IsStatus(err, http.StatusUnprocessableEntity) || api.IsStatus(err, http.StatusBadRequest) {
+			return fmt.Errorf("agent: registration refused: %w", err)
+		}
+		a.log.Warn("engine not reachable; retrying registration", "err", err, "in", delay)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		if delay *= 2; delay > 30*time.Second {
+			delay = 30 * time.Second
+		}
+	}
+}
+
+// heartbeat reports the host active with its capacity, every interval.
+func (a *Agent) heartbeat(ctx context.Context) {
+	t := time.NewTicker(a.opts.Heartbeat)
+	defer t.Stop()
+	for {
+		info, err := a.docker.Info(ctx)
+		now := time.Now().UTC()
+		st := map[string]any{"state": api.HostActive, "lastHeartbeat": now}
+		if err == nil {
+			st["dockerVersion"] = info.ServerVersion
+			st["capacity"] = map[string]any{"milliCPU": info.NCPU * 1000, "memoryBytes": info.MemTotal}
+			st["hostname"] = info.Name
+		}
+		if a.opts.IP != "" {
+			st["agentIP"] = a.opts.IP
+		}
+		if _, err := a.eng.Hosts().Patch(ctx, a.host.ID, map[string]any{"status": st}); err != nil && ctx.Err() == nil {
+			a.log.Debug("heartbeat failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+type agentMetrics struct {
+	actions *prometheus.CounterVec
+}
+
+func newAgentMetrics(reg *prometheus.Registry) agentMetrics {
+	m := agentMetrics{actions: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "drover_agent_docker_actions_total", Help: "Docker actions taken, by action and result.",
+	}, []string{"action", "result"})}
+	reg.MustRegister(m.actions)
+	return m
+}
