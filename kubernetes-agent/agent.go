@@ -56,15 +56,15 @@ type Agent struct {
 	broadcaster record.EventBroadcaster
 	wrote       wroteRevisions
 	kube        kubernetes.Interface
-	eng      *client.Client
-	recorder record.EventRecorder
-	metrics  *metrics
-	factory  informers.SharedInformerFactory
-	listers  listers
-	stacks   *client.Cache[api.Stack, *api.Stack]
-	services *client.Cache[api.Service, *api.Service]
-	ctrs     *client.Cache[api.Container, *api.Container]
-	hosts    *client.Cache[api.Host, *api.Host]
+	eng         *client.Client
+	recorder    record.EventRecorder
+	metrics     *metrics
+	factory     informers.SharedInformerFactory
+	listers     listers
+	stacks      *client.Cache[api.Stack, *api.Stack]
+	services    *client.Cache[api.Service, *api.Service]
+	ctrs        *client.Cache[api.Container, *api.Container]
+	hosts       *client.Cache[api.Host, *api.Host]
 
 	namespaces *controller
 	kservices  *controller

@@ -47,7 +47,7 @@ type hub struct {
 	st       *store
 	log      *slog.Logger
 	metrics  *metrics
-	onChange func(*event) // auth cache invalidation
+	onChange func(*event)    // auth cache invalidation
 	onReset  func(rev int64) // the hub skipped history: caches built from events must drop everything
 
 	mu       sync.Mutex

@@ -120,7 +120,7 @@ func TestAffinityLabels(t *testing.T) {
 	rules, err := Affinity(map[string]string{
 		"io.drover.scheduler.affinity:host_label_soft_ne": "disk=hdd, zone=b",
 		"io.rancher.scheduler.affinity:container":         "db-1",
-		"unrelated":                                       "x",
+		"unrelated": "x",
 	})
 	if err != nil || len(rules) != 3 {
 		t.Fatalf("%v %+v", err, rules)
