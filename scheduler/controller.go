@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -69,9 +70,12 @@ func New(opts Options) *Controller {
 	c := &Controller{opts: opts, log: opts.Logger.With("component", "scheduler"), eng: opts.Engine, lastBatch: map[string]time.Time{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.NewTypedItemExponentialFailureRateLimiter[string](50*time.Millisecond, 30*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "scheduler"})}
-	enqSvc := func(s *api.Service) { c.queue.Add(s.ID) }
+	enqSvc := func(s *api.Service) {
+		c.queue.Add(s.ID)
+		c.queue.Add("stack:" + s.Spec.StackID)
+	}
 	c.services = client.NewCache(c.eng.Services(), client.ListOptions{}, client.Handlers[api.Service]{
-		OnAdd: enqSvc, OnUpdate: func(_, s *api.Service) { enqSvc(s) },
+		OnAdd: enqSvc, OnUpdate: func(_, s *api.Service) { enqSvc(s) }, OnDelete: func(s *api.Service) { c.queue.Add("stack:" + s.Spec.StackID) },
 	}, c.log)
 	enqCtr := func(ct *api.Container) {
 		if ct.Spec.ServiceID != "" {
@@ -96,7 +100,14 @@ func New(opts Options) *Controller {
 			}
 		}, OnDelete: enqAll,
 	}, c.log)
-	c.stacks = client.NewCache(c.eng.Stacks(), client.ListOptions{}, client.Handlers[api.Stack]{}, c.log)
+	enqStack := func(st *api.Stack) { c.queue.Add("stack:" + st.ID) }
+	c.stacks = client.NewCache(c.eng.Stacks(), client.ListOptions{}, client.Handlers[api.Stack]{
+		OnAdd: enqStack, OnUpdate: func(o, n *api.Stack) {
+			if !sameJSON(o.Spec, n.Spec) {
+				enqStack(n)
+			}
+		},
+	}, c.log)
 	return c
 }
 
@@ -207,6 +218,13 @@ func newUnitID() string {
 // sync places one service's containers, rolls its upgrade one batch, and
 // writes its status. It returns when to look again if waiting on time.
 func (c *Controller) sync(ctx context.Context, id string) (time.Duration, error) {
+	if stackID, ok := strings.CutPrefix(id, "stack:"); ok {
+		st, found := c.stacks.Get(stackID)
+		if !found {
+			return 0, nil
+		}
+		return 0, c.syncStack(ctx, st)
+	}
 	svc, ok := c.services.Get(id)
 	if !ok {
 		return 0, nil // deleted: the engine removed its containers with it

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -14,6 +15,7 @@ import (
 	"unicode"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/stacks"
 )
 
 // ref is a hard reference from one object to another: the parent must exist
@@ -239,6 +241,17 @@ func validateHost(o *api.Host) *api.Error {
 func validateStack(o *api.Stack) *api.Error {
 	if err := oneOf("spec.kind", o.Spec.Kind, api.StackCompose, api.StackKubernetes); err != nil {
 		return err
+	}
+	if o.Spec.Kind == api.StackCompose && o.Spec.Compose != "" {
+		// A stack that does not parse is refused whole, so nothing of it
+		// is half-deployed; the message names file, line and key.
+		var rc *stacks.File
+		if o.Spec.RancherCompose != "" {
+			rc = &stacks.File{Name: "rancher-compose.yml", Content: []byte(o.Spec.RancherCompose)}
+		}
+		if _, err := stacks.Parse(context.Background(), o.Name, []stacks.File{{Name: "docker-compose.yml", Content: []byte(o.Spec.Compose)}}, rc, o.Spec.Answers); err != nil {
+			return invalid("spec.compose", "%v", err)
+		}
 	}
 	if o.Spec.Namespace != "" && (len(o.Spec.Namespace) > 63 || !dnsLabel.MatchString(o.Spec.Namespace)) {
 		return invalid("spec.namespace", "%q is not a DNS label", o.Spec.Namespace)

@@ -1,4 +1,4 @@
-// Command drover is the one multi-call binary: drover server | kubernetes-agent | version | help.
+// Command drover is the one multi-call binary: drover server | agent | kubernetes-agent | stack | host | ps | version | help.
 package main
 
 import (
@@ -38,7 +38,11 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"server", "run the engine: REST API, event stream, store (embedded or external etcd)", runServer},
+		{"agent", "run the host agent: register, heartbeat, run this host's containers through Docker", runAgent},
 		{"kubernetes-agent", "keep Kubernetes objects and engine objects in step, both ways", runKubernetesAgent},
+		{"stack", "stack up NAME -f docker-compose.yml [-f rancher-compose.yml] | stack ls | stack rm NAME", runStack},
+		{"host", "host ls: the hosts, their state and labels", runHost},
+		{"ps", "the containers (--stack NAME for one stack)", runPs},
 		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 			fmt.Fprintln(stdout, "drover", version)
 			return nil

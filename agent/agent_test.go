@@ -1,0 +1,301 @@
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/drover/drover/agent"
+	"github.com/drover/drover/api"
+	"github.com/drover/drover/client"
+	"github.com/drover/drover/internal/testenv"
+	"github.com/drover/drover/scheduler"
+	"github.com/drover/drover/server"
+)
+
+// cluster is an engine with its scheduler and several agents sharing the
+// local Docker Engine (each manages only its own containers: a test setup).
+type cluster struct {
+	t      *testing.T
+	srv    *server.Server
+	eng    *client.Client
+	token  string
+	agents map[string]context.CancelFunc
+	done   map[string]chan struct{}
+}
+
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test (real Docker Engine); run without -short")
+	}
+	testenv.BuildTestImage(t)
+	srv, eng := testenv.StartServer(t, server.Options{Scheduler: true, SchedulerOptions: scheduler.Options{DisconnectAfter: 2 * time.Second, LostAfter: 4 * time.Second}})
+	tok, err := eng.RegistrationTokens().Create(context.Background(), &api.RegistrationToken{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &cluster{t: t, srv: srv, eng: eng, token: tok.Status.Token, agents: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}}
+	t.Cleanup(func() {
+		for name := range c.agents {
+			c.stopAgent(name)
+		}
+		hosts, _, _ := eng.Hosts().List(context.Background(), client.ListOptions{})
+		for _, h := range hosts {
+			testenv.RemoveDockerContainers(agent.LabelHostID + "=" + h.ID)
+		}
+	})
+	return c
+}
+
+func (c *cluster) startAgent(name string, labels map[string]string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	c.agents[name], c.done[name] = cancel, done
+	go func() {
+		defer close(done)
+		err := agent.Run(ctx, agent.Options{Server: c.srv.URL(), Token: c.token, Name: name, Labels: labels, Logger: testenv.Logger(),
+			Heartbeat: 500 * time.Millisecond, Resync: time.Second})
+		if err != nil && ctx.Err() == nil {
+			c.t.Errorf("agent %s: %v", name, err)
+		}
+	}()
+}
+
+func (c *cluster) stopAgent(name string) {
+	if cancel := c.agents[name]; cancel != nil {
+		cancel()
+		<-c.done[name]
+		delete(c.agents, name)
+	}
+}
+
+func eventually(t *testing.T, what string, limit time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("%s: not true after %s: %v", what, limit, err)
+}
+
+func (c *cluster) hostIDs() map[string]string {
+	hosts, _, _ := c.eng.Hosts().List(context.Background(), client.ListOptions{})
+	out := map[string]string{}
+	for _, h := range hosts {
+		out[h.Name] = h.ID
+	}
+	return out
+}
+
+// running lists the running containers of a service (by service name) as
+// host names, checking Docker agrees with the engine.
+func (c *cluster) running(stackID, service string) ([]string, error) {
+	svcs, _, err := c.eng.Services().List(context.Background(), client.ListOptions{StackID: stackID, Name: service})
+	if err != nil || len(svcs) != 1 {
+		return nil, fmt.Errorf("service %s: %v (%d)", service, err, len(svcs))
+	}
+	ctrs, _, err := c.eng.Containers().List(context.Background(), client.ListOptions{ServiceID: svcs[0].ID})
+	if err != nil {
+		return nil, err
+	}
+	names := map[string]string{}
+	for n, id := range c.hostIDs() {
+		names[id] = n
+	}
+	var out []string
+	for _, ct := range ctrs {
+		if ct.Status.State != api.ContainerRunning || ct.Status.PrimaryIP == "" {
+			return nil, fmt.Errorf("%s is %s (%s)", ct.Name, ct.Status.State, ct.Status.Message)
+		}
+		state, err := exec.Command("docker", "inspect", "-f", "{{.State.Running}}", ct.Status.DockerID).Output()
+		if err != nil || strings.TrimSpace(string(state)) != "true" {
+			return nil, fmt.Errorf("docker does not run %s (%s)", ct.Name, ct.Status.DockerID)
+		}
+		out = append(out, names[ct.Spec.HostID]+map[bool]string{true: "", false: "/" + ct.Spec.LaunchConfigName}[ct.Spec.LaunchConfigName == ""])
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+const compose = `services:
+  web:
+    image: drover-test-app:v1
+    environment:
+      VERSION: "1"
+    labels:
+      io.rancher.scheduler.affinity:host_label: zone=a
+      io.rancher.sidekicks: logger
+    x-drover:
+      scale: 2
+      health_check: {port: 8080, request_line: GET /healthz, interval: 500, healthy_threshold: 1, unhealthy_threshold: 2}
+  logger:
+    image: drover-test-app:v1
+    environment:
+      PORT: "9090"
+  monitor:
+    image: drover-test-app:v1
+    labels:
+      io.rancher.scheduler.global: "true"
+  batch:
+    image: drover-test-app:v1
+    labels:
+      io.drover.scheduler.affinity:host_label_ne: zone=a
+`
+
+func TestIntegrationStacksOnHosts(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	c.startAgent("h1", map[string]string{"zone": "a"})
+	c.startAgent("h2", map[string]string{"zone": "a"})
+	c.startAgent("h3", map[string]string{"zone": "b"})
+	eventually(t, "three active hosts", 20*time.Second, func() error {
+		hosts, _, _ := c.eng.Hosts().List(ctx, client.ListOptions{})
+		active := 0
+		for _, h := range hosts {
+			if h.Status.State == api.HostActive && h.Status.DockerVersion != "" {
+				active++
+			}
+		}
+		if active != 3 {
+			return fmt.Errorf("%d active", active)
+		}
+		return nil
+	})
+	st, err := c.eng.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: "app"}, Spec: api.StackSpec{Compose: compose}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "stack placed and running", 60*time.Second, func() error {
+		web, err := c.running(st.ID, "web")
+		if err != nil {
+			return err
+		}
+		// 2 units of web+logger, spread over the zone=a hosts.
+		if strings.Join(web, ",") != "h1,h1/logger,h2,h2/logger" {
+			return fmt.Errorf("web on %v", web)
+		}
+		mon, err := c.running(st.ID, "monitor")
+		if err != nil || strings.Join(mon, ",") != "h1,h2,h3" {
+			return fmt.Errorf("monitor on %v %v", mon, err)
+		}
+		batch, err := c.running(st.ID, "batch")
+		if err != nil || strings.Join(batch, ",") != "h3" {
+			return fmt.Errorf("batch on %v %v", batch, err)
+		}
+		return nil
+	})
+	eventually(t, "health checks pass and roll up", 30*time.Second, func() error {
+		s, err := c.eng.Stacks().Get(ctx, st.ID)
+		if err != nil || s.Status.State != "active" || s.Status.Health != "healthy" {
+			return fmt.Errorf("stack %+v %v", s.Status, err)
+		}
+		ctrs, _, _ := c.eng.Containers().List(ctx, client.ListOptions{StackID: st.ID, LabelSelector: "io.drover.service.name=web,io.drover.service.launch.config=io.drover.service.primary.launch.config"})
+		for _, ct := range ctrs {
+			if ct.Status.Health != "healthy" {
+				return fmt.Errorf("%s health %q", ct.Name, ct.Status.Health)
+			}
+		}
+		return nil
+	})
+
+	// Kill a container: restarted. Remove one behind the agent's back: recreated.
+	ctrs, _, _ := c.eng.Containers().List(ctx, client.ListOptions{StackID: st.ID, LabelSelector: "io.drover.service.name=batch"})
+	victim := ctrs[0]
+	if out, err := exec.Command("docker", "kill", victim.Status.DockerID).CombinedOutput(); err != nil {
+		t.Fatalf("docker kill: %v %s", err, out)
+	}
+	eventually(t, "killed container restarted", 30*time.Second, func() error {
+		ct, err := c.eng.Containers().Get(ctx, victim.ID)
+		if err != nil || ct.Status.State != api.ContainerRunning || ct.Status.StartCount <= victim.Status.StartCount {
+			return fmt.Errorf("%+v %v", ct.Status, err)
+		}
+		return nil
+	})
+	if out, err := exec.Command("docker", "rm", "-f", victim.Status.DockerID).CombinedOutput(); err != nil {
+		t.Fatalf("docker rm: %v %s", err, out)
+	}
+	eventually(t, "removed container recreated", 30*time.Second, func() error {
+		ct, err := c.eng.Containers().Get(ctx, victim.ID)
+		if err != nil || ct.Status.State != api.ContainerRunning || ct.Status.DockerID == victim.Status.DockerID {
+			return fmt.Errorf("%+v %v", ct.Status, err)
+		}
+		return nil
+	})
+
+	// Scale up: the new unit lands on a zone=a host.
+	svcs, _, _ := c.eng.Services().List(ctx, client.ListOptions{StackID: st.ID, Name: "web"})
+	if _, err := c.eng.Stacks().Patch(ctx, st.ID, map[string]any{"spec": map[string]any{"compose": strings.Replace(compose, "scale: 2", "scale: 3", 1)}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "scaled to 3", 60*time.Second, func() error {
+		web, err := c.running(st.ID, "web")
+		if err != nil || len(web) != 6 {
+			return fmt.Errorf("web on %v %v", web, err)
+		}
+		for _, h := range web {
+			if strings.HasPrefix(h, "h3") {
+				return fmt.Errorf("web on zone b: %v", web)
+			}
+		}
+		return nil
+	})
+
+	// Upgrade: a new image version replaces containers in batches.
+	if _, err := c.eng.Stacks().Patch(ctx, st.ID, map[string]any{"spec": map[string]any{"compose": strings.ReplaceAll(strings.Replace(compose, "scale: 2", "scale: 3", 1), `VERSION: "1"`, `VERSION: "2"`)}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "upgraded to version 2", 90*time.Second, func() error {
+		ctrs, _, _ := c.eng.Containers().List(ctx, client.ListOptions{ServiceID: svcs[0].ID, LabelSelector: "io.drover.service.launch.config=io.drover.service.primary.launch.config"})
+		if len(ctrs) != 3 {
+			return fmt.Errorf("%d web containers", len(ctrs))
+		}
+		for _, ct := range ctrs {
+			if ct.Spec.LaunchConfig.Environment["VERSION"] != "2" || ct.Status.State != api.ContainerRunning {
+				return fmt.Errorf("%s: version %s %s", ct.Name, ct.Spec.LaunchConfig.Environment["VERSION"], ct.Status.State)
+			}
+		}
+		return nil
+	})
+
+	// An agent gone past the timeout: its containers move to the others.
+	c.stopAgent("h2")
+	eventually(t, "h2's web units placed on h1", 60*time.Second, func() error {
+		web, err := c.running(st.ID, "web")
+		if err != nil {
+			return err
+		}
+		for _, h := range web {
+			if !strings.HasPrefix(h, "h1") {
+				return fmt.Errorf("web on %v", web)
+			}
+		}
+		if len(web) != 6 {
+			return fmt.Errorf("web on %v", web)
+		}
+		return nil
+	})
+
+	// Removing the stack removes everything, in Docker too.
+	if _, err := c.eng.Stacks().Delete(ctx, st.ID); err != nil {
+		t.Fatal(err)
+	}
+	ids := c.hostIDs()
+	eventually(t, "stack's containers gone from Docker", 30*time.Second, func() error {
+		for _, n := range []string{"h1", "h3"} {
+			out, _ := exec.Command("docker", "ps", "-aq", "--filter", "label="+agent.LabelHostID+"="+ids[n]).Output()
+			if len(strings.Fields(string(out))) > 0 {
+				return fmt.Errorf("%s still has containers", n)
+			}
+		}
+		return nil
+	})
+}

@@ -1,0 +1,408 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/image"
+	"github.com/docker/go-connections/nat"
+
+	"github.com/drover/drover/api"
+)
+
+// Labels on Docker containers. They tie a container to its engine object,
+// so an agent adopts its containers after a restart, and several agents can
+// share one Docker Engine (a test setup) without touching each other's.
+const (
+	LabelContainerID = "io.drover.container.id"
+	LabelHostID      = "io.drover.host.id"
+	LabelSpecHash    = "io.drover.spec.hash"
+)
+
+func sameSpec(a, b *api.Container) bool {
+	x, _ := json.Marshal(a.Spec)
+	y, _ := json.Marshal(b.Spec)
+	return string(x) == string(y)
+}
+
+// specHash fingerprints what a container is made from: when it changes, the
+// Docker container is recreated.
+func specHash(c *api.Container) string {
+	b, _ := json.Marshal(struct {
+		Name string
+		LC   *api.LaunchConfig
+	}{c.Name, c.Spec.LaunchConfig})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:12])
+}
+
+func dockerName(c *api.Container) string {
+	id := c.ID
+	if len(id) > 6 {
+		id = id[len(id)-6:]
+	}
+	return "dr-" + c.Name + "-" + id
+}
+
+func (a *Agent) reconcileLoop(ctx context.Context) {
+	t := time.NewTicker(a.opts.Resync)
+	defer t.Stop()
+	for {
+		if a.ctrs.HasSynced() {
+			if err := a.reconcile(ctx); err != nil && ctx.Err() == nil {
+				a.log.Warn("reconcile failed", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.kick:
+		case <-t.C:
+		}
+	}
+}
+
+// watchDocker pokes the reconciler when one of this host's containers
+// changes in Docker (died, removed behind our back, ...).
+func (a *Agent) watchDocker(ctx context.Context) {
+	for ctx.Err() == nil {
+		f := filters.NewArgs(filters.Arg("type", "container"), filters.Arg("label", LabelHostID+"="+a.host.ID))
+		msgs, errs := a.docker.Events(ctx, events.ListOptions{Filters: f})
+	loop:
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case m := <-msgs:
+				switch m.Action {
+				case events.ActionDie, events.ActionDestroy, events.ActionStop, events.ActionKill, events.ActionOOM, events.ActionStart:
+					a.poke()
+				}
+			case err := <-errs:
+				if ctx.Err() == nil {
+					a.log.Debug("docker events ended; resubscribing", "err", err)
+				}
+				break loop
+			}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// reconcile makes Docker run exactly the containers the engine placed here.
+func (a *Agent) reconcile(ctx context.Context) error {
+	desired := map[string]*api.Container{}
+	for _, c := range a.ctrs.List() {
+		if c.Spec.HostID == a.host.ID && c.Spec.Kind != api.ContainerKindPod {
+			desired[c.ID] = c
+		}
+	}
+	list, err := a.docker.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("label", LabelHostID+"="+a.host.ID))})
+	if err != nil {
+		return fmt.Errorf("listing docker containers: %w", err)
+	}
+	actual := map[string]container.Summary{}
+	for _, dc := range list {
+		id := dc.Labels[LabelContainerID]
+		if _, dup := actual[id]; desired[id] == nil || dup {
+			a.log.Info("removing container the engine no longer wants", "docker", dc.ID[:12], "container", id)
+			a.remove(ctx, dc.ID)
+			continue
+		}
+		actual[id] = dc
+	}
+	ids := make([]string, 0, len(desired))
+	for id := range desired {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		c := desired[id]
+		var dc *container.Summary
+		if s, ok := actual[id]; ok {
+			dc = &s
+		}
+		if err := a.ensure(ctx, c, dc); err != nil && ctx.Err() == nil {
+			a.log.Warn("container not running as wanted", "container", c.Name, "err", err)
+			a.report(ctx, c, map[string]any{"state": api.ContainerError, "message": err.Error()})
+		}
+	}
+	return nil
+}
+
+func (a *Agent) remove(ctx context.Context, dockerID string) {
+	err := a.docker.ContainerRemove(ctx, dockerID, container.RemoveOptions{Force: true, RemoveVolumes: true})
+	a.count("remove", err)
+}
+
+func (a *Agent) count(action string, err error) {
+	res := "ok"
+	if err != nil {
+		res = "error"
+	}
+	a.metrics.actions.WithLabelValues(action, res).Inc()
+}
+
+// ensure brings one container to its spec.
+func (a *Agent) ensure(ctx context.Context, c *api.Container, dc *container.Summary) error {
+	lc := c.Spec.LaunchConfig
+	if lc == nil || lc.Image == "" {
+		return fmt.Errorf("container %s has no launch config with an image", c.Name)
+	}
+	hash := specHash(c)
+	if dc != nil && dc.Labels[LabelSpecHash] != hash {
+		a.log.Info("spec changed; recreating", "container", c.Name)
+		a.remove(ctx, dc.ID)
+		dc = nil
+	}
+	if dc == nil {
+		return a.create(ctx, c, hash)
+	}
+	insp, err := a.docker.ContainerInspect(ctx, dc.ID)
+	if err != nil {
+		return fmt.Errorf("inspecting: %w", err)
+	}
+	if insp.State.Running {
+		a.backoffFor(c.ID).running(insp.State.StartedAt)
+		return a.reportInspect(ctx, c, insp, "")
+	}
+	// Not running: the restart policy decides, and crash loops back off.
+	code := insp.State.ExitCode
+	restart := true
+	policy, _, _ := strings.Cut(lc.Restart, ":")
+	switch {
+	case lc.StartOnce:
+		restart = false
+	case policy == "no":
+		restart = false
+	case policy == "on-failure":
+		restart = code != 0
+	}
+	if !restart {
+		return a.reportInspect(ctx, c, insp, "")
+	}
+	b := a.backoffFor(c.ID)
+	if wait := b.wait(); wait > 0 {
+		go func() {
+			select {
+			case <-time.After(wait):
+				a.poke()
+			case <-ctx.Done():
+			}
+		}()
+		return a.reportInspect(ctx, c, insp, fmt.Sprintf("exited with %d; restarting in %s (crash loop back-off)", code, wait.Round(time.Second)))
+	}
+	b.started()
+	err = a.docker.ContainerStart(ctx, dc.ID, container.StartOptions{})
+	a.count("restart", err)
+	if err != nil {
+		return fmt.Errorf("restarting: %w", err)
+	}
+	a.log.Info("restarted container", "container", c.Name, "exitCode", code)
+	insp, err = a.docker.ContainerInspect(ctx, dc.ID)
+	if err != nil {
+		return err
+	}
+	return a.reportInspect(ctx, c, insp, "")
+}
+
+func (a *Agent) create(ctx context.Context, c *api.Container, hash string) error {
+	lc := c.Spec.LaunchConfig
+	if err := a.ensureImage(ctx, lc); err != nil {
+		return err
+	}
+	labels := map[string]string{}
+	for k, v := range c.Labels {
+		labels[k] = v
+	}
+	for k, v := range lc.Labels {
+		labels[k] = v
+	}
+	labels[LabelContainerID], labels[LabelHostID], labels[LabelSpecHash] = c.ID, a.host.ID, hash
+	var env []string
+	for k, v := range lc.Environment {
+		env = append(env, k+"="+v)
+	}
+	sort.Strings(env)
+	exposed, bindings, err := nat.ParsePortSpecs(append(append([]string{}, lc.Ports...), lc.Expose...))
+	if err != nil {
+		return fmt.Errorf("ports: %w", err)
+	}
+	cfg := &container.Config{
+		Image: lc.Image, Cmd: lc.Command, Entrypoint: lc.Entrypoint, Env: env, Labels: labels,
+		Hostname: lc.Hostname, WorkingDir: lc.WorkingDir, User: lc.User, Tty: lc.Tty, OpenStdin: lc.StdinOpen,
+		ExposedPorts: exposed,
+	}
+	hc := &container.HostConfig{
+		PortBindings: bindings, Binds: lc.Volumes, NetworkMode: container.NetworkMode(lc.NetworkMode),
+		Privileged: lc.Privileged, CapAdd: lc.CapAdd, CapDrop: lc.CapDrop, DNS: lc.DNS, DNSSearch: lc.DNSSearch,
+		// The agent applies restart policies itself, so the engine sees every
+		// restart and crash loops back off; Docker must not race it.
+		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
+	}
+	hc.Resources.Memory = lc.MemoryBytes
+	hc.Resources.NanoCPUs = lc.MilliCPU * 1_000_000
+	resp, err := a.docker.ContainerCreate(ctx, cfg, hc, nil, nil, dockerName(c))
+	a.count("create", err)
+	if err != nil {
+		if strings.Contains(err.Error(), "Conflict") {
+			// A container of that name exists without our labels (or half
+			// made): remove it and try again next pass.
+			a.remove(ctx, dockerName(c))
+		}
+		return fmt.Errorf("creating: %w", err)
+	}
+	a.backoffFor(c.ID).started()
+	err = a.docker.ContainerStart(ctx, resp.ID, container.StartOptions{})
+	a.count("start", err)
+	if err != nil {
+		return fmt.Errorf("starting: %w", err)
+	}
+	a.log.Info("started container", "container", c.Name, "image", lc.Image, "docker", resp.ID[:12])
+	insp, err := a.docker.ContainerInspect(ctx, resp.ID)
+	if err != nil {
+		return err
+	}
+	return a.reportInspect(ctx, c, insp, "")
+}
+
+// ensureImage makes the image present: used as is when local (no registry
+// is needed), pulled when missing or when pull_image is "always".
+func (a *Agent) ensureImage(ctx context.Context, lc *api.LaunchConfig) error {
+	_, err := a.docker.ImageInspect(ctx, lc.Image)
+	if err == nil && lc.PullImage != "always" {
+		return nil
+	}
+	if lc.PullImage == "never" {
+		return fmt.Errorf("image %s is not on this host and pull_image is never", lc.Image)
+	}
+	rc, perr := a.docker.ImagePull(ctx, lc.Image, image.PullOptions{})
+	if perr == nil {
+		_, perr = io.Copy(io.Discard, rc)
+		rc.Close()
+	}
+	a.count("pull", perr)
+	if perr != nil {
+		if err == nil {
+			a.log.Warn("pull failed; using the local image", "image", lc.Image, "err", perr)
+			return nil
+		}
+		return fmt.Errorf("image %s is not on this host and pulling it failed: %v", lc.Image, perr)
+	}
+	return nil
+}
+
+// reportInspect writes what Docker says into the container's status.
+func (a *Agent) reportInspect(ctx context.Context, c *api.Container, insp container.InspectResponse, msg string) error {
+	st := map[string]any{"dockerId": insp.ID, "exitCode": insp.State.ExitCode, "message": msg}
+	switch {
+	case insp.State.Running:
+		st["state"] = api.ContainerRunning
+	case insp.State.ExitCode != 0 || insp.State.OOMKilled:
+		st["state"] = api.ContainerError
+		if msg == "" {
+			st["message"] = fmt.Sprintf("exited with %d", insp.State.ExitCode)
+		}
+	default:
+		st["state"] = api.ContainerStopped
+	}
+	if insp.NetworkSettings != nil {
+		ip, mac := insp.NetworkSettings.IPAddress, insp.NetworkSettings.MacAddress
+		for _, n := range insp.NetworkSettings.Networks {
+			if ip == "" && n.IPAddress != "" {
+				ip, mac = n.IPAddress, n.MacAddress
+			}
+		}
+		st["primaryIP"], st["mac"] = ip, mac
+	}
+	if t, err := time.Parse(time.RFC3339Nano, insp.State.StartedAt); err == nil && !t.IsZero() && t.Year() > 1 {
+		st["startedAt"] = t.UTC()
+	}
+	st["startCount"] = a.backoffFor(c.ID).starts()
+	if c.Status.StartCount > st["startCount"].(int) {
+		st["startCount"] = c.Status.StartCount
+	}
+	return a.report(ctx, c, st)
+}
+
+// report patches status fields that differ from what the engine has.
+func (a *Agent) report(ctx context.Context, c *api.Container, st map[string]any) error {
+	cur, _ := json.Marshal(c.Status)
+	var have map[string]any
+	json.Unmarshal(cur, &have)
+	changed := false
+	for k, v := range st {
+		want, _ := json.Marshal(v)
+		got, _ := json.Marshal(have[k])
+		if string(want) != string(got) && !(string(got) == "null" && (string(want) == `""` || string(want) == "0")) {
+			changed = true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	_, err := a.eng.Containers().Patch(ctx, c.ID, map[string]any{"status": st})
+	if err != nil && !api.IsNotFound(err) && ctx.Err() == nil {
+		a.log.Debug("status not reported (will retry)", "container", c.Name, "err", err)
+	}
+	return nil
+}
+
+// crashBackoff spaces restarts of a crashing container: 1s, 2s, 4s, ... up
+// to 5 minutes; a container that ran for 10 minutes starts over at 1s.
+type crashBackoff struct {
+	last    time.Time
+	delay   time.Duration
+	count   int
+	healthy time.Time
+}
+
+func (a *Agent) backoffFor(id string) *crashBackoff {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	b := a.backoff[id]
+	if b == nil {
+		b = &crashBackoff{}
+		a.backoff[id] = b
+	}
+	return b
+}
+
+func (b *crashBackoff) wait() time.Duration {
+	if b.last.IsZero() {
+		return 0
+	}
+	return time.Until(b.last.Add(b.delay))
+}
+
+func (b *crashBackoff) started() {
+	b.count++
+	switch {
+	case b.delay == 0:
+		b.delay = time.Second
+	case b.delay < 5*time.Minute:
+		b.delay *= 2
+	}
+	b.last = time.Now()
+}
+
+func (b *crashBackoff) running(startedAt string) {
+	if t, err := time.Parse(time.RFC3339Nano, startedAt); err == nil && time.Since(t) > 10*time.Minute {
+		b.delay = 0
+	}
+}
+
+func (b *crashBackoff) starts() int { return b.count }

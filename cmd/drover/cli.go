@@ -1,0 +1,446 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/drover/drover/api"
+	"github.com/drover/drover/client"
+	"github.com/drover/drover/stacks"
+)
+
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+// cliFlags are what every client command takes.
+type cliFlags struct {
+	engine engineFlagSet
+	output *string
+}
+
+func newCLIFlags(name string, stderr io.Writer) (*flag.FlagSet, *cliFlags) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cf := &cliFlags{engine: engineFlags(fs)}
+	cf.output = fs.String("o", "table", "output: table, json or yaml")
+	return fs, cf
+}
+
+func parseCLI(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return errHelp
+		}
+		return usageError{err.Error()}
+	}
+	return nil
+}
+
+var errHelp = errors.New("help shown")
+
+func (cf *cliFlags) client() (*client.Client, error) {
+	c, err := cf.engine.client()
+	if err != nil {
+		return nil, usageError{err.Error()}
+	}
+	return c, nil
+}
+
+// print writes rows as a table, or v as JSON or YAML.
+func (cf *cliFlags) print(w io.Writer, v any, header []string, rows [][]string) error {
+	switch *cf.output {
+	case "json":
+		b, _ := json.MarshalIndent(v, "", "  ")
+		_, err := fmt.Fprintln(w, string(b))
+		return err
+	case "yaml":
+		b, err := yaml.Marshal(v)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(b)
+		return err
+	case "table", "":
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, strings.Join(header, "\t"))
+		for _, r := range rows {
+			fmt.Fprintln(tw, strings.Join(r, "\t"))
+		}
+		return tw.Flush()
+	}
+	return usageError{fmt.Sprintf("-o %q: use table, json or yaml", *cf.output)}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func runStack(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return usageError{"usage: drover stack up|ls|rm ..."}
+	}
+	switch args[0] {
+	case "up":
+		return stackUp(ctx, args[1:], stdout, stderr)
+	case "ls", "list":
+		return stackLs(ctx, args[1:], stdout, stderr)
+	case "rm", "remove":
+		return stackRm(ctx, args[1:], stdout, stderr)
+	}
+	return usageError{fmt.Sprintf("unknown stack command %q: use up, ls or rm", args[0])}
+}
+
+// stackUp creates or upgrades a stack from its files and waits, showing
+// progress, until it is active and healthy or fails.
+func stackUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, cf := newCLIFlags("drover stack up NAME", stderr)
+	var files stringList
+	fs.Var(&files, "f", "compose file (docker-compose.yml), and optionally a rancher-compose.yml; repeatable")
+	answersFile := fs.String("answers", "", "answers for ${VAR}: a YAML/JSON map or KEY=VALUE lines")
+	wait := fs.Duration("wait", 5*time.Minute, "how long to wait for the stack to be active and healthy (0: do not wait)")
+	name, rest := splitName(args)
+	if err := parseCLI(fs, rest); err != nil {
+		if err == errHelp {
+			return nil
+		}
+		return err
+	}
+	if name == "" {
+		return usageError{"usage: drover stack up NAME -f docker-compose.yml [-f rancher-compose.yml] [--answers FILE]"}
+	}
+	var compose []stacks.File
+	var rancher *stacks.File
+	if len(files) == 0 {
+		files = append(files, "docker-compose.yml")
+		if _, err := os.Stat("rancher-compose.yml"); err == nil {
+			files = append(files, "rancher-compose.yml")
+		}
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		sf := stacks.File{Name: f, Content: b}
+		if strings.Contains(filepath.Base(f), "rancher-compose") {
+			rancher = &sf
+		} else {
+			compose = append(compose, sf)
+		}
+	}
+	if len(compose) != 1 {
+		return usageError{fmt.Sprintf("give exactly one compose file (got %d)", len(compose))}
+	}
+	answers, err := readAnswers(*answersFile)
+	if err != nil {
+		return err
+	}
+	// Parse here first, so errors name the user's own file names.
+	if _, err := stacks.Parse(ctx, name, compose, rancher, answers); err != nil {
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	spec := api.StackSpec{Kind: api.StackCompose, Compose: string(compose[0].Content), Answers: answers}
+	if rancher != nil {
+		spec.RancherCompose = string(rancher.Content)
+	}
+	existing, _, err := c.Stacks().List(ctx, client.ListOptions{Name: name})
+	if err != nil {
+		return err
+	}
+	var st *api.Stack
+	if len(existing) == 0 {
+		st, err = c.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: name}, Spec: spec})
+		if err == nil {
+			fmt.Fprintf(stderr, "stack %s created\n", name)
+		}
+	} else {
+		next := existing[0]
+		next.Spec = spec
+		st, err = c.Stacks().Update(ctx, next.ID, &next)
+		if err == nil {
+			fmt.Fprintf(stderr, "stack %s updated\n", name)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if *wait == 0 {
+		return nil
+	}
+	return waitStack(ctx, c, st, *wait, stderr)
+}
+
+func splitName(args []string) (string, []string) {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		return args[0], args[1:]
+	}
+	return "", args
+}
+
+func readAnswers(path string) (map[string]string, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	var m map[string]any
+	if yaml.Unmarshal(b, &m) == nil && len(m) > 0 {
+		for k, v := range m {
+			out[k] = fmt.Sprint(v)
+		}
+		return out, nil
+	}
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			return nil, fmt.Errorf("%s:%d: %q is not KEY=VALUE", path, i+1, line)
+		}
+		out[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	}
+	return out, nil
+}
+
+// waitStack polls the stack and its services and prints each change until
+// the stack is active and healthy, fails, or time runs out.
+func waitStack(ctx context.Context, c *client.Client, st *api.Stack, limit time.Duration, w io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	last := map[string]string{}
+	// The stack controller acts on the new spec first; only a status written
+	// after our write counts.
+	since := st.Revision
+	for {
+		cur, err := c.Stacks().Get(ctx, st.ID)
+		if err != nil {
+			return err
+		}
+		svcs, _, err := c.Services().List(ctx, client.ListOptions{StackID: st.ID})
+		if err != nil {
+			return err
+		}
+		ctrs, _, _ := c.Containers().List(ctx, client.ListOptions{StackID: st.ID})
+		running := map[string][2]int{}
+		for _, ct := range ctrs {
+			r := running[ct.Spec.ServiceID]
+			r[1]++
+			if ct.Status.State == api.ContainerRunning || (ct.Status.State == api.ContainerStopped && ct.Spec.LaunchConfig != nil && ct.Spec.LaunchConfig.StartOnce) {
+				r[0]++
+			}
+			running[ct.Spec.ServiceID] = r
+		}
+		sort.Slice(svcs, func(i, j int) bool { return svcs[i].Name < svcs[j].Name })
+		for _, s := range svcs {
+			line := fmt.Sprintf("%s: %s, %s (%d/%d running)", s.Name, orDash(s.Status.State), orDash(s.Status.Health), running[s.ID][0], running[s.ID][1])
+			if s.Status.Message != "" {
+				line += ": " + s.Status.Message
+			}
+			if last[s.ID] != line {
+				fmt.Fprintln(w, "  "+line)
+				last[s.ID] = line
+			}
+		}
+		settled := cur.Revision > since && cur.Status.State != ""
+		switch {
+		case settled && cur.Status.State == "error":
+			return fmt.Errorf("stack %s failed: %s", cur.Name, cur.Status.Message)
+		case settled && cur.Status.State == "active" && cur.Status.Health == "healthy" && allRunning(svcs, running):
+			fmt.Fprintf(w, "stack %s is active and healthy (%s)\n", cur.Name, cur.Status.Message)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("stack %s not healthy after %s: %s %s %s", cur.Name, limit, cur.Status.State, cur.Status.Health, cur.Status.Message)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func allRunning(svcs []api.Service, running map[string][2]int) bool {
+	for _, s := range svcs {
+		if s.Spec.Kind != api.ServiceContainer {
+			continue
+		}
+		if r := running[s.ID]; r[0] != r[1] || (r[1] == 0 && (s.Spec.Global || s.Spec.Scale == nil || *s.Spec.Scale > 0)) {
+			return false
+		}
+	}
+	return true
+}
+
+func stackLs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, cf := newCLIFlags("drover stack ls", stderr)
+	if err := parseCLI(fs, args); err != nil {
+		if err == errHelp {
+			return nil
+		}
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	list, _, err := c.Stacks().List(ctx, client.ListOptions{})
+	if err != nil {
+		return err
+	}
+	var rows [][]string
+	for _, s := range list {
+		rows = append(rows, []string{s.Name, s.ID, s.Spec.Kind, orDash(s.Status.State), orDash(s.Status.Health), orDash(s.Status.Message)})
+	}
+	return cf.print(stdout, list, []string{"NAME", "ID", "KIND", "STATE", "HEALTH", "MESSAGE"}, rows)
+}
+
+func stackRm(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, cf := newCLIFlags("drover stack rm NAME", stderr)
+	name, rest := splitName(args)
+	if err := parseCLI(fs, rest); err != nil {
+		if err == errHelp {
+			return nil
+		}
+		return err
+	}
+	if name == "" {
+		return usageError{"usage: drover stack rm NAME"}
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	list, _, err := c.Stacks().List(ctx, client.ListOptions{Name: name})
+	if err != nil {
+		return err
+	}
+	if len(list) == 0 {
+		return fmt.Errorf("no stack named %q", name)
+	}
+	if _, err := c.Stacks().Delete(ctx, list[0].ID); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "stack %s removed, with its services and containers\n", name)
+	return nil
+}
+
+func runHost(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || (args[0] != "ls" && args[0] != "list") {
+		return usageError{"usage: drover host ls"}
+	}
+	fs, cf := newCLIFlags("drover host ls", stderr)
+	if err := parseCLI(fs, args[1:]); err != nil {
+		if err == errHelp {
+			return nil
+		}
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	hosts, _, err := c.Hosts().List(ctx, client.ListOptions{})
+	if err != nil {
+		return err
+	}
+	ctrs, _, err := c.Containers().List(ctx, client.ListOptions{})
+	if err != nil {
+		return err
+	}
+	count := map[string]int{}
+	for _, ct := range ctrs {
+		count[ct.Spec.HostID]++
+	}
+	var rows [][]string
+	for _, h := range hosts {
+		var labels []string
+		for k, v := range h.Labels {
+			labels = append(labels, k+"="+v)
+		}
+		sort.Strings(labels)
+		state := h.Status.State
+		if h.Spec.Unschedulable {
+			state += ",cordoned"
+		}
+		rows = append(rows, []string{h.Name, h.ID, state, orDash(h.Status.AgentIP), orDash(h.Status.DockerVersion), fmt.Sprint(count[h.ID]), orDash(strings.Join(labels, ","))})
+	}
+	return cf.print(stdout, hosts, []string{"NAME", "ID", "STATE", "IP", "DOCKER", "CONTAINERS", "LABELS"}, rows)
+}
+
+func runPs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, cf := newCLIFlags("drover ps", stderr)
+	stackName := fs.String("stack", "", "only this stack's containers")
+	if err := parseCLI(fs, args); err != nil {
+		if err == errHelp {
+			return nil
+		}
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	opts := client.ListOptions{}
+	stacksByID := map[string]string{}
+	sts, _, err := c.Stacks().List(ctx, client.ListOptions{})
+	if err != nil {
+		return err
+	}
+	for _, s := range sts {
+		stacksByID[s.ID] = s.Name
+		if s.Name == *stackName {
+			opts.StackID = s.ID
+		}
+	}
+	if *stackName != "" && opts.StackID == "" {
+		return fmt.Errorf("no stack named %q", *stackName)
+	}
+	ctrs, _, err := c.Containers().List(ctx, opts)
+	if err != nil {
+		return err
+	}
+	hosts, _, _ := c.Hosts().List(ctx, client.ListOptions{})
+	hostName := map[string]string{}
+	for _, h := range hosts {
+		hostName[h.ID] = h.Name
+	}
+	svcs, _, _ := c.Services().List(ctx, client.ListOptions{StackID: opts.StackID})
+	svcName := map[string]string{}
+	for _, s := range svcs {
+		svcName[s.ID] = s.Name
+	}
+	sort.Slice(ctrs, func(i, j int) bool { return ctrs[i].Name < ctrs[j].Name })
+	var rows [][]string
+	for _, ct := range ctrs {
+		image := ""
+		if ct.Spec.LaunchConfig != nil {
+			image = ct.Spec.LaunchConfig.Image
+		}
+		rows = append(rows, []string{ct.Name, orDash(stacksByID[ct.Spec.StackID]), orDash(svcName[ct.Spec.ServiceID]), orDash(hostName[ct.Spec.HostID]), orDash(image), orDash(ct.Status.State), orDash(ct.Status.Health), orDash(ct.Status.PrimaryIP)})
+	}
+	return cf.print(stdout, ctrs, []string{"NAME", "STACK", "SERVICE", "HOST", "IMAGE", "STATE", "HEALTH", "IP"}, rows)
+}
