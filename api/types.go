@@ -92,6 +92,9 @@ type StackStatus struct {
 	State   string `json:"state,omitempty"`
 	Health  string `json:"health,omitempty"`
 	Message string `json:"message,omitempty"`
+	// PreviousSpec is the spec before the last change of spec, kept by the
+	// server; rolling back re-applies it.
+	PreviousSpec *StackSpec `json:"previousSpec,omitempty"`
 }
 
 // Service is a scaled set of containers (or a load balancer, an external or

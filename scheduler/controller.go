@@ -307,8 +307,10 @@ func (c *Controller) createUnit(ctx context.Context, svc *api.Service, stack *ap
 	return nil
 }
 
-// outdated reports whether a container runs a launch config the service no
-// longer has.
+// Outdated reports whether a container runs a launch config its service no
+// longer has (it will be replaced by the rolling upgrade).
+func Outdated(svc *api.Service, ct *api.Container) bool { return outdated(svc, ct) }
+
 func outdated(svc *api.Service, ct *api.Container) bool {
 	want := svc.Spec.LaunchConfig
 	if ct.Spec.LaunchConfigName != "" {

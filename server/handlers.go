@@ -455,6 +455,13 @@ func (s *Server) updateHandler(w http.ResponseWriter, r *http.Request) {
 // secrets stay unshown, a certificate keeps its key unless a new one comes.
 func (s *Server) carrySecrets(kind api.Kind, cur, next api.Object) (api.Object, []byte, *api.Error) {
 	switch n := next.(type) {
+	case *api.Stack:
+		c := cur.(*api.Stack)
+		n.Status.PreviousSpec = c.Status.PreviousSpec
+		if !sameSpecJSON(c.Spec, n.Spec) {
+			prev := c.Spec
+			n.Status.PreviousSpec = &prev
+		}
 	case *api.APIKey:
 		c := cur.(*api.APIKey)
 		n.Status = c.Status
@@ -480,6 +487,12 @@ func (s *Server) carrySecrets(kind api.Kind, cur, next api.Object) (api.Object, 
 		return next, []byte(key), nil
 	}
 	return next, nil, nil
+}
+
+func sameSpecJSON(a, b any) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return string(x) == string(y)
 }
 
 func clone(m map[string]any) map[string]any {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/drover/drover/api"
 	"github.com/drover/drover/client"
+	"github.com/drover/drover/scheduler"
 	"github.com/drover/drover/stacks"
 )
 
@@ -103,8 +104,10 @@ func runStack(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return stackLs(ctx, args[1:], stdout, stderr)
 	case "rm", "remove":
 		return stackRm(ctx, args[1:], stdout, stderr)
+	case "rollback":
+		return stackRollback(ctx, args[1:], stdout, stderr)
 	}
-	return usageError{fmt.Sprintf("unknown stack command %q: use up, ls or rm", args[0])}
+	return usageError{fmt.Sprintf("unknown stack command %q: use up, ls, rm or rollback", args[0])}
 }
 
 // stackUp creates or upgrades a stack from its files and waits, showing
@@ -153,7 +156,8 @@ func stackUp(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	// Parse here first, so errors name the user's own file names.
-	if _, err := stacks.Parse(ctx, name, compose, rancher, answers); err != nil {
+	want, err := stacks.Parse(ctx, name, compose, rancher, answers)
+	if err != nil {
 		return err
 	}
 	c, err := cf.client()
@@ -188,7 +192,7 @@ func stackUp(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if *wait == 0 {
 		return nil
 	}
-	return waitStack(ctx, c, st, *wait, stderr)
+	return waitStack(ctx, c, st, want, *wait, stderr)
 }
 
 func splitName(args []string) (string, []string) {
@@ -230,13 +234,10 @@ func readAnswers(path string) (map[string]string, error) {
 
 // waitStack polls the stack and its services and prints each change until
 // the stack is active and healthy, fails, or time runs out.
-func waitStack(ctx context.Context, c *client.Client, st *api.Stack, limit time.Duration, w io.Writer) error {
+func waitStack(ctx context.Context, c *client.Client, st *api.Stack, want []stacks.Service, limit time.Duration, w io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	last := map[string]string{}
-	// The stack controller acts on the new spec first; only a status written
-	// after our write counts.
-	since := st.Revision
 	for {
 		cur, err := c.Stacks().Get(ctx, st.ID)
 		if err != nil {
@@ -267,11 +268,13 @@ func waitStack(ctx context.Context, c *client.Client, st *api.Stack, limit time.
 				last[s.ID] = line
 			}
 		}
-		settled := cur.Revision > since && cur.Status.State != ""
+		// Done only once the stack controller has applied these files: the
+		// services are exactly the ones parsed here.
+		settled := cur.Status.State != "" && servicesMatch(svcs, want, st.ID)
 		switch {
 		case settled && cur.Status.State == "error":
 			return fmt.Errorf("stack %s failed: %s", cur.Name, cur.Status.Message)
-		case settled && cur.Status.State == "active" && cur.Status.Health == "healthy" && allRunning(svcs, running):
+		case settled && cur.Status.State == "active" && cur.Status.Health == "healthy" && allCurrent(svcs, ctrs):
 			fmt.Fprintf(w, "stack %s is active and healthy (%s)\n", cur.Name, cur.Status.Message)
 			return nil
 		}
@@ -283,12 +286,69 @@ func waitStack(ctx context.Context, c *client.Client, st *api.Stack, limit time.
 	}
 }
 
-func allRunning(svcs []api.Service, running map[string][2]int) bool {
+func servicesMatch(have []api.Service, want []stacks.Service, stackID string) bool {
+	if len(have) != len(want) {
+		return false
+	}
+	byName := map[string]*api.Service{}
+	for i := range have {
+		byName[have[i].Name] = &have[i]
+	}
+	for _, w := range want {
+		h := byName[w.Name]
+		spec := w.Spec
+		spec.StackID = stackID
+		if h == nil {
+			return false
+		}
+		a, _ := json.Marshal(h.Spec)
+		b, _ := json.Marshal(spec)
+		if string(a) != string(b) {
+			return false
+		}
+	}
+	return true
+}
+
+// allCurrent reports whether every service runs exactly what its spec says:
+// each active, at its count, every container running (or done, if it starts
+// once) and none left from before an upgrade.
+func allCurrent(svcs []api.Service, ctrs []api.Container) bool {
+	byID := map[string]*api.Service{}
+	for i := range svcs {
+		byID[svcs[i].ID] = &svcs[i]
+		if svcs[i].Status.State != "active" {
+			return false
+		}
+	}
+	units := map[string]map[string]bool{}
+	for i := range ctrs {
+		ct := &ctrs[i]
+		svc := byID[ct.Spec.ServiceID]
+		if svc == nil {
+			continue
+		}
+		if scheduler.Outdated(svc, ct) {
+			return false
+		}
+		done := ct.Status.State == api.ContainerStopped && ct.Spec.LaunchConfig != nil && ct.Spec.LaunchConfig.StartOnce
+		if ct.Status.State != api.ContainerRunning && !done {
+			return false
+		}
+		if units[svc.ID] == nil {
+			units[svc.ID] = map[string]bool{}
+		}
+		units[svc.ID][ct.Spec.DeploymentUnit] = true
+	}
 	for _, s := range svcs {
 		if s.Spec.Kind != api.ServiceContainer {
 			continue
 		}
-		if r := running[s.ID]; r[0] != r[1] || (r[1] == 0 && (s.Spec.Global || s.Spec.Scale == nil || *s.Spec.Scale > 0)) {
+		want := 1
+		if s.Spec.Scale != nil {
+			want = *s.Spec.Scale
+		}
+		if (s.Spec.Global && len(units[s.ID]) == 0) || (!s.Spec.Global && len(units[s.ID]) != want) {
 			return false
 		}
 	}
@@ -316,6 +376,57 @@ func stackLs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		rows = append(rows, []string{s.Name, s.ID, s.Spec.Kind, orDash(s.Status.State), orDash(s.Status.Health), orDash(s.Status.Message)})
 	}
 	return cf.print(stdout, list, []string{"NAME", "ID", "KIND", "STATE", "HEALTH", "MESSAGE"}, rows)
+}
+
+// stackRollback re-applies the stack's previous files; its containers are
+// replaced in batches like any upgrade. Rolling back twice returns to where
+// it started.
+func stackRollback(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, cf := newCLIFlags("drover stack rollback NAME", stderr)
+	wait := fs.Duration("wait", 5*time.Minute, "how long to wait for the stack to be active and healthy (0: do not wait)")
+	name, rest := splitName(args)
+	if err := parseCLI(fs, rest); err != nil {
+		if err == errHelp {
+			return nil
+		}
+		return err
+	}
+	if name == "" {
+		return usageError{"usage: drover stack rollback NAME"}
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	list, _, err := c.Stacks().List(ctx, client.ListOptions{Name: name})
+	if err != nil {
+		return err
+	}
+	if len(list) == 0 {
+		return fmt.Errorf("no stack named %q", name)
+	}
+	st := list[0]
+	if st.Status.PreviousSpec == nil {
+		return fmt.Errorf("stack %s has no previous version to roll back to", name)
+	}
+	st.Spec = *st.Status.PreviousSpec
+	var rc *stacks.File
+	if st.Spec.RancherCompose != "" {
+		rc = &stacks.File{Name: "rancher-compose.yml", Content: []byte(st.Spec.RancherCompose)}
+	}
+	want, err := stacks.Parse(ctx, name, []stacks.File{{Name: "docker-compose.yml", Content: []byte(st.Spec.Compose)}}, rc, st.Spec.Answers)
+	if err != nil {
+		return fmt.Errorf("the previous version no longer parses: %w", err)
+	}
+	updated, err := c.Stacks().Update(ctx, st.ID, &st)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "stack %s rolled back\n", name)
+	if *wait == 0 {
+		return nil
+	}
+	return waitStack(ctx, c, updated, want, *wait, stderr)
 }
 
 func stackRm(ctx context.Context, args []string, stdout, stderr io.Writer) error {
