@@ -20,7 +20,7 @@ import (
 // cluster is an engine with its scheduler and several agents sharing the
 // local Docker Engine (each manages only its own containers: a test setup).
 type cluster struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *server.Server
 	eng    *client.Client
 	token  string
@@ -28,7 +28,9 @@ type cluster struct {
 	done   map[string]chan struct{}
 }
 
-func newCluster(t *testing.T) *cluster {
+func newCluster(t *testing.T) *cluster { return newClusterTB(t) }
+
+func newClusterTB(t testing.TB) *cluster {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("integration test (real Docker Engine); run without -short")
@@ -74,7 +76,23 @@ func (c *cluster) stopAgent(name string) {
 	}
 }
 
-func eventually(t *testing.T, what string, limit time.Duration, f func() error) {
+func waitHosts(t testing.TB, c *cluster, n int) {
+	eventually(t, "hosts active", 20*time.Second, func() error {
+		hosts, _, _ := c.eng.Hosts().List(context.Background(), client.ListOptions{})
+		active := 0
+		for _, h := range hosts {
+			if h.Status.State == api.HostActive {
+				active++
+			}
+		}
+		if active != n {
+			return fmt.Errorf("%d active", active)
+		}
+		return nil
+	})
+}
+
+func eventually(t testing.TB, what string, limit time.Duration, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	var err error

@@ -16,6 +16,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/go-connections/nat"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/drover/drover/api"
 )
@@ -129,18 +130,25 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
+	// Containers are independent: bring them up side by side (Docker does
+	// much of a create and start in parallel), a few at a time.
+	var g errgroup.Group
+	g.SetLimit(8)
 	for _, id := range ids {
 		c := desired[id]
 		var dc *container.Summary
 		if s, ok := actual[id]; ok {
 			dc = &s
 		}
-		if err := a.ensure(ctx, c, dc); err != nil && ctx.Err() == nil {
-			a.log.Warn("container not running as wanted", "container", c.Name, "err", err)
-			a.report(ctx, c, map[string]any{"state": api.ContainerError, "message": err.Error()})
-		}
+		g.Go(func() error {
+			if err := a.ensure(ctx, c, dc); err != nil && ctx.Err() == nil {
+				a.log.Warn("container not running as wanted", "container", c.Name, "err", err)
+				a.report(ctx, c, map[string]any{"state": api.ContainerError, "message": err.Error()})
+			}
+			return nil
+		})
 	}
-	return nil
+	return g.Wait()
 }
 
 func (a *Agent) remove(ctx context.Context, dockerID string) {
