@@ -7,7 +7,7 @@ LISTEN   ?= 127.0.0.1:8080
 # Integration tests share 2 cores with etcd processes; give them room.
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build kube deps test test-short lint fuzz bench bench-engine bench-kube up clean
+.PHONY: all build kube deps test test-short lint fuzz bench bench-engine bench-kube bench-sched bench-stack up clean
 
 # Kubernetes is built from source; its version is named once, in images/kubernetes/go.mod.
 KUBE_VERSION := $(shell grep -oE '^\s*(require )?k8s.io/kubernetes v[0-9.]+' images/kubernetes/go.mod | awk '{print $$NF}')
@@ -50,13 +50,24 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run XXX -fuzz FuzzDecodeObject -fuzztime $(FUZZTIME) ./server/
 	$(GO) test -run XXX -fuzz FuzzParseSelector -fuzztime $(FUZZTIME) ./api/
+	$(GO) test -run XXX -fuzz FuzzSplitData -fuzztime $(FUZZTIME) ./client/
+	$(GO) test -run XXX -fuzz FuzzParse -fuzztime $(FUZZTIME) ./stacks/
+	$(GO) test -run XXX -fuzz FuzzAffinity -fuzztime $(FUZZTIME) ./stacks/
 
 ## bench: every benchmark (prints one line per figure).
-bench: bench-engine bench-kube
+bench: bench-engine bench-kube bench-sched bench-stack
 
 ## bench-engine: engine throughput, event latency, large lists and memory.
 bench-engine: build
 	$(GO) run ./bench/engine
+
+## bench-sched: scheduling decisions for 1,000 services of scale 10 over 100 hosts.
+bench-sched:
+	$(GO) test -count=1 -run XXX -bench Schedule -benchtime 3x ./scheduler
+
+## bench-stack: a 20-service stack running on one host, drover vs docker-compose up -d.
+bench-stack: deps
+	$(GO) test -count=1 -run XXX -bench StackUp -benchtime 1x -timeout 10m ./agent
 
 ## bench-kube: kubernetes-agent: 2,000 Services and 10,000 Pods against a real kube-apiserver.
 bench-kube: kube deps

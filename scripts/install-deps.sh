@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what drover's tests need on a fresh Debian machine: Debian's etcd
-# (the external etcd cluster the tests start) and staticcheck (lint). Safe to
+# (the external etcd clusters the tests start), docker-compose (the stack
+# benchmark's baseline) and staticcheck (lint). The Docker Engine itself is
+# expected to be running. Safe to
 # run again; does nothing that is already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,11 +11,18 @@ STATICCHECK_VERSION=v0.8.2
 
 sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if ! command -v etcd >/dev/null 2>&1; then
-	echo "install-deps: installing etcd-server from Debian" >&2
+missing=()
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+# docker-compose: the stack benchmark runs it beside drover.
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "install-deps: installing ${missing[*]} from Debian" >&2
 	export DEBIAN_FRONTEND=noninteractive
 	sudo_ apt-get update -qq
-	sudo_ apt-get install -y -qq --no-install-recommends etcd-server >/dev/null
+	sudo_ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ! docker info >/dev/null 2>&1; then
+	echo "install-deps: warning: the Docker Engine is not reachable; the agent's tests need it running" >&2
 fi
 
 if [ ! -x bin/tools/staticcheck ] || ! bin/tools/staticcheck -version 2>/dev/null | grep -q "${STATICCHECK_VERSION#v}"; then
