@@ -302,6 +302,22 @@ func TestIntegrationStacksOnHosts(t *testing.T) {
 		return nil
 	})
 
+	// Scale down: the highest-numbered units go, in Docker too.
+	if _, err := c.eng.Stacks().Patch(ctx, st.ID, map[string]any{"spec": map[string]any{"compose": strings.ReplaceAll(strings.Replace(compose, "scale: 2", "scale: 1", 1), `VERSION: "1"`, `VERSION: "2"`)}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "scaled down to 1", 60*time.Second, func() error {
+		web, err := c.running(st.ID, "web")
+		if err != nil || len(web) != 2 {
+			return fmt.Errorf("web on %v %v", web, err)
+		}
+		out, _ := exec.Command("docker", "ps", "-q", "--filter", "label=io.drover.service.name=web", "--filter", "label="+agent.LabelHostID+"="+c.hostIDs()["h1"]).Output()
+		if n := len(strings.Fields(string(out))); n != 2 {
+			return fmt.Errorf("docker runs %d web containers on h1", n)
+		}
+		return nil
+	})
+
 	// Removing the stack removes everything, in Docker too.
 	if _, err := c.eng.Stacks().Delete(ctx, st.ID); err != nil {
 		t.Fatal(err)
