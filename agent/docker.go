@@ -328,10 +328,17 @@ func (a *Agent) reportInspect(ctx context.Context, c *api.Container, insp contai
 		st["state"] = api.ContainerStopped
 	}
 	if insp.NetworkSettings != nil {
-		ip, mac := insp.NetworkSettings.IPAddress, insp.NetworkSettings.MacAddress
-		for _, n := range insp.NetworkSettings.Networks {
-			if ip == "" && n.IPAddress != "" {
-				ip, mac = n.IPAddress, n.MacAddress
+		// The container's network (the bridge by default, or the one its
+		// network_mode names); names are sorted so the choice is stable.
+		var ip, mac string
+		names := make([]string, 0, len(insp.NetworkSettings.Networks))
+		for n := range insp.NetworkSettings.Networks {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			if ep := insp.NetworkSettings.Networks[n]; ip == "" && ep != nil && ep.IPAddress != "" {
+				ip, mac = ep.IPAddress, ep.MacAddress
 			}
 		}
 		st["primaryIP"], st["mac"] = ip, mac
@@ -372,10 +379,9 @@ func (a *Agent) report(ctx context.Context, c *api.Container, st map[string]any)
 // crashBackoff spaces restarts of a crashing container: 1s, 2s, 4s, ... up
 // to 5 minutes; a container that ran for 10 minutes starts over at 1s.
 type crashBackoff struct {
-	last    time.Time
-	delay   time.Duration
-	count   int
-	healthy time.Time
+	last  time.Time
+	delay time.Duration
+	count int
 }
 
 func (a *Agent) backoffFor(id string) *crashBackoff {

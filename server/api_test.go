@@ -192,6 +192,7 @@ func TestIntegrationBadInput(t *testing.T) {
 		{"bad since", "GET", "/v1/stacks?watch=true&since=abc", "", 400, api.CodeInvalidField, "since"},
 		{"put unknown field", "PUT", "/v1/stacks/" + st.ID, `{"name":"web","color":"red"}`, 400, api.CodeUnknownField, "color"},
 		{"certificate without key", "POST", "/v1/certificates", `{"name":"c","spec":{"cert":"x"}}`, 422, api.CodeMissingRequired, "spec.key"},
+		{"bad compose", "POST", "/v1/stacks", `{"name":"c","spec":{"compose":"services:\n  web:\n    image: x\n    imagez: y\n"}}`, 422, api.CodeInvalidField, "spec.compose"},
 	}
 	_, before, err := c.Stacks().List(context.Background(), client.ListOptions{})
 	if err != nil {

@@ -208,7 +208,7 @@ func TestIntegrationSlowSubscriberIsCutOff(t *testing.T) {
 	big := strings.Repeat("x", 200<<10)
 	st := mustStack(t, c, "big")
 	for i := 0; i < 200; i++ {
-		if _, err := c.Stacks().Patch(ctx, st.ID, map[string]any{"spec": map[string]any{"compose": fmt.Sprintf("%d%s", i, big)}}); err != nil {
+		if _, err := c.Stacks().Patch(ctx, st.ID, map[string]any{"spec": map[string]any{"answers": map[string]any{"payload": fmt.Sprintf("%d%s", i, big)}}}); err != nil {
 			t.Fatal(err)
 		}
 	}

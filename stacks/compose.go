@@ -404,9 +404,7 @@ func buildService(docs []*doc, name string, sc types.ServiceConfig) (*Service, e
 			svc.Spec.Scale = &n
 		}
 	}
-	for _, l := range sc.Links {
-		svc.Spec.Links = append(svc.Spec.Links, l)
-	}
+	svc.Spec.Links = append(svc.Spec.Links, sc.Links...)
 	for dep := range sc.DependsOn {
 		svc.Spec.Links = append(svc.Spec.Links, dep)
 	}
