@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"io"
+	"os"
+
+	"github.com/drover/drover/api"
+	"github.com/drover/drover/internal/lifecycle"
+	"github.com/drover/drover/metadata"
+)
+
+func runMetadata(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := flag.NewFlagSet("drover metadata", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o metadata.Options
+	var logFormat, logLevel, tokenKey string
+	ef := engineFlags(fs)
+	fs.StringVar(&o.Listen, "listen", "169.254.169.250:80", "address to serve metadata on")
+	fs.BoolVar(&o.XFF, "xff", false, "identify callers by X-Forwarded-For (only behind a trusted proxy)")
+	fs.StringVar(&tokenKey, "token-key", os.Getenv("DROVER_METADATA_TOKEN_KEY"), "key signing service tokens, shared by every metadata server (default: the engine secret key); env DROVER_METADATA_TOKEN_KEY")
+	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return nil
+		}
+		return usageError{err.Error()}
+	}
+	log, err := lifecycle.NewLogger(stderr, logFormat, logLevel)
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	eng, err := ef.client()
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	if tokenKey == "" {
+		// The secret of the key metadata runs with: stable across hosts
+		// that share one service key.
+		tokenKey = *ef.secretKey
+		if *ef.credentials != "" {
+			b, err := os.ReadFile(*ef.credentials)
+			var cr api.Credentials
+			if err != nil || json.Unmarshal(b, &cr) != nil {
+				return usageError{"--credentials: cannot read " + *ef.credentials}
+			}
+			tokenKey = cr.SecretKey
+		}
+	}
+	o.Engine, o.Logger, o.TokenKey = eng, log, []byte(tokenKey)
+	ctx, cancel := lifecycle.SignalContext(ctx, log)
+	defer cancel()
+	return metadata.Run(ctx, o)
+}
