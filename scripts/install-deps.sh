@@ -15,6 +15,8 @@ missing=()
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 # docker-compose: the stack benchmark runs it beside drover.
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+# dig: the DNS tests check answers with a second, independent client.
+command -v dig >/dev/null 2>&1 || missing+=(bind9-dnsutils)
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "install-deps: installing ${missing[*]} from Debian" >&2
 	export DEBIAN_FRONTEND=noninteractive

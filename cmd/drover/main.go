@@ -40,6 +40,7 @@ func commands() []command {
 		{"server", "run the engine: REST API, event stream, store (embedded or external etcd)", runServer},
 		{"agent", "run the host agent: register, heartbeat, run this host's containers through Docker", runAgent},
 		{"kubernetes-agent", "keep Kubernetes objects and engine objects in step, both ways", runKubernetesAgent},
+		{"dns", "serve DNS for engine and Kubernetes names, forwarding the rest", runDNS},
 		{"metadata", "serve the metadata service: each container reads its own and the shared views", runMetadata},
 		{"stack", "stack up NAME -f docker-compose.yml [-f rancher-compose.yml] | ls | rm NAME | rollback NAME", runStack},
 		{"host", "host ls: the hosts, their state and labels", runHost},
