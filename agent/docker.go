@@ -192,6 +192,9 @@ func (a *Agent) ensure(ctx context.Context, c *api.Container, dc *container.Summ
 	restart := true
 	policy, _, _ := strings.Cut(lc.Restart, ":")
 	switch {
+	case insp.State.Status == "created":
+		// Never started (a start that failed): not a finished run.
+		restart = true
 	case lc.StartOnce:
 		restart = false
 	case policy == "no":
@@ -350,7 +353,10 @@ func (a *Agent) reportInspect(ctx context.Context, c *api.Container, insp contai
 	if c.Status.StartCount > st["startCount"].(int) {
 		st["startCount"] = c.Status.StartCount
 	}
-	return a.report(ctx, c, st)
+	// The container is as it should be even if the engine cannot hear
+	// about it now; the next pass reports again.
+	a.report(ctx, c, st)
+	return nil
 }
 
 // report patches status fields that differ from what the engine has.
@@ -372,6 +378,7 @@ func (a *Agent) report(ctx context.Context, c *api.Container, st map[string]any)
 	_, err := a.eng.Containers().Patch(ctx, c.ID, map[string]any{"status": st})
 	if err != nil && !api.IsNotFound(err) && ctx.Err() == nil {
 		a.log.Debug("status not reported (will retry)", "container", c.Name, "err", err)
+		return err
 	}
 	return nil
 }
@@ -407,8 +414,8 @@ func (b *crashBackoff) started() {
 	switch {
 	case b.delay == 0:
 		b.delay = time.Second
-	case b.delay < 5*time.Minute:
-		b.delay *= 2
+	default:
+		b.delay = min(b.delay*2, 5*time.Minute)
 	}
 	b.last = time.Now()
 }

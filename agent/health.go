@@ -131,7 +131,12 @@ func (h *healthChecker) probe(ctx context.Context, c *api.Container, hc *api.Hea
 		if err != nil && health == "unhealthy" {
 			msg = "health check failed: " + err.Error()
 		}
-		h.a.report(ctx, c, map[string]any{"health": health, "message": msg})
+		if h.a.report(ctx, c, map[string]any{"health": health, "message": msg}) != nil {
+			// Not delivered (engine away): say it again next time.
+			h.mu.Lock()
+			st.reported = ""
+			h.mu.Unlock()
+		}
 	}
 }
 

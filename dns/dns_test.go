@@ -217,7 +217,7 @@ func TestIntegrationRecords(t *testing.T) {
 		{"nope.shop.drover.internal.", mdns.TypeA, "", mdns.RcodeNameError},
 		{"nope.prod.svc.cluster.local.", mdns.TypeA, "", mdns.RcodeNameError},
 		{"web.shop.drover.internal.", mdns.TypeTXT, "", mdns.RcodeSuccess}, // NODATA
-		{"prod.svc.cluster.local.", mdns.TypeA, "", mdns.RcodeSuccess},      // an empty non-terminal
+		{"prod.svc.cluster.local.", mdns.TypeA, "", mdns.RcodeSuccess},     // an empty non-terminal
 	}
 	for _, proto := range []string{"udp", "tcp"} {
 		for _, tc := range cases {

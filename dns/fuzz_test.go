@@ -16,8 +16,10 @@ type fakeWriter struct {
 	msg *mdns.Msg
 }
 
-func (f *fakeWriter) LocalAddr() net.Addr  { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53} }
-func (f *fakeWriter) RemoteAddr() net.Addr { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2), Port: 5353} }
+func (f *fakeWriter) LocalAddr() net.Addr { return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 53} }
+func (f *fakeWriter) RemoteAddr() net.Addr {
+	return &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2), Port: 5353}
+}
 func (f *fakeWriter) WriteMsg(m *mdns.Msg) error {
 	f.msg = m
 	return nil

@@ -46,6 +46,7 @@ type Controller struct {
 
 	mu        sync.Mutex
 	lastBatch map[string]time.Time // upgrade pacing; rebuilt harmlessly after a restart
+	wrote     map[string]int64     // service id -> revision of our last container write
 }
 
 const (
@@ -67,7 +68,7 @@ func New(opts Options) *Controller {
 	if opts.Workers == 0 {
 		opts.Workers = 4
 	}
-	c := &Controller{opts: opts, log: opts.Logger.With("component", "scheduler"), eng: opts.Engine, lastBatch: map[string]time.Time{},
+	c := &Controller{opts: opts, log: opts.Logger.With("component", "scheduler"), eng: opts.Engine, lastBatch: map[string]time.Time{}, wrote: map[string]int64{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.NewTypedItemExponentialFailureRateLimiter[string](50*time.Millisecond, 30*time.Second),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "scheduler"})}
 	enqSvc := func(s *api.Service) {
@@ -229,6 +230,14 @@ func (c *Controller) sync(ctx context.Context, id string) (time.Duration, error)
 	if !ok {
 		return 0, nil // deleted: the engine removed its containers with it
 	}
+	// Planning from a cache that has not seen our own last writes would
+	// place the same units twice.
+	c.mu.Lock()
+	behind := c.wrote[id] > c.ctrs.Revision()
+	c.mu.Unlock()
+	if behind {
+		return 100 * time.Millisecond, nil
+	}
 	ctrs := c.ctrs.ByIndex(idxService, id)
 	stack, _ := c.stacks.Get(svc.Spec.StackID)
 	requeue, upgrading, err := c.upgrade(ctx, svc, ctrs)
@@ -300,11 +309,34 @@ func (c *Controller) createUnit(ctx context.Context, svc *api.Service, stack *ap
 			Meta: api.Meta{Name: ContainerName(stackName, svc.Name, sidekick, cr.Index), Labels: labels},
 			Spec: api.ContainerSpec{ServiceID: svc.ID, HostID: cr.HostID, ServiceIndex: cr.Index, LaunchConfigName: sidekick, DeploymentUnit: cr.Unit, LaunchConfig: &lc},
 		}
-		if _, err := c.eng.Containers().Create(ctx, ct); err != nil {
+		created, err := c.eng.Containers().Create(ctx, ct)
+		if err != nil {
 			return fmt.Errorf("creating %s: %w", ct.Name, err)
 		}
+		c.noteWrite(svc.ID, created.Revision)
 	}
 	return nil
+}
+
+// HasHealthCheck says whether a container is health-checked (its own
+// launch config's check, or its service's for a primary).
+func HasHealthCheck(svc *api.Service, ct *api.Container) bool {
+	if ct.Spec.LaunchConfig != nil && ct.Spec.LaunchConfig.HealthCheck != nil {
+		return true
+	}
+	return ct.Spec.LaunchConfigName == "" && svc != nil && svc.Spec.HealthCheck != nil
+}
+
+// Ready says whether a container does its job: running (or, if it starts
+// once, finished), and healthy where it has a health check.
+func Ready(svc *api.Service, ct *api.Container) bool {
+	if ct.Spec.LaunchConfig != nil && ct.Spec.LaunchConfig.StartOnce && ct.Status.State == api.ContainerStopped && ct.Status.ExitCode == 0 {
+		return true
+	}
+	if ct.Status.State != api.ContainerRunning {
+		return false
+	}
+	return !HasHealthCheck(svc, ct) || ct.Status.Health == "healthy"
 }
 
 // Outdated reports whether a container runs a launch config its service no
@@ -365,12 +397,18 @@ func (c *Controller) upgrade(ctx context.Context, svc *api.Service, ctrs []*api.
 		if u.BatchSize > 0 {
 			cfg.BatchSize = u.BatchSize
 		}
-		cfg.IntervalMs, cfg.StartFirst = u.IntervalMs, u.StartFirst
+		if u.IntervalMs > 0 {
+			cfg.IntervalMs = u.IntervalMs
+		}
+		cfg.StartFirst = u.StartFirst
 	}
+	// Each batch waits for the previous one to be running and, where the
+	// service has a health check, healthy: a version that runs but fails
+	// its check is not rolled any further.
 	for _, u := range fresh {
 		for _, ct := range u.Containers {
-			if ct.Status.State != api.ContainerRunning {
-				return time.Second, true, nil // the last batch is still starting
+			if !Ready(svc, ct) {
+				return time.Second, true, nil
 			}
 		}
 	}
@@ -416,6 +454,11 @@ func (c *Controller) upgrade(ctx context.Context, svc *api.Service, ctrs []*api.
 		c.markBatch(svc.ID)
 		return time.Second, true, nil
 	}
+	// Stop-first never goes below scale by more than one batch: until the
+	// last batch's replacements exist (and passed the gate above), wait.
+	if !svc.Spec.Global && len(fresh)+len(old) < want {
+		return time.Second, true, nil
+	}
 	for _, u := range batch {
 		for _, ct := range u.Containers {
 			if _, err := c.eng.Containers().Delete(ctx, ct.ID); err != nil && !api.IsNotFound(err) {
@@ -426,6 +469,14 @@ func (c *Controller) upgrade(ctx context.Context, svc *api.Service, ctrs []*api.
 	c.markBatch(svc.ID)
 	c.log.Info("upgrade batch", "service", svc.Name, "replaced", len(batch), "remaining", len(old)-len(batch), "startFirst", cfg.StartFirst)
 	return time.Second, true, nil
+}
+
+func (c *Controller) noteWrite(svcID string, rev int64) {
+	c.mu.Lock()
+	if rev > c.wrote[svcID] {
+		c.wrote[svcID] = rev
+	}
+	c.mu.Unlock()
 }
 
 func (c *Controller) markBatch(id string) {
@@ -452,13 +503,9 @@ func (c *Controller) setStatus(ctx context.Context, svc *api.Service, state, msg
 	health := "healthy"
 	for _, ct := range ctrs {
 		switch {
-		case ct.Status.State != api.ContainerRunning && !(ct.Spec.LaunchConfig != nil && ct.Spec.LaunchConfig.StartOnce && ct.Status.State == api.ContainerStopped):
-			if health == "healthy" {
-				health = "initializing"
-			}
 		case ct.Status.Health == "unhealthy":
 			health = "unhealthy"
-		case ct.Status.Health == "initializing" && health == "healthy":
+		case !Ready(svc, ct) && health == "healthy":
 			health = "initializing"
 		}
 	}

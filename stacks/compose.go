@@ -276,6 +276,12 @@ func Parse(ctx context.Context, stackName string, compose []File, rancher *File,
 			case owner[sk] != "":
 				where.Msg = fmt.Sprintf("sidekick %q already belongs to %q", sk, owner[sk])
 				return nil, where
+			case len(Sidekicks(side.Spec.LaunchConfig.Labels)) > 0:
+				where.Msg = fmt.Sprintf("sidekick %q has sidekicks of its own; sidekicks do not nest", sk)
+				return nil, where
+			case owner[name] != "":
+				where.Msg = fmt.Sprintf("%q is a sidekick of %q and cannot have sidekicks; sidekicks do not nest", name, owner[name])
+				return nil, where
 			}
 			owner[sk] = name
 			lc := *side.Spec.LaunchConfig

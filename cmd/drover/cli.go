@@ -272,7 +272,7 @@ func waitStack(ctx context.Context, c *client.Client, st *api.Stack, want []stac
 		// services are exactly the ones parsed here.
 		settled := cur.Status.State != "" && servicesMatch(svcs, want, st.ID)
 		switch {
-		case settled && cur.Status.State == "error":
+		case settled && cur.Status.State == "error" && cur.Revision > st.Revision:
 			return fmt.Errorf("stack %s failed: %s", cur.Name, cur.Status.Message)
 		case settled && cur.Status.State == "active" && cur.Status.Health == "healthy" && allCurrent(svcs, ctrs):
 			fmt.Fprintf(w, "stack %s is active and healthy (%s)\n", cur.Name, cur.Status.Message)
@@ -328,11 +328,7 @@ func allCurrent(svcs []api.Service, ctrs []api.Container) bool {
 		if svc == nil {
 			continue
 		}
-		if scheduler.Outdated(svc, ct) {
-			return false
-		}
-		done := ct.Status.State == api.ContainerStopped && ct.Spec.LaunchConfig != nil && ct.Spec.LaunchConfig.StartOnce
-		if ct.Status.State != api.ContainerRunning && !done {
+		if scheduler.Outdated(svc, ct) || !scheduler.Ready(svc, ct) {
 			return false
 		}
 		if units[svc.ID] == nil {
