@@ -6,7 +6,6 @@
 package stacks
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/loader"
+	"github.com/compose-spec/compose-go/v2/template"
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/sirupsen/logrus"
 	"gopkg.in/yaml.v3"
@@ -215,7 +215,7 @@ func Parse(ctx context.Context, stackName string, compose []File, rancher *File,
 		if rdoc, err = parseDoc(*rancher); err != nil {
 			return nil, err
 		}
-		if rancherSettings, err = parseRancherCompose(*rancher); err != nil {
+		if rancherSettings, err = parseRancherCompose(*rancher, answers); err != nil {
 			return nil, err
 		}
 		for name := range rancherSettings {
@@ -236,7 +236,7 @@ func Parse(ctx context.Context, stackName string, compose []File, rancher *File,
 		if err != nil {
 			return nil, err
 		}
-		settings, err := extensionSettings(docs, name, sc)
+		settings, err := extensionSettings(docs, name, answers)
 		if err != nil {
 			return nil, err
 		}
@@ -426,15 +426,19 @@ func durMs(d *types.Duration, def time.Duration) int {
 }
 
 // extensionSettings decodes a service's x-drover block strictly.
-func extensionSettings(docs []*doc, name string, sc types.ServiceConfig) (*Settings, error) {
+func extensionSettings(docs []*doc, name string, answers map[string]string) (*Settings, error) {
 	for i := len(docs) - 1; i >= 0; i-- {
 		_, val := docs[i].lookup("services", name, "x-drover")
 		if val == nil {
 			continue
 		}
 		raw, _ := yaml.Marshal(val)
+		content, err := substitute(string(raw), answers)
+		if err != nil {
+			return nil, &Error{File: docs[i].name, Line: val.Line, Key: "services." + name + ".x-drover", Msg: err.Error()}
+		}
 		var s Settings
-		dec := yaml.NewDecoder(bytes.NewReader(raw))
+		dec := yaml.NewDecoder(strings.NewReader(content))
 		dec.KnownFields(true)
 		if err := dec.Decode(&s); err != nil {
 			line := val.Line + yamlErrLine(err) - 1
@@ -445,6 +449,15 @@ func extensionSettings(docs []*doc, name string, sc types.ServiceConfig) (*Setti
 	return nil, nil
 }
 
+// substitute fills ${VAR} (with compose's defaults and errors syntax) from
+// the stack's answers, as compose-go does for the compose file itself.
+func substitute(content string, answers map[string]string) (string, error) {
+	return template.Substitute(content, func(k string) (string, bool) {
+		v, ok := answers[k]
+		return v, ok
+	})
+}
+
 func settingsError(err error) string {
 	msg := cleanYAMLErr(err)
 	msg = yamlLineRe.ReplaceAllString(msg, "")
@@ -452,12 +465,16 @@ func settingsError(err error) string {
 	return strings.TrimSpace(msg) + "; allowed: " + strings.Join(settingsKeys(), ", ")
 }
 
-func parseRancherCompose(f File) (map[string]*Settings, error) {
+func parseRancherCompose(f File, answers map[string]string) (map[string]*Settings, error) {
 	var rc struct {
 		Version  string               `yaml:"version"`
 		Services map[string]*Settings `yaml:"services"`
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(f.Content))
+	content, err := substitute(string(f.Content), answers)
+	if err != nil {
+		return nil, &Error{File: f.Name, Msg: err.Error()}
+	}
+	dec := yaml.NewDecoder(strings.NewReader(content))
 	dec.KnownFields(true)
 	if err := dec.Decode(&rc); err != nil && !errors.Is(err, io.EOF) {
 		return nil, &Error{File: f.Name, Line: yamlErrLine(err), Msg: settingsError(err)}

@@ -80,6 +80,19 @@ func TestXDroverExtension(t *testing.T) {
 	}
 }
 
+func TestAnswersFillSettings(t *testing.T) {
+	compose := "services:\n  api:\n    image: app:${TAG}\n    x-drover:\n      scale: ${SCALE:-1}\n"
+	rc := &File{"rancher-compose.yml", []byte("services:\n  api:\n    scale: ${SCALE}\n")}
+	svcs, err := Parse(context.Background(), "s", []File{{"docker-compose.yml", []byte(compose)}}, nil, map[string]string{"TAG": "2", "SCALE": "5"})
+	if err != nil || *svcs[0].Spec.Scale != 5 || svcs[0].Spec.LaunchConfig.Image != "app:2" {
+		t.Fatalf("x-drover answers: %v %+v", err, svcs)
+	}
+	svcs, err = Parse(context.Background(), "s", []File{{"docker-compose.yml", []byte("services:\n  api:\n    image: app\n")}}, rc, map[string]string{"SCALE": "4"})
+	if err != nil || *svcs[0].Spec.Scale != 4 {
+		t.Fatalf("rancher-compose answers: %v %+v", err, svcs)
+	}
+}
+
 func TestErrorsNameFileLineAndKey(t *testing.T) {
 	cases := []struct {
 		name, compose, rancher string
