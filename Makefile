@@ -7,7 +7,7 @@ LISTEN   ?= 127.0.0.1:8080
 # Integration tests share 2 cores with etcd processes; give them room.
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build kube deps test test-short lint fuzz bench bench-engine bench-kube bench-sched bench-stack up clean
+.PHONY: all build kube deps test test-short lint fuzz bench bench-engine bench-kube bench-sched bench-stack bench-netsvc up clean
 
 # Kubernetes is built from source; its version is named once, in images/kubernetes/go.mod.
 KUBE_VERSION := $(shell grep -oE '^\s*(require )?k8s.io/kubernetes v[0-9.]+' images/kubernetes/go.mod | awk '{print $$NF}')
@@ -53,9 +53,10 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzSplitData -fuzztime $(FUZZTIME) ./client/
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime $(FUZZTIME) ./stacks/
 	$(GO) test -run XXX -fuzz FuzzAffinity -fuzztime $(FUZZTIME) ./stacks/
+	$(GO) test -run XXX -fuzz FuzzServeDNS -fuzztime $(FUZZTIME) ./dns/
 
 ## bench: every benchmark (prints one line per figure).
-bench: bench-engine bench-kube bench-sched bench-stack
+bench: bench-engine bench-kube bench-sched bench-stack bench-netsvc
 
 ## bench-engine: engine throughput, event latency, large lists and memory.
 bench-engine: build
@@ -68,6 +69,11 @@ bench-sched:
 ## bench-stack: a 20-service stack running on one host, drover vs docker-compose up -d.
 bench-stack: deps
 	$(GO) test -count=1 -run XXX -bench StackUp -benchtime 1x -timeout 10m ./agent
+
+## bench-netsvc: dns (dnsperf) and metadata with 10,000 services and 50,000 containers loaded.
+bench-netsvc: build deps
+	$(GO) run ./bench/netsvc
+	$(GO) test -count=1 -run XXX -bench ApplyContainerChange -benchtime 20000x ./dns ./metadata
 
 ## bench-kube: kubernetes-agent: 2,000 Services and 10,000 Pods against a real kube-apiserver.
 bench-kube: kube deps

@@ -59,6 +59,7 @@ type Server struct {
 	ctrs     map[string]*api.Container
 	bySvc    map[string]map[string]bool // service -> containers
 	byIP     map[string]string          // caller IP -> container
+	aliases  map[string]map[string]bool // stack -> its alias services
 }
 
 // New builds a server; Run starts it.
@@ -84,7 +85,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{opts: opts, log: opts.Logger.With("component", "dns"), recs: newRecords(), cache: newAnswerCache(10000), m: newDNSMetrics(),
 		stacks: map[string]*api.Stack{}, services: map[string]*api.Service{}, ctrs: map[string]*api.Container{},
-		bySvc: map[string]map[string]bool{}, byIP: map[string]string{}, soaFor: map[string]*mdns.SOA{}}
+		bySvc: map[string]map[string]bool{}, byIP: map[string]string{}, aliases: map[string]map[string]bool{}, soaFor: map[string]*mdns.SOA{}}
 	s.zones = append(append([]string{}, engineZones...), opts.ClusterDomain)
 	for _, z := range s.zones {
 		s.soaFor[z] = &mdns.SOA{Hdr: mdns.RR_Header{Name: z, Rrtype: mdns.TypeSOA, Class: mdns.ClassINET, Ttl: opts.TTL},
@@ -214,6 +215,12 @@ func (s *Server) deleteStack(st *api.Stack) {
 func (s *Server) setService(v *api.Service) {
 	s.mu.Lock()
 	s.services[v.ID] = v
+	if v.Spec.Kind == api.ServiceAlias {
+		if s.aliases[v.Spec.StackID] == nil {
+			s.aliases[v.Spec.StackID] = map[string]bool{}
+		}
+		s.aliases[v.Spec.StackID][v.ID] = true
+	}
 	s.mu.Unlock()
 	s.recomputeService(v.ID)
 	s.recomputeAliases(v.Spec.StackID)
@@ -222,6 +229,7 @@ func (s *Server) setService(v *api.Service) {
 func (s *Server) deleteService(v *api.Service) {
 	s.mu.Lock()
 	delete(s.services, v.ID)
+	delete(s.aliases[v.Spec.StackID], v.ID)
 	s.mu.Unlock()
 	s.recs.set("svc:"+v.ID, nil)
 	s.recomputeAliases(v.Spec.StackID)
@@ -318,7 +326,7 @@ func (s *Server) engineServiceRecords(v *api.Service) map[string]*rrset {
 		case api.ServiceAlias:
 			for _, target := range v.Spec.Links {
 				t, _, _ := strings.Cut(target, ":")
-				for _, other := range s.services {
+				for _, other := range s.services { // alias services are few and change rarely
 					if other.Spec.StackID == v.Spec.StackID && other.Name == t && other.ID != v.ID {
 						for _, ip := range s.serviceIPs(other) {
 							addA(recs, name, ip)
@@ -375,10 +383,8 @@ func (s *Server) serviceIPs(v *api.Service) []net.IP {
 func (s *Server) recomputeAliases(stackID string) {
 	s.mu.RLock()
 	var ids []string
-	for id, v := range s.services {
-		if v.Spec.StackID == stackID && v.Spec.Kind == api.ServiceAlias {
-			ids = append(ids, id)
-		}
+	for id := range s.aliases[stackID] {
+		ids = append(ids, id)
 	}
 	s.mu.RUnlock()
 	for _, id := range ids {

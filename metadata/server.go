@@ -258,7 +258,7 @@ func (s *Server) walk(segs []string, ip string) (any, bool) {
 		for _, l := range []string{"containers", "services", "stacks", "hosts", "networks"} {
 			root[l] = s.st.list(l, key)
 		}
-		if self, ok := s.st.self(ip, key); ok {
+		if self, ok := s.st.self(ip, "", key); ok {
 			root["self"] = self
 		} else {
 			root["self"] = map[string]any{}
@@ -272,7 +272,11 @@ func (s *Server) walk(segs []string, ip string) (any, bool) {
 	case "containers", "services", "stacks", "hosts", "networks":
 		node = s.st.list(segs[0], key)
 	case "self":
-		self, ok := s.st.self(ip, key)
+		part := ""
+		if len(segs) > 1 {
+			part = segs[1]
+		}
+		self, ok := s.st.self(ip, part, key)
 		if !ok {
 			return nil, false
 		}

@@ -272,24 +272,34 @@ func (s *state) list(name string, key []byte) []any {
 	return out
 }
 
-// self builds the caller's own view.
-func (s *state) self(ip string, key []byte) (map[string]any, bool) {
+// self builds the caller's own view; only, if part is set, that part
+// (container, service, stack or host), so self/container/primary_ip does not
+// pay for rendering the caller's whole stack.
+func (s *state) self(ip, part string, key []byte) (map[string]any, bool) {
 	id, ok := s.byIP[ip]
 	if !ok {
 		return nil, false
 	}
 	c := s.containers[id]
-	out := map[string]any{"container": s.ctrNode[id]}
-	if c.Spec.ServiceID != "" {
+	out := map[string]any{}
+	want := func(p string) bool { return part == "" || part == p }
+	if want("container") {
+		out["container"] = s.ctrNode[id]
+	}
+	if want("service") && c.Spec.ServiceID != "" {
 		if n := s.serviceNode(c.Spec.ServiceID, true, key); n != nil {
 			out["service"] = n
 		}
 	}
-	if n := s.stackNode(c.Spec.StackID, key); n != nil {
-		out["stack"] = n
+	if want("stack") {
+		if n := s.stackNode(c.Spec.StackID, key); n != nil {
+			out["stack"] = n
+		}
 	}
-	if n := s.hostNode[c.Spec.HostID]; n != nil {
-		out["host"] = n
+	if want("host") {
+		if n := s.hostNode[c.Spec.HostID]; n != nil {
+			out["host"] = n
+		}
 	}
 	return out, true
 }

@@ -17,6 +17,8 @@ command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 # dig: the DNS tests check answers with a second, independent client.
 command -v dig >/dev/null 2>&1 || missing+=(bind9-dnsutils)
+# dnsperf: the DNS benchmark's load generator.
+command -v dnsperf >/dev/null 2>&1 || missing+=(dnsperf)
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "install-deps: installing ${missing[*]} from Debian" >&2
 	export DEBIAN_FRONTEND=noninteractive
