@@ -3,7 +3,9 @@ package dns_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os/exec"
 	"sort"
 	"strings"
@@ -58,7 +60,8 @@ func upstream(t *testing.T) string {
 }
 
 type env struct {
-	addr  string
+	addr    string
+	metrics string
 	eng   *client.Client
 	web   *api.Service
 	ctrs  map[string]*api.Container
@@ -126,12 +129,13 @@ func setup(t *testing.T, upstreams ...string) *env {
 		upstreams = []string{dead.LocalAddr().String()}
 		dead.Close()
 	}
-	s, err := dns.New(dns.Options{Listen: "127.0.0.1:0", Engine: eng, Logger: testenv.Logger(), Upstreams: upstreams})
+	metrics := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	s, err := dns.New(dns.Options{Listen: "127.0.0.1:0", Engine: eng, Logger: testenv.Logger(), Upstreams: upstreams, MetricsListen: metrics})
 	if err != nil {
 		t.Fatal(err)
 	}
 	go s.Run(ctx)
-	e.addr = waitDNS(t, s)
+	e.addr, e.metrics = waitDNS(t, s), metrics
 	return e
 }
 
@@ -230,6 +234,18 @@ func TestIntegrationRecords(t *testing.T) {
 					t.Errorf("%s %s: negative answer without SOA: %v", proto, tc.name, r.Ns)
 				}
 			}
+		}
+	}
+	// Metrics, named like CoreDNS's.
+	resp, err := http.Get("http://" + e.metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, m := range []string{`drover_dns_requests_total{proto="udp",type="A"}`, `drover_dns_responses_total{rcode="NXDOMAIN"}`, "drover_dns_request_duration_seconds_bucket", "drover_dns_cache_misses_total"} {
+		if !strings.Contains(string(body), m) {
+			t.Errorf("/metrics lacks %s", m)
 		}
 	}
 	// ANY and multi-question queries are refused cleanly.

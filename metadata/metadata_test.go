@@ -93,6 +93,7 @@ type rancherHost struct {
 
 type env struct {
 	url string
+	srv *server.Server
 	eng *client.Client
 	web *api.Service
 	db  *api.Service
@@ -106,8 +107,8 @@ func setup(t *testing.T) *env {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	_, eng := testenv.StartServer(t, server.Options{})
-	e := &env{eng: eng}
+	srv, eng := testenv.StartServer(t, server.Options{})
+	e := &env{eng: eng, srv: srv}
 	host, err := eng.Hosts().Create(ctx, &api.Host{Meta: api.Meta{Name: "node1", Labels: map[string]string{"zone": "a"}}, Status: api.HostStatus{AgentIP: "10.0.0.1", Capacity: api.Capacity{MemoryBytes: 1 << 30, MilliCPU: 2000}}})
 	if err != nil {
 		t.Fatal(err)
@@ -307,5 +308,18 @@ func TestIntegrationLongPoll(t *testing.T) {
 			t.Fatal("version did not change")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// With the engine gone, metadata keeps answering from its cache.
+func TestIntegrationAnswersWithoutEngine(t *testing.T) {
+	e := setup(t)
+	e.srv.Close()
+	time.Sleep(500 * time.Millisecond)
+	if code, body := get(t, e.url+"/latest/self/container/name", "127.0.0.2", ""); code != 200 || body != "shop-web-1" {
+		t.Fatalf("without the engine: %d %q", code, body)
+	}
+	if code, body := get(t, e.url+"/metrics", "127.0.0.2", ""); code != 200 || !strings.Contains(body, "drover_metadata_requests_total") {
+		t.Fatalf("/metrics: %d", code)
 	}
 }
