@@ -62,10 +62,10 @@ func upstream(t *testing.T) string {
 type env struct {
 	addr    string
 	metrics string
-	eng   *client.Client
-	web   *api.Service
-	ctrs  map[string]*api.Container
-	stack *api.Stack
+	eng     *client.Client
+	web     *api.Service
+	ctrs    map[string]*api.Container
+	stack   *api.Stack
 }
 
 func setup(t *testing.T, upstreams ...string) *env {
