@@ -3,7 +3,6 @@ package dns
 import (
 	"net"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -204,5 +203,3 @@ func kubernetesRecords(s *api.Service, clusterDomain string) map[string]*rrset {
 	sortIPs(recs)
 	return recs
 }
-
-func itoa(i int) string { return strconv.Itoa(i) }

@@ -53,6 +53,11 @@ type Server struct {
 
 	addr atomic.Value // string, once serving
 
+	// apply serializes computing an owner's records with storing them: the
+	// caches deliver from several goroutines, and a computation from older
+	// state must not land after one from newer state.
+	apply sync.Mutex
+
 	mu       sync.RWMutex
 	stacks   map[string]*api.Stack
 	services map[string]*api.Service
@@ -231,7 +236,9 @@ func (s *Server) deleteService(v *api.Service) {
 	delete(s.services, v.ID)
 	delete(s.aliases[v.Spec.StackID], v.ID)
 	s.mu.Unlock()
+	s.apply.Lock()
 	s.recs.set("svc:"+v.ID, nil)
+	s.apply.Unlock()
 	s.recomputeAliases(v.Spec.StackID)
 }
 
@@ -266,7 +273,9 @@ func (s *Server) deleteContainer(c *api.Container) {
 	}
 	delete(s.bySvc[c.Spec.ServiceID], c.ID)
 	s.mu.Unlock()
+	s.apply.Lock()
 	s.recs.set("ctr:"+c.ID, nil)
+	s.apply.Unlock()
 	if c.Spec.ServiceID != "" {
 		s.recomputeService(c.Spec.ServiceID)
 		s.recomputeAliases(c.Spec.StackID)
@@ -275,6 +284,13 @@ func (s *Server) deleteContainer(c *api.Container) {
 
 // recomputeContainer: <container>.drover.internal for a serving container.
 func (s *Server) recomputeContainer(c *api.Container) {
+	s.apply.Lock()
+	defer s.apply.Unlock()
+	s.mu.RLock()
+	if cur := s.ctrs[c.ID]; cur != nil {
+		c = cur // the newest we have
+	}
+	s.mu.RUnlock()
 	recs := map[string]*rrset{}
 	if serving(c) && c.Spec.Kind != api.ContainerKindPod {
 		for _, z := range engineZones {
@@ -286,6 +302,8 @@ func (s *Server) recomputeContainer(c *api.Container) {
 
 // recomputeService rebuilds one service's names from its containers.
 func (s *Server) recomputeService(id string) {
+	s.apply.Lock()
+	defer s.apply.Unlock()
 	s.mu.RLock()
 	v := s.services[id]
 	if v == nil {
