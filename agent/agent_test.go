@@ -249,6 +249,22 @@ func TestIntegrationStacksOnHosts(t *testing.T) {
 		return nil
 	})
 
+	// A unit that lost a part (a sidekick deleted by hand) is made whole.
+	loggers, _, _ := c.eng.Containers().List(ctx, client.ListOptions{StackID: st.ID, LabelSelector: "io.drover.service.launch.config=logger"})
+	if len(loggers) != 2 {
+		t.Fatalf("%d logger sidekicks", len(loggers))
+	}
+	if _, err := c.eng.Containers().Delete(ctx, loggers[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "incomplete unit repaired", 60*time.Second, func() error {
+		web, err := c.running(st.ID, "web")
+		if err != nil || strings.Join(web, ",") != "h1,h1/logger,h2,h2/logger" {
+			return fmt.Errorf("web on %v %v", web, err)
+		}
+		return nil
+	})
+
 	// Scale up: the new unit lands on a zone=a host.
 	svcs, _, _ := c.eng.Services().List(ctx, client.ListOptions{StackID: st.ID, Name: "web"})
 	if _, err := c.eng.Stacks().Patch(ctx, st.ID, map[string]any{"spec": map[string]any{"compose": strings.Replace(compose, "scale: 2", "scale: 3", 1)}}); err != nil {

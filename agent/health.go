@@ -27,13 +27,14 @@ type healthChecker struct {
 }
 
 type hcState struct {
-	dockerID string
-	since    time.Time
-	next     time.Time
-	running  bool
-	ok, fail int
-	health   string
-	reported string
+	dockerID  string
+	startedAt time.Time
+	since     time.Time
+	next      time.Time
+	running   bool
+	ok, fail  int
+	health    string
+	reported  string
 }
 
 func newHealthChecker(a *Agent) *healthChecker {
@@ -73,8 +74,9 @@ func (h *healthChecker) run(ctx context.Context) {
 			seen[c.ID] = true
 			h.mu.Lock()
 			st := h.state[c.ID]
-			if st == nil || st.dockerID != c.Status.DockerID {
-				st = &hcState{dockerID: c.Status.DockerID, since: time.Now(), health: "initializing"}
+			// A new container, or the same one started again, starts over.
+			if st == nil || st.dockerID != c.Status.DockerID || !st.startedAt.Equal(startedAt(c)) {
+				st = &hcState{dockerID: c.Status.DockerID, startedAt: startedAt(c), since: time.Now(), health: "initializing"}
 				h.state[c.ID] = st
 			}
 			due := !st.running && time.Now().After(st.next)
@@ -94,6 +96,13 @@ func (h *healthChecker) run(ctx context.Context) {
 		}
 		h.mu.Unlock()
 	}
+}
+
+func startedAt(c *api.Container) time.Time {
+	if c.Status.StartedAt == nil {
+		return time.Time{}
+	}
+	return *c.Status.StartedAt
 }
 
 func ms(n, def int) time.Duration {

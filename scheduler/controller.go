@@ -379,9 +379,19 @@ func (c *Controller) upgrade(ctx context.Context, svc *api.Service, ctrs []*api.
 	units := unitsOf(ctrs)
 	var old, fresh []*Unit
 	for _, u := range units {
+		// A unit is replaced if any part runs an old config, or a part is
+		// missing (a create cut short, a primary deleted by hand).
 		isOld := false
+		has := map[string]bool{}
 		for _, ct := range u.Containers {
 			isOld = isOld || outdated(svc, ct)
+			has[ct.Spec.LaunchConfigName] = true
+		}
+		if !has[""] {
+			isOld = true
+		}
+		for _, sk := range svc.Spec.Sidekicks {
+			isOld = isOld || !has[sk.Name]
 		}
 		if isOld {
 			old = append(old, u)
