@@ -22,12 +22,8 @@ func (c *Controller) syncStack(ctx context.Context, st *api.Stack) error {
 	}
 	var want []stacks.Service
 	if st.Spec.Compose != "" {
-		var rc *stacks.File
-		if st.Spec.RancherCompose != "" {
-			rc = &stacks.File{Name: "rancher-compose.yml", Content: []byte(st.Spec.RancherCompose)}
-		}
 		var err error
-		want, err = stacks.Parse(ctx, st.Name, []stacks.File{{Name: "docker-compose.yml", Content: []byte(st.Spec.Compose)}}, rc, st.Spec.Answers)
+		want, err = stacks.ParseSpec(ctx, st.Name, st.Spec)
 		if err != nil {
 			return c.setStackStatus(ctx, st, "error", "", err.Error())
 		}

@@ -245,11 +245,7 @@ func validateStack(o *api.Stack) *api.Error {
 	if o.Spec.Kind == api.StackCompose && o.Spec.Compose != "" {
 		// A stack that does not parse is refused whole, so nothing of it
 		// is half-deployed; the message names file, line and key.
-		var rc *stacks.File
-		if o.Spec.RancherCompose != "" {
-			rc = &stacks.File{Name: "rancher-compose.yml", Content: []byte(o.Spec.RancherCompose)}
-		}
-		if _, err := stacks.Parse(context.Background(), o.Name, []stacks.File{{Name: "docker-compose.yml", Content: []byte(o.Spec.Compose)}}, rc, o.Spec.Answers); err != nil {
+		if _, err := stacks.ParseSpec(context.Background(), o.Name, o.Spec); err != nil {
 			return invalid("spec.compose", "%v", err)
 		}
 	}

@@ -298,6 +298,15 @@ func Parse(ctx context.Context, stackName string, compose []File, rancher *File,
 	return out, nil
 }
 
+// ParseSpec parses a stack object's files (as the engine stores them).
+func ParseSpec(ctx context.Context, stackName string, spec api.StackSpec) ([]Service, error) {
+	var rc *File
+	if spec.RancherCompose != "" {
+		rc = &File{Name: "rancher-compose.yml", Content: []byte(spec.RancherCompose)}
+	}
+	return Parse(ctx, stackName, []File{{Name: "docker-compose.yml", Content: []byte(spec.Compose)}}, rc, spec.Answers)
+}
+
 // Rancher's well-known images stood for service kinds.
 var kindByImage = map[string]string{
 	"rancher/external-service":   api.ServiceExternal,

@@ -15,7 +15,7 @@ func runAgent(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs := flag.NewFlagSet("drover agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o agent.Options
-	var labels, logFormat, logLevel string
+	var labels string
 	fs.StringVar(&o.Server, "server", os.Getenv("DROVER_URL"), "engine URL; env DROVER_URL")
 	fs.StringVar(&o.Token, "token", os.Getenv("DROVER_TOKEN"), "registration token (POST /v1/registrationtokens); env DROVER_TOKEN")
 	fs.StringVar(&o.Name, "name", "", "host name (default: this machine's)")
@@ -23,13 +23,9 @@ func runAgent(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.StringVar(&o.IP, "ip", "", "this host's address as other hosts reach it")
 	fs.StringVar(&o.DockerHost, "docker-host", "", "Docker Engine URL (default: DOCKER_HOST or the local socket)")
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:10270", "address for /healthz and /metrics (empty: none)")
-	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
-	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return nil
-		}
-		return usageError{err.Error()}
+	lf := addLogFlags(fs)
+	if done, err := parseFlags(fs, args); done {
+		return err
 	}
 	if labels != "" {
 		o.Labels = map[string]string{}
@@ -41,9 +37,9 @@ func runAgent(ctx context.Context, args []string, _, stderr io.Writer) error {
 			o.Labels[strings.TrimSpace(k)] = strings.TrimSpace(v)
 		}
 	}
-	log, err := lifecycle.NewLogger(stderr, logFormat, logLevel)
+	log, err := lf.logger(stderr)
 	if err != nil {
-		return usageError{err.Error()}
+		return err
 	}
 	o.Logger = log
 	ctx, cancel := lifecycle.SignalContext(ctx, log)

@@ -380,78 +380,66 @@ func stackLs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 func stackRollback(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, cf := newCLIFlags("drover stack rollback NAME", stderr)
 	wait := fs.Duration("wait", 5*time.Minute, "how long to wait for the stack to be active and healthy (0: do not wait)")
-	name, rest := splitName(args)
-	if err := parseCLI(fs, rest); err != nil {
-		if err == errHelp {
-			return nil
-		}
+	c, st, err := namedStack(ctx, fs, cf, args)
+	if err != nil || st == nil {
 		return err
 	}
-	if name == "" {
-		return usageError{"usage: drover stack rollback NAME"}
-	}
-	c, err := cf.client()
-	if err != nil {
-		return err
-	}
-	list, _, err := c.Stacks().List(ctx, client.ListOptions{Name: name})
-	if err != nil {
-		return err
-	}
-	if len(list) == 0 {
-		return fmt.Errorf("no stack named %q", name)
-	}
-	st := list[0]
 	if st.Status.PreviousSpec == nil {
-		return fmt.Errorf("stack %s has no previous version to roll back to", name)
+		return fmt.Errorf("stack %s has no previous version to roll back to", st.Name)
 	}
 	st.Spec = *st.Status.PreviousSpec
-	var rc *stacks.File
-	if st.Spec.RancherCompose != "" {
-		rc = &stacks.File{Name: "rancher-compose.yml", Content: []byte(st.Spec.RancherCompose)}
-	}
-	want, err := stacks.Parse(ctx, name, []stacks.File{{Name: "docker-compose.yml", Content: []byte(st.Spec.Compose)}}, rc, st.Spec.Answers)
+	want, err := stacks.ParseSpec(ctx, st.Name, st.Spec)
 	if err != nil {
 		return fmt.Errorf("the previous version no longer parses: %w", err)
 	}
-	updated, err := c.Stacks().Update(ctx, st.ID, &st)
+	updated, err := c.Stacks().Update(ctx, st.ID, st)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "stack %s rolled back\n", name)
+	fmt.Fprintf(stderr, "stack %s rolled back\n", st.Name)
 	if *wait == 0 {
 		return nil
 	}
 	return waitStack(ctx, c, updated, want, *wait, stderr)
 }
 
-func stackRm(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, cf := newCLIFlags("drover stack rm NAME", stderr)
+// namedStack parses a "COMMAND NAME [flags]" command line and finds the
+// stack. A nil stack with a nil error means help was shown.
+func namedStack(ctx context.Context, fs *flag.FlagSet, cf *cliFlags, args []string) (*client.Client, *api.Stack, error) {
 	name, rest := splitName(args)
 	if err := parseCLI(fs, rest); err != nil {
 		if err == errHelp {
-			return nil
+			return nil, nil, nil
 		}
-		return err
+		return nil, nil, err
 	}
 	if name == "" {
-		return usageError{"usage: drover stack rm NAME"}
+		return nil, nil, usageError{"usage: " + fs.Name()}
 	}
 	c, err := cf.client()
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	list, _, err := c.Stacks().List(ctx, client.ListOptions{Name: name})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	if len(list) == 0 {
-		return fmt.Errorf("no stack named %q", name)
+		return nil, nil, fmt.Errorf("no stack named %q", name)
 	}
-	if _, err := c.Stacks().Delete(ctx, list[0].ID); err != nil {
+	return c, &list[0], nil
+}
+
+func stackRm(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, cf := newCLIFlags("drover stack rm NAME", stderr)
+	c, st, err := namedStack(ctx, fs, cf, args)
+	if err != nil || st == nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "stack %s removed, with its services and containers\n", name)
+	if _, err := c.Stacks().Delete(ctx, st.ID); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "stack %s removed, with its services and containers\n", st.Name)
 	return nil
 }
 

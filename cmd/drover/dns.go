@@ -14,7 +14,7 @@ func runDNS(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs := flag.NewFlagSet("drover dns", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o dns.Options
-	var upstreams, logFormat, logLevel string
+	var upstreams string
 	var ttl uint
 	ef := engineFlags(fs)
 	fs.StringVar(&o.Listen, "listen", "169.254.169.250:53", "address to answer on (UDP and TCP)")
@@ -22,21 +22,17 @@ func runDNS(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.StringVar(&upstreams, "upstream", "", "upstream servers IP:PORT,... (default: this host's /etc/resolv.conf, never itself)")
 	fs.UintVar(&ttl, "ttl", 5, "TTL of drover's own answers, in seconds")
 	fs.StringVar(&o.MetricsListen, "metrics-listen", "127.0.0.1:9153", "address for /healthz and /metrics (empty: none)")
-	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
-	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return nil
-		}
-		return usageError{err.Error()}
+	lf := addLogFlags(fs)
+	if done, err := parseFlags(fs, args); done {
+		return err
 	}
 	if upstreams != "" {
 		o.Upstreams = strings.Split(upstreams, ",")
 	}
 	o.TTL = uint32(ttl)
-	log, err := lifecycle.NewLogger(stderr, logFormat, logLevel)
+	log, err := lf.logger(stderr)
 	if err != nil {
-		return usageError{err.Error()}
+		return err
 	}
 	eng, err := ef.client()
 	if err != nil {

@@ -15,23 +15,19 @@ import (
 func runKubernetesAgent(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs := flag.NewFlagSet("drover kubernetes-agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var kubeconfig, listen, logFormat, logLevel string
+	var kubeconfig, listen string
 	var workers int
 	ef := engineFlags(fs)
 	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the cluster (empty: in-cluster config)")
 	fs.StringVar(&listen, "listen", "127.0.0.1:10271", "address for /healthz, /readyz and /metrics")
 	fs.IntVar(&workers, "workers", 4, "sync workers per object kind")
-	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
-	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return nil
-		}
-		return usageError{err.Error()}
+	lf := addLogFlags(fs)
+	if done, err := parseFlags(fs, args); done {
+		return err
 	}
-	log, err := lifecycle.NewLogger(stderr, logFormat, logLevel)
+	log, err := lf.logger(stderr)
 	if err != nil {
-		return usageError{err.Error()}
+		return err
 	}
 	eng, err := ef.client()
 	if err != nil {

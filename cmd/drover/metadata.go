@@ -16,22 +16,18 @@ func runMetadata(ctx context.Context, args []string, _, stderr io.Writer) error 
 	fs := flag.NewFlagSet("drover metadata", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o metadata.Options
-	var logFormat, logLevel, tokenKey string
+	var tokenKey string
 	ef := engineFlags(fs)
 	fs.StringVar(&o.Listen, "listen", "169.254.169.250:80", "address to serve metadata on")
 	fs.BoolVar(&o.XFF, "xff", false, "identify callers by X-Forwarded-For (only behind a trusted proxy)")
 	fs.StringVar(&tokenKey, "token-key", os.Getenv("DROVER_METADATA_TOKEN_KEY"), "key signing service tokens, shared by every metadata server (default: the engine secret key); env DROVER_METADATA_TOKEN_KEY")
-	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
-	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return nil
-		}
-		return usageError{err.Error()}
+	lf := addLogFlags(fs)
+	if done, err := parseFlags(fs, args); done {
+		return err
 	}
-	log, err := lifecycle.NewLogger(stderr, logFormat, logLevel)
+	log, err := lf.logger(stderr)
 	if err != nil {
-		return usageError{err.Error()}
+		return err
 	}
 	eng, err := ef.client()
 	if err != nil {

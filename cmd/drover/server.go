@@ -15,7 +15,7 @@ func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs := flag.NewFlagSet("drover server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o server.Options
-	var endpoints, logFormat, logLevel string
+	var endpoints string
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:8080", "address to serve the API on")
 	fs.StringVar(&o.DataDir, "data-dir", "/var/lib/drover", "directory for credentials.json and the embedded etcd")
 	fs.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated etcd URLs; empty runs an embedded single-node etcd")
@@ -26,13 +26,9 @@ func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.BoolVar(&o.Scheduler, "scheduler", true, "run the scheduler (one leader among servers sharing a store)")
 	fs.DurationVar(&o.SchedulerOptions.DisconnectAfter, "host-disconnect-after", 30*time.Second, "mark a host disconnected after this long without a heartbeat")
 	fs.DurationVar(&o.SchedulerOptions.LostAfter, "host-lost-after", 2*time.Minute, "move a disconnected host's containers elsewhere after this long")
-	fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
-	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return nil
-		}
-		return usageError{err.Error()}
+	lf := addLogFlags(fs)
+	if done, err := parseFlags(fs, args); done {
+		return err
 	}
 	if (o.TLSCert == "") != (o.TLSKey == "") {
 		return usageError{"--tls-cert and --tls-key go together"}
@@ -40,9 +36,9 @@ func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if endpoints != "" {
 		o.EtcdEndpoints = strings.Split(endpoints, ",")
 	}
-	log, err := lifecycle.NewLogger(stderr, logFormat, logLevel)
+	log, err := lf.logger(stderr)
 	if err != nil {
-		return usageError{err.Error()}
+		return err
 	}
 	o.Logger = log
 	ctx, cancel := lifecycle.SignalContext(ctx, log)
