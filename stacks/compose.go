@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
@@ -214,6 +215,13 @@ func Parse(ctx context.Context, stackName string, compose []File, rancher *File,
 	if rancher != nil {
 		if rdoc, err = parseDoc(*rancher); err != nil {
 			return nil, err
+		}
+		if _, svcs := rdoc.lookup("services"); svcs != nil && svcs.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(svcs.Content); i += 2 {
+				if err := checkKeys(rancher.Name, svcs.Content[i+1], reflect.TypeOf(Settings{}), "services."+svcs.Content[i].Value); err != nil {
+					return nil, err
+				}
+			}
 		}
 		if rancherSettings, err = parseRancherCompose(*rancher, answers); err != nil {
 			return nil, err
@@ -440,6 +448,9 @@ func extensionSettings(docs []*doc, name string, answers map[string]string) (*Se
 		_, val := docs[i].lookup("services", name, "x-drover")
 		if val == nil {
 			continue
+		}
+		if err := checkKeys(docs[i].name, val, reflect.TypeOf(Settings{}), "services."+name+".x-drover"); err != nil {
+			return nil, err
 		}
 		raw, _ := yaml.Marshal(val)
 		content, err := substitute(string(raw), answers)

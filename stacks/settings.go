@@ -6,6 +6,8 @@ import (
 	"sort"
 	"strings"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/drover/drover/api"
 )
 
@@ -61,6 +63,51 @@ type PortRuleSettings struct {
 	Priority    int    `yaml:"priority"`
 	BackendName string `yaml:"backend_name"`
 	Selector    string `yaml:"selector"`
+}
+
+// checkKeys walks a YAML node against the Go type it fills and reports the
+// first unknown key at its exact line (decoding re-marshalled YAML would
+// lose comments and blank lines, and so the line).
+func checkKeys(file string, n *yaml.Node, t reflect.Type, path string) *Error {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n == nil {
+		return nil
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		if n.Kind != yaml.MappingNode {
+			return nil // the decoder reports wrong types
+		}
+		fields := map[string]reflect.Type{}
+		var names []string
+		for i := 0; i < t.NumField(); i++ {
+			name := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+			fields[name] = t.Field(i).Type
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			ft, ok := fields[k.Value]
+			if !ok {
+				return &Error{File: file, Line: k.Line, Key: path + "." + k.Value, Msg: fmt.Sprintf("unknown key %q; allowed: %s", k.Value, strings.Join(names, ", "))}
+			}
+			if err := checkKeys(file, n.Content[i+1], ft, path+"."+k.Value); err != nil {
+				return err
+			}
+		}
+	case reflect.Slice:
+		if n.Kind == yaml.SequenceNode {
+			for i, c := range n.Content {
+				if err := checkKeys(file, c, t.Elem(), fmt.Sprintf("%s[%d]", path, i)); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }
 
 func settingsKeys() []string {
