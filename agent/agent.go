@@ -20,6 +20,7 @@ import (
 
 	dockerclient "github.com/docker/docker/client"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/drover/drover/api"
@@ -117,6 +118,13 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		mux := http.NewServeMux()
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+			if !a.ctrs.HasSynced() {
+				http.Error(w, "not synced with the engine yet", http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprintln(w, "ok")
+		})
 		mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go srv.Serve(ln)
@@ -203,6 +211,6 @@ func newAgentMetrics(reg *prometheus.Registry) agentMetrics {
 	m := agentMetrics{actions: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "drover_agent_docker_actions_total", Help: "Docker actions taken, by action and result.",
 	}, []string{"action", "result"})}
-	reg.MustRegister(m.actions)
+	reg.MustRegister(m.actions, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -149,7 +149,9 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { errc <- tcp.ActivateAndServe() }()
 	if s.opts.MetricsListen != "" {
 		mux := http.NewServeMux()
-		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		ok := func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }
+		mux.HandleFunc("GET /healthz", ok)
+		mux.HandleFunc("GET /readyz", ok) // it serves only once its caches synced
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{}))
 		hs := &http.Server{Addr: s.opts.MetricsListen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { errc <- hs.ListenAndServe() }()

@@ -167,7 +167,7 @@ func formatOf(r *http.Request) format {
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
-	case "/healthz":
+	case "/healthz", "/readyz": // it serves only once its caches synced
 		fmt.Fprintln(w, "ok")
 		return
 	case "/metrics":
