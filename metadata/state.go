@@ -144,7 +144,9 @@ func (s *state) setStack(st *api.Stack) {
 	defer s.mu.Unlock()
 	old := s.stacks[st.ID]
 	s.stacks[st.ID] = st
-	if old != nil && old.Name != st.Name {
+	// Services (and their containers) may have arrived before their stack:
+	// a new stack, like a renamed one, re-renders what carries its name.
+	if old == nil || old.Name != st.Name {
 		for id := range s.stackSvcs[st.ID] {
 			v := s.services[id]
 			s.svcNode[id] = tree(renderService(v, st.Name)).(map[string]any)
