@@ -159,6 +159,8 @@ const compose = `services:
     image: drover-test-app:v1
     environment:
       PORT: "9090"
+    volumes_from:
+      - web
   monitor:
     image: drover-test-app:v1
     labels:
@@ -211,6 +213,14 @@ func TestIntegrationStacksOnHosts(t *testing.T) {
 		}
 		return nil
 	})
+	// A sidekick's volumes_from names its unit's primary.
+	loggerCtrs, _, _ := c.eng.Containers().List(ctx, client.ListOptions{StackID: st.ID, LabelSelector: "io.drover.service.launch.config=logger"})
+	for _, lg := range loggerCtrs {
+		out, err := exec.Command("docker", "inspect", "-f", "{{json .HostConfig.VolumesFrom}}", lg.Status.DockerID).Output()
+		if err != nil || !strings.Contains(string(out), "dr-app-web-") {
+			t.Fatalf("logger %s volumes_from: %s %v", lg.Name, out, err)
+		}
+	}
 	eventually(t, "health checks pass and roll up", 30*time.Second, func() error {
 		s, err := c.eng.Stacks().Get(ctx, st.ID)
 		if err != nil || s.Status.State != "active" || s.Status.Health != "healthy" {

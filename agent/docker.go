@@ -257,8 +257,12 @@ func (a *Agent) create(ctx context.Context, c *api.Container, hash string) error
 		Hostname: lc.Hostname, WorkingDir: lc.WorkingDir, User: lc.User, Tty: lc.Tty, OpenStdin: lc.StdinOpen,
 		ExposedPorts: exposed,
 	}
+	volumesFrom, err := a.volumesFrom(c)
+	if err != nil {
+		return err
+	}
 	hc := &container.HostConfig{
-		PortBindings: bindings, Binds: lc.Volumes, NetworkMode: container.NetworkMode(lc.NetworkMode),
+		PortBindings: bindings, Binds: lc.Volumes, NetworkMode: container.NetworkMode(lc.NetworkMode), VolumesFrom: volumesFrom,
 		Privileged: lc.Privileged, CapAdd: lc.CapAdd, CapDrop: lc.CapDrop, DNS: lc.DNS, DNSSearch: lc.DNSSearch,
 		// The agent applies restart policies itself, so the engine sees every
 		// restart and crash loops back off; Docker must not race it.
@@ -288,6 +292,45 @@ func (a *Agent) create(ctx context.Context, c *api.Container, hash string) error
 		return err
 	}
 	return a.reportInspect(ctx, c, insp, "")
+}
+
+// volumesFrom maps volumes_from names (the service's own name for the
+// primary, or a sidekick's name) to the Docker containers of the same
+// deployment unit, as Rancher did for sidekicks. A name that is no part of
+// the unit is passed through, for a Docker container named so.
+func (a *Agent) volumesFrom(c *api.Container) ([]string, error) {
+	lc := c.Spec.LaunchConfig
+	if len(lc.VolumesFrom) == 0 {
+		return nil, nil
+	}
+	unit := map[string]*api.Container{}
+	for _, o := range a.ctrs.List() {
+		if o.Spec.DeploymentUnit != "" && o.Spec.DeploymentUnit == c.Spec.DeploymentUnit {
+			name := o.Spec.LaunchConfigName
+			if name == "" {
+				name = o.Labels["io.drover.service.name"]
+			}
+			unit[name] = o
+		}
+	}
+	var out []string
+	for _, ref := range lc.VolumesFrom {
+		name, mode, _ := strings.Cut(ref, ":")
+		target, ok := unit[name]
+		if !ok {
+			out = append(out, ref)
+			continue
+		}
+		if target.ID == c.ID {
+			return nil, fmt.Errorf("volumes_from %q names the container itself", name)
+		}
+		d := dockerName(target)
+		if mode != "" {
+			d += ":" + mode
+		}
+		out = append(out, d)
+	}
+	return out, nil
 }
 
 // ensureImage makes the image present: used as is when local (no registry
