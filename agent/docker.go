@@ -30,11 +30,7 @@ const (
 	LabelSpecHash    = "io.drover.spec.hash"
 )
 
-func sameSpec(a, b *api.Container) bool {
-	x, _ := json.Marshal(a.Spec)
-	y, _ := json.Marshal(b.Spec)
-	return string(x) == string(y)
-}
+func sameSpec(a, b *api.Container) bool { return api.SameJSON(a.Spec, b.Spec) }
 
 // specHash fingerprints what a container is made from: when it changes, the
 // Docker container is recreated.

@@ -416,3 +416,12 @@ type Event struct {
 	Resource json.RawMessage `json:"resource,omitempty"`
 	Message  string          `json:"message,omitempty"`
 }
+
+// SameJSON reports whether two values encode to the same JSON: what the
+// wire shows, so nil and empty (both omitted) compare equal. Controllers use
+// it to skip writes that would change nothing.
+func SameJSON(a, b any) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return string(x) == string(y)
+}

@@ -2,7 +2,6 @@ package kubernetesagent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -25,13 +24,8 @@ var everything = labels.Everything()
 // (a pod's namespace stack); the key is retried with backoff.
 var errWaiting = errors.New("waiting for the namespace's stack")
 
-// sameJSON compares what two values look like on the wire, so nil and empty
-// (both omitted) are equal and no write loops on a difference nobody sees.
-func sameJSON(a, b any) bool {
-	x, _ := json.Marshal(a)
-	y, _ := json.Marshal(b)
-	return string(x) == string(y)
-}
+// sameJSON: no write loops on a difference nobody sees (see api.SameJSON).
+func sameJSON(a, b any) bool { return api.SameJSON(a, b) }
 
 // reportBad records a problem with one object on the Kubernetes side (an
 // Event) and in the log. The rest keeps syncing.

@@ -51,6 +51,7 @@ type Server struct {
 	st       *state
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
+	metrics  http.Handler
 	synced   func() bool
 }
 
@@ -68,6 +69,7 @@ func Run(ctx context.Context, opts Options) error {
 	s := &Server{opts: opts, log: opts.Logger.With("component", "metadata"), st: newState(), reg: prometheus.NewRegistry()}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "drover_metadata_requests_total", Help: "Metadata requests by result code."}, []string{"code"})
 	s.reg.MustRegister(s.requests, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.metrics = promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})
 	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "drover_metadata_containers", Help: "Containers known."}, func() float64 {
 		s.st.mu.RLock()
 		defer s.st.mu.RUnlock()
@@ -171,7 +173,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "ok")
 		return
 	case "/metrics":
-		promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+		s.metrics.ServeHTTP(w, r)
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {

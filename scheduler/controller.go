@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -112,11 +111,7 @@ func New(opts Options) *Controller {
 	return c
 }
 
-func sameJSON(a, b any) bool {
-	x, _ := json.Marshal(a)
-	y, _ := json.Marshal(b)
-	return string(x) == string(y)
-}
+func sameJSON(a, b any) bool { return api.SameJSON(a, b) }
 
 // Run starts the caches and workers and blocks until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
@@ -456,10 +451,11 @@ func (c *Controller) upgrade(ctx context.Context, svc *api.Service, ctrs []*api.
 				return 0, true, errors.New("no host for a start-first replacement")
 			}
 			placed[h.ID]++
-			if err := c.createUnit(ctx, svc, stack, Create{ServiceID: svc.ID, Unit: newUnitID(), Index: nextFree(units), HostID: h.ID}); err != nil {
+			idx := nextFree(units)
+			if err := c.createUnit(ctx, svc, stack, Create{ServiceID: svc.ID, Unit: newUnitID(), Index: idx, HostID: h.ID}); err != nil {
 				return 0, true, err
 			}
-			units = append(units, &Unit{Index: nextFree(units)})
+			units = append(units, &Unit{Index: idx, HostID: h.ID})
 		}
 		c.markBatch(svc.ID)
 		return time.Second, true, nil

@@ -458,7 +458,7 @@ func (s *Server) carrySecrets(kind api.Kind, cur, next api.Object) (api.Object, 
 	case *api.Stack:
 		c := cur.(*api.Stack)
 		n.Status.PreviousSpec = c.Status.PreviousSpec
-		if !sameSpecJSON(c.Spec, n.Spec) {
+		if !api.SameJSON(c.Spec, n.Spec) {
 			prev := c.Spec
 			n.Status.PreviousSpec = &prev
 		}
@@ -487,12 +487,6 @@ func (s *Server) carrySecrets(kind api.Kind, cur, next api.Object) (api.Object, 
 		return next, []byte(key), nil
 	}
 	return next, nil, nil
-}
-
-func sameSpecJSON(a, b any) bool {
-	x, _ := json.Marshal(a)
-	y, _ := json.Marshal(b)
-	return string(x) == string(y)
 }
 
 func clone(m map[string]any) map[string]any {

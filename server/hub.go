@@ -123,7 +123,7 @@ func (h *hub) reset(compactRev int64) {
 func (h *hub) publish(evs []*clientv3.Event) {
 	batch := make([]*event, 0, len(evs))
 	for _, e := range evs {
-		if ev := h.convert(e); ev != nil {
+		if ev := convertEvent(h.st.prefix+"o/", e); ev != nil {
 			batch = append(batch, ev)
 		}
 	}
@@ -157,12 +157,8 @@ func (h *hub) publish(evs []*clientv3.Event) {
 	h.metrics.events.Add(float64(len(batch)))
 }
 
-// convert turns an etcd event into a hub event, or nil for keys that are not
-// objects.
-func (h *hub) convert(e *clientv3.Event) *event {
-	return convertEvent(h.st.prefix+"o/", e)
-}
-
+// convertEvent turns an etcd event into a hub event, or nil for keys that
+// are not objects.
 func convertEvent(objPrefix string, e *clientv3.Event) *event {
 	rest := strings.TrimPrefix(string(e.Kv.Key), objPrefix)
 	coll, id, ok := strings.Cut(rest, "/")

@@ -279,7 +279,7 @@ func validateService(o *api.Service) *api.Error {
 	}
 	seen := map[string]bool{}
 	for i := range s.Sidekicks {
-		f := "spec.sidekicks[" + itoa(i) + "]"
+		f := "spec.sidekicks[" + strconv.Itoa(i) + "]"
 		sk := &s.Sidekicks[i]
 		if sk.Name == "" || !dnsLabel.MatchString(sk.Name) {
 			return invalid(f+".name", "a sidekick needs a DNS-label name, got %q", sk.Name)
@@ -293,7 +293,7 @@ func validateService(o *api.Service) *api.Error {
 		}
 	}
 	for i, ip := range s.ExternalIPs {
-		if err := validIP("spec.externalIPs["+itoa(i)+"]", ip); err != nil {
+		if err := validIP("spec.externalIPs["+strconv.Itoa(i)+"]", ip); err != nil {
 			return err
 		}
 	}
@@ -309,7 +309,7 @@ func validateService(o *api.Service) *api.Error {
 		}
 	}
 	for i, p := range s.Ports {
-		f := "spec.ports[" + itoa(i) + "]"
+		f := "spec.ports[" + strconv.Itoa(i) + "]"
 		if p.Port < 1 || p.Port > 65535 {
 			return invalid(f+".port", "%d is not a port (1-65535)", p.Port)
 		}
@@ -327,7 +327,7 @@ func validateService(o *api.Service) *api.Error {
 	}
 	if lb := s.LBConfig; lb != nil {
 		for i, r := range lb.PortRules {
-			f := "spec.lbConfig.portRules[" + itoa(i) + "]"
+			f := "spec.lbConfig.portRules[" + strconv.Itoa(i) + "]"
 			if r.SourcePort < 1 || r.SourcePort > 65535 {
 				return invalid(f+".sourcePort", "%d is not a port (1-65535)", r.SourcePort)
 			}
@@ -343,7 +343,7 @@ func validateService(o *api.Service) *api.Error {
 	}
 	for i, ep := range o.Status.Endpoints {
 		if net.ParseIP(ep.IP) == nil {
-			return invalid("status.endpoints["+itoa(i)+"].ip", "%q is not an IP address", ep.IP)
+			return invalid("status.endpoints["+strconv.Itoa(i)+"].ip", "%q is not an IP address", ep.IP)
 		}
 	}
 	if u := s.Upgrade; u != nil && (u.BatchSize < 0 || u.IntervalMs < 0) {
@@ -454,5 +454,3 @@ func certificateStatus(certPEM, keyPEM string) (api.CertificateStatus, *api.Erro
 	st.Fingerprint = hex.EncodeToString(sum[:])
 	return st, nil
 }
-
-func itoa(i int) string { return strconv.Itoa(i) }
