@@ -9,6 +9,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -176,14 +177,19 @@ func (a *Agent) register(ctx context.Context) error {
 	}
 }
 
-// heartbeat reports the host active with its capacity, every interval.
+// heartbeat renews the host's lease every interval, which is how the engine
+// knows the host is alive, and reports what the agent observes of the host
+// (Docker version, capacity, hostname, address) only when it changes: a
+// renewal is a lease write that only the host lifecycle controller watches,
+// never a host write.
 func (a *Agent) heartbeat(ctx context.Context) {
 	t := time.NewTicker(a.opts.Heartbeat)
 	defer t.Stop()
+	var reported string
+	var leaseID string
 	for {
 		info, err := a.docker.Info(ctx)
-		now := time.Now().UTC()
-		st := map[string]any{"state": api.HostActive, "lastHeartbeat": now}
+		st := map[string]any{}
 		if err == nil {
 			st["dockerVersion"] = info.ServerVersion
 			st["capacity"] = map[string]any{"milliCPU": info.NCPU * 1000, "memoryBytes": info.MemTotal}
@@ -192,8 +198,15 @@ func (a *Agent) heartbeat(ctx context.Context) {
 		if a.opts.IP != "" {
 			st["agentIP"] = a.opts.IP
 		}
-		if _, err := a.eng.Hosts().Patch(ctx, a.host.ID, map[string]any{"status": st}); err != nil && ctx.Err() == nil {
-			a.log.Debug("heartbeat failed", "err", err)
+		if b, _ := json.Marshal(st); string(b) != reported {
+			if _, err := a.eng.Hosts().PatchStatus(ctx, a.host.ID, map[string]any{"status": st}); err == nil {
+				reported = string(b)
+			} else if ctx.Err() == nil {
+				a.log.Debug("host status not reported (will retry)", "err", err)
+			}
+		}
+		if err := a.renewLease(ctx, &leaseID); err != nil && ctx.Err() == nil {
+			a.log.Debug("lease renewal failed", "err", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -201,6 +214,25 @@ func (a *Agent) heartbeat(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+func (a *Agent) renewLease(ctx context.Context, id *string) error {
+	if *id == "" {
+		ls, _, err := a.eng.Leases().List(ctx, client.ListOptions{Name: api.HostLeaseName(a.host.ID)})
+		if err != nil {
+			return err
+		}
+		if len(ls) == 0 {
+			return fmt.Errorf("agent: host %s has no lease; register again", a.host.Name)
+		}
+		*id = ls[0].ID
+	}
+	now := time.Now().UTC()
+	_, err := a.eng.Leases().Patch(ctx, *id, map[string]any{"spec": map[string]any{"renewTime": now, "leaseDurationSeconds": int(max(3*a.opts.Heartbeat, time.Second) / time.Second)}})
+	if api.IsNotFound(err) {
+		*id = ""
+	}
+	return err
 }
 
 type agentMetrics struct {

@@ -11,9 +11,10 @@ import (
 
 	"github.com/drover/drover/agent"
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/controllers"
+	"github.com/drover/drover/controllers/hostlifecycle"
 	"github.com/drover/drover/client"
 	"github.com/drover/drover/internal/testenv"
-	"github.com/drover/drover/scheduler"
 	"github.com/drover/drover/server"
 )
 
@@ -36,7 +37,8 @@ func newClusterTB(t testing.TB) *cluster {
 		t.Skip("integration test (real Docker Engine); run without -short")
 	}
 	testenv.BuildTestImage(t)
-	srv, eng := testenv.StartServer(t, server.Options{Scheduler: true, SchedulerOptions: scheduler.Options{DisconnectAfter: 2 * time.Second, LostAfter: 4 * time.Second}})
+	srv, eng := testenv.StartServer(t, server.Options{})
+	testenv.StartControllers(t, srv, controllers.Options{HostLifecycle: hostlifecycle.Options{DisconnectAfter: 2 * time.Second, LostAfter: 4 * time.Second}})
 	tok, err := eng.RegistrationTokens().Create(context.Background(), &api.RegistrationToken{})
 	if err != nil {
 		t.Fatal(err)

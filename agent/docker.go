@@ -414,7 +414,7 @@ func (a *Agent) report(ctx context.Context, c *api.Container, st map[string]any)
 	if !changed {
 		return nil
 	}
-	_, err := a.eng.Containers().Patch(ctx, c.ID, map[string]any{"status": st})
+	_, err := a.eng.Containers().PatchStatus(ctx, c.ID, map[string]any{"status": st})
 	if err != nil && !api.IsNotFound(err) && ctx.Err() == nil {
 		a.log.Debug("status not reported (will retry)", "container", c.Name, "err", err)
 		return err

@@ -18,6 +18,7 @@ var Kinds = []Kind{
 	{"certificates", "certificate", "cert", func() Object { return &Certificate{} }},
 	{"apikeys", "apikey", "key", func() Object { return &APIKey{} }},
 	{"registrationtokens", "registrationtoken", "rt", func() Object { return &RegistrationToken{} }},
+	{"leases", "lease", "lease", func() Object { return &Lease{} }},
 }
 
 // KindByCollection finds a kind by its URL segment.

@@ -11,13 +11,74 @@ import (
 // Meta is the part every object shares. Revision is the store revision of the
 // object's last write; it is not stored, the server fills it on every read.
 type Meta struct {
-	Type      string            `json:"type"`
-	ID        string            `json:"id"`
-	Name      string            `json:"name"`
-	Labels    map[string]string `json:"labels,omitempty"`
-	Revision  int64             `json:"revision,omitempty"`
-	CreatedAt time.Time         `json:"createdAt"`
-	UpdatedAt time.Time         `json:"updatedAt"`
+	Type        string            `json:"type"`
+	ID          string            `json:"id"`
+	Name        string            `json:"name"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+	Revision    int64             `json:"revision,omitempty"`
+	// Generation moves only when spec changes; a status says which spec it
+	// describes with its observedGeneration.
+	Generation int64     `json:"generation,omitempty"`
+	CreatedAt  time.Time `json:"createdAt"`
+	UpdatedAt  time.Time `json:"updatedAt"`
+	// OwnerReferences name the objects this one belongs to: when any of them
+	// goes, the garbage collector deletes this one. The server fills in the
+	// references implied by spec (a service's stack, a container's service
+	// and host); others may be added.
+	OwnerReferences []OwnerReference `json:"ownerReferences,omitempty"`
+	// Finalizers hold a deleted object until every controller named here
+	// has cleaned up and removed its entry.
+	Finalizers []string `json:"finalizers,omitempty"`
+	// DeletionTimestamp is set by DELETE; the object goes once its
+	// finalizers are empty.
+	DeletionTimestamp *time.Time `json:"deletionTimestamp,omitempty"`
+}
+
+// OwnerReference points at an owning object by type and id.
+type OwnerReference struct {
+	Type string `json:"type"`
+	ID   string `json:"id"`
+	// Controller marks the owner that manages this object.
+	Controller bool `json:"controller,omitempty"`
+}
+
+// FinalizerDependents is the finalizer the server puts on a deleted object
+// that may have dependents; the garbage collector removes it once they are
+// gone, and the object goes with it.
+const FinalizerDependents = "drover.io/dependents"
+
+// Deleting reports whether the object is being deleted.
+func (m *Meta) Deleting() bool { return m.DeletionTimestamp != nil }
+
+// Condition is one aspect of an object's observed state. Each condition
+// type has one owner, the controller that writes it; a status PATCH merges
+// conditions by type, so owners never overwrite each other.
+type Condition struct {
+	Type               string    `json:"type"`
+	Status             string    `json:"status"` // "True", "False" or "Unknown"
+	Owner              string    `json:"owner,omitempty"`
+	Reason             string    `json:"reason,omitempty"`
+	Message            string    `json:"message,omitempty"`
+	ObservedGeneration int64     `json:"observedGeneration,omitempty"`
+	LastTransitionTime time.Time `json:"lastTransitionTime,omitzero"`
+}
+
+// Condition statuses.
+const (
+	ConditionTrue    = "True"
+	ConditionFalse   = "False"
+	ConditionUnknown = "Unknown"
+)
+
+// FindCondition returns the condition of type t, or nil.
+func FindCondition(cs []Condition, t string) *Condition {
+	for i := range cs {
+		if cs[i].Type == t {
+			return &cs[i]
+		}
+	}
+	return nil
 }
 
 // GetMeta lets generic code reach the shared fields of any object.
@@ -48,16 +109,18 @@ const (
 )
 
 type HostStatus struct {
-	State         string            `json:"state,omitempty"`
-	AgentIP       string            `json:"agentIP,omitempty"`
-	Hostname      string            `json:"hostname,omitempty"`
-	Capacity      Capacity          `json:"capacity,omitempty"`
-	LastHeartbeat *time.Time        `json:"lastHeartbeat,omitempty"`
-	Subnet        string            `json:"subnet,omitempty"`
-	VTEPMAC       string            `json:"vtepMAC,omitempty"`
-	DockerVersion string            `json:"dockerVersion,omitempty"`
-	NodeLabels    map[string]string `json:"nodeLabels,omitempty"`
-	Message       string            `json:"message,omitempty"`
+	ObservedGeneration int64             `json:"observedGeneration,omitempty"`
+	Conditions         []Condition       `json:"conditions,omitempty"`
+	State              string            `json:"state,omitempty"`
+	AgentIP            string            `json:"agentIP,omitempty"`
+	Hostname           string            `json:"hostname,omitempty"`
+	Capacity           Capacity          `json:"capacity,omitempty"`
+	LastHeartbeat      *time.Time        `json:"lastHeartbeat,omitempty"`
+	Subnet             string            `json:"subnet,omitempty"`
+	VTEPMAC            string            `json:"vtepMAC,omitempty"`
+	DockerVersion      string            `json:"dockerVersion,omitempty"`
+	NodeLabels         map[string]string `json:"nodeLabels,omitempty"`
+	Message            string            `json:"message,omitempty"`
 }
 
 type Capacity struct {
@@ -89,9 +152,11 @@ type StackSpec struct {
 }
 
 type StackStatus struct {
-	State   string `json:"state,omitempty"`
-	Health  string `json:"health,omitempty"`
-	Message string `json:"message,omitempty"`
+	ObservedGeneration int64       `json:"observedGeneration,omitempty"`
+	Conditions         []Condition `json:"conditions,omitempty"`
+	State              string      `json:"state,omitempty"`
+	Health             string      `json:"health,omitempty"`
+	Message            string      `json:"message,omitempty"`
 	// PreviousSpec is the spec before the last change of spec, kept by the
 	// server; rolling back re-applies it.
 	PreviousSpec *StackSpec `json:"previousSpec,omitempty"`
@@ -134,11 +199,13 @@ type ServiceSpec struct {
 }
 
 type ServiceStatus struct {
-	State           string           `json:"state,omitempty"`
-	Health          string           `json:"health,omitempty"`
-	PublicEndpoints []PublicEndpoint `json:"publicEndpoints,omitempty"`
-	VIP             string           `json:"vip,omitempty"`
-	Message         string           `json:"message,omitempty"`
+	ObservedGeneration int64            `json:"observedGeneration,omitempty"`
+	Conditions         []Condition      `json:"conditions,omitempty"`
+	State              string           `json:"state,omitempty"`
+	Health             string           `json:"health,omitempty"`
+	PublicEndpoints    []PublicEndpoint `json:"publicEndpoints,omitempty"`
+	VIP                string           `json:"vip,omitempty"`
+	Message            string           `json:"message,omitempty"`
 	// Endpoints are the ready backends of a Kubernetes service (from its
 	// EndpointSlices).
 	Endpoints []Endpoint `json:"endpoints,omitempty"`
@@ -278,15 +345,17 @@ type ContainerSpec struct {
 }
 
 type ContainerStatus struct {
-	State      string     `json:"state,omitempty"`
-	Health     string     `json:"health,omitempty"`
-	PrimaryIP  string     `json:"primaryIP,omitempty"`
-	MAC        string     `json:"mac,omitempty"`
-	DockerID   string     `json:"dockerId,omitempty"`
-	StartCount int        `json:"startCount,omitempty"`
-	ExitCode   int        `json:"exitCode,omitempty"`
-	Message    string     `json:"message,omitempty"`
-	StartedAt  *time.Time `json:"startedAt,omitempty"`
+	ObservedGeneration int64       `json:"observedGeneration,omitempty"`
+	Conditions         []Condition `json:"conditions,omitempty"`
+	State              string      `json:"state,omitempty"`
+	Health             string      `json:"health,omitempty"`
+	PrimaryIP          string      `json:"primaryIP,omitempty"`
+	MAC                string      `json:"mac,omitempty"`
+	DockerID           string      `json:"dockerId,omitempty"`
+	StartCount         int         `json:"startCount,omitempty"`
+	ExitCode           int         `json:"exitCode,omitempty"`
+	Message            string      `json:"message,omitempty"`
+	StartedAt          *time.Time  `json:"startedAt,omitempty"`
 }
 
 // Network is the overlay's address plan.
@@ -304,7 +373,9 @@ type NetworkSpec struct {
 }
 
 type NetworkStatus struct {
-	State string `json:"state,omitempty"`
+	ObservedGeneration int64       `json:"observedGeneration,omitempty"`
+	Conditions         []Condition `json:"conditions,omitempty"`
+	State              string      `json:"state,omitempty"`
 }
 
 // Certificate is a TLS certificate for load balancers. Spec.Key is accepted
@@ -424,4 +495,61 @@ func SameJSON(a, b any) bool {
 	x, _ := json.Marshal(a)
 	y, _ := json.Marshal(b)
 	return string(x) == string(y)
+}
+
+// Lease is a renewable claim with an expiry: a host's liveness (renewed by
+// its agent, spec.hostId set) or a controller's leadership. Renewing a lease
+// writes only the lease, so liveness costs no host write and wakes no host
+// watcher.
+type Lease struct {
+	Meta
+	Spec   LeaseSpec   `json:"spec"`
+	Status LeaseStatus `json:"status"`
+}
+
+type LeaseSpec struct {
+	// HostID makes this the liveness lease of a host.
+	HostID               string     `json:"hostId,omitempty"`
+	HolderIdentity       string     `json:"holderIdentity,omitempty"`
+	LeaseDurationSeconds int        `json:"leaseDurationSeconds,omitempty"`
+	AcquireTime          *time.Time `json:"acquireTime,omitempty"`
+	RenewTime            *time.Time `json:"renewTime,omitempty"`
+	LeaseTransitions     int        `json:"leaseTransitions,omitempty"`
+}
+
+type LeaseStatus struct{}
+
+// Expired reports whether the lease has not been renewed within its duration.
+func (l *Lease) Expired(now time.Time) bool {
+	if l.Spec.RenewTime == nil || l.Spec.LeaseDurationSeconds <= 0 {
+		return true
+	}
+	return now.Sub(*l.Spec.RenewTime) > time.Duration(l.Spec.LeaseDurationSeconds)*time.Second
+}
+
+// HostLeaseName is the name of a host's liveness lease.
+func HostLeaseName(hostID string) string { return "host-" + hostID }
+
+// SetCondition puts c into cs, keeping LastTransitionTime when the status
+// did not change. It reports whether anything changed, so a controller
+// writes only when it must.
+func SetCondition(cs *[]Condition, c Condition, now time.Time) bool {
+	for i := range *cs {
+		old := &(*cs)[i]
+		if old.Type != c.Type {
+			continue
+		}
+		c.LastTransitionTime = old.LastTransitionTime
+		if old.Status != c.Status || c.LastTransitionTime.IsZero() {
+			c.LastTransitionTime = now.UTC().Truncate(time.Second)
+		}
+		if *old == c {
+			return false
+		}
+		*old = c
+		return true
+	}
+	c.LastTransitionTime = now.UTC().Truncate(time.Second)
+	*cs = append(*cs, c)
+	return true
 }

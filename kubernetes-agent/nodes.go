@@ -187,16 +187,34 @@ func (a *Agent) syncNode(ctx context.Context, name string) error {
 			a.recorder.Eventf(node, corev1.EventTypeWarning, "HostLabelNotSynced", "host %s: %s", h.Name, strings.Join(problems, "; "))
 			a.log.Warn("host labels not copied to node", "host", h.Name, "node", name, "problems", problems)
 		}
-		next := *h
-		next.Spec.Unschedulable = final
-		next.Status.NodeLabels = nodeLabels
-		next.Status.Message = msg
-		updated, err := a.eng.Hosts().Update(ctx, h.ID, &next)
-		if err != nil {
-			return fmt.Errorf("updating host %s from node %s: %w", h.Name, name, err)
+		var rev int64
+		if h.Spec.Unschedulable != final {
+			updated, err := a.eng.Hosts().Patch(ctx, h.ID, map[string]any{"spec": map[string]any{"unschedulable": final}})
+			if err != nil {
+				return fmt.Errorf("updating host %s from node %s: %w", h.Name, name, err)
+			}
+			rev = updated.Revision
+		}
+		if !sameJSON(h.Status.NodeLabels, nodeLabels) || msg != h.Status.Message {
+			// Only the fields this agent owns; a merge patch removes a
+			// label by setting it to null.
+			labels := map[string]any{}
+			for k := range h.Status.NodeLabels {
+				if _, ok := nodeLabels[k]; !ok {
+					labels[k] = nil
+				}
+			}
+			for k, v := range nodeLabels {
+				labels[k] = v
+			}
+			updated, err := a.eng.Hosts().PatchStatus(ctx, h.ID, map[string]any{"status": map[string]any{"nodeLabels": labels, "message": msg}})
+			if err != nil {
+				return fmt.Errorf("updating host %s status from node %s: %w", h.Name, name, err)
+			}
+			rev = updated.Revision
 		}
 		a.metrics.writes.WithLabelValues("engine", "host", "update").Inc()
-		n.Annotations[AnnotationHostRevision] = strconv.FormatInt(updated.Revision, 10)
+		n.Annotations[AnnotationHostRevision] = strconv.FormatInt(rev, 10)
 	}
 	if !equality.Semantic.DeepEqual(node, n) {
 		if _, err := a.kube.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{}); err != nil {

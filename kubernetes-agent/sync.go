@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/client"
 )
 
 var everything = labels.Everything()
@@ -152,14 +153,45 @@ func (a *Agent) applyService(ctx context.Context, key string, existing []*api.Se
 	if cur.Name == want.Name && sameJSON(cur.Labels, want.Labels) && sameJSON(cur.Spec, want.Spec) && sameJSON(cur.Status, want.Status) {
 		return nil
 	}
-	next := *cur
-	next.Name, next.Labels, next.Spec, next.Status = want.Name, want.Labels, want.Spec, want.Status
-	updated, err := a.eng.Services().Update(ctx, cur.ID, &next)
+	rev, err := writeSplit(ctx, a.eng.Services(), cur.ID,
+		cur.Name == want.Name && sameJSON(cur.Labels, want.Labels) && sameJSON(cur.Spec, want.Spec),
+		func() *api.Service {
+			n := *cur
+			n.Name, n.Labels, n.Spec = want.Name, want.Labels, want.Spec
+			return &n
+		},
+		sameJSON(cur.Status, want.Status), &api.Service{Status: want.Status})
 	if err == nil {
-		a.wrote.record(key, updated.Revision)
+		a.wrote.record(key, rev)
 		a.metrics.writes.WithLabelValues("engine", "service", "update").Inc()
 	}
 	return err
+}
+
+// writeSplit writes what changed of an object this agent owns whole: its
+// name, labels and spec through the main path, its status through /status
+// (each path leaves the other's fields alone). It returns the revision of
+// the last write.
+func writeSplit[T any, PT interface {
+	*T
+	api.Object
+}](ctx context.Context, r *client.Resource[T], id string, sameMain bool, main func() PT, sameStatus bool, status PT) (int64, error) {
+	var rev int64
+	if !sameMain {
+		out, err := r.Update(ctx, id, (*T)(main()))
+		if err != nil {
+			return 0, err
+		}
+		rev = PT(out).GetMeta().Revision
+	}
+	if !sameStatus {
+		out, err := r.UpdateStatus(ctx, id, (*T)(status))
+		if err != nil {
+			return 0, err
+		}
+		rev = PT(out).GetMeta().Revision
+	}
+	return rev, nil
 }
 
 // --- Services -> engine services
@@ -317,10 +349,17 @@ func (a *Agent) syncPod(ctx context.Context, key string) error {
 		if cur.Name == want.Name && sameJSON(cur.Labels, want.Labels) && sameJSON(cur.Spec, want.Spec) && sameJSON(cur.Status, want.Status) {
 			return nil
 		}
-		next := *cur
-		next.Name, next.Labels, next.Spec, next.Status = want.Name, want.Labels, want.Spec, want.Status
-		written, err = a.eng.Containers().Update(ctx, cur.ID, &next)
+		var rev int64
+		rev, err = writeSplit(ctx, a.eng.Containers(), cur.ID,
+			cur.Name == want.Name && sameJSON(cur.Labels, want.Labels) && sameJSON(cur.Spec, want.Spec),
+			func() *api.Container {
+				n := *cur
+				n.Name, n.Labels, n.Spec = want.Name, want.Labels, want.Spec
+				return &n
+			},
+			sameJSON(cur.Status, want.Status), &api.Container{Status: want.Status})
 		if err == nil {
+			written = &api.Container{Meta: api.Meta{Revision: rev}}
 			a.metrics.writes.WithLabelValues("engine", "container", "update").Inc()
 		}
 	}

@@ -16,20 +16,15 @@ import (
 
 	"github.com/drover/drover/api"
 	"github.com/drover/drover/client"
+	"github.com/drover/drover/controllers/hostlifecycle"
 	"github.com/drover/drover/stacks"
 )
 
 // Options configure the controller.
 type Options struct {
-	Engine *client.Client
-	Logger *slog.Logger
-	// DisconnectAfter marks a host disconnected when its agent has not
-	// heartbeated for this long (default 30s).
-	DisconnectAfter time.Duration
-	// LostAfter moves a disconnected host's non-global containers elsewhere
-	// after this long (default 2m).
-	LostAfter time.Duration
-	Workers   int
+	Engine  *client.Client
+	Logger  *slog.Logger
+	Workers int
 }
 
 // Controller keeps every service's containers placed.
@@ -57,12 +52,6 @@ const (
 func New(opts Options) *Controller {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
-	}
-	if opts.DisconnectAfter == 0 {
-		opts.DisconnectAfter = 30 * time.Second
-	}
-	if opts.LostAfter == 0 {
-		opts.LostAfter = 2 * time.Minute
 	}
 	if opts.Workers == 0 {
 		opts.Workers = 4
@@ -95,7 +84,7 @@ func New(opts Options) *Controller {
 	}
 	c.hosts = client.NewCache(c.eng.Hosts(), client.ListOptions{}, client.Handlers[api.Host]{
 		OnAdd: enqAll, OnUpdate: func(o, n *api.Host) {
-			if o.Status.State != n.Status.State || o.Spec.Unschedulable != n.Spec.Unschedulable || !sameJSON(o.Labels, n.Labels) {
+			if o.Status.State != n.Status.State || o.Spec.Unschedulable != n.Spec.Unschedulable || !sameJSON(o.Labels, n.Labels) || hostlifecycle.Lost(o) != hostlifecycle.Lost(n) {
 				enqAll(n)
 			}
 		}, OnDelete: enqAll,
@@ -137,17 +126,9 @@ func (c *Controller) Run(ctx context.Context) error {
 		}()
 	}
 	c.log.Info("scheduler running")
-	t := time.NewTicker(c.opts.DisconnectAfter / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			wg.Wait()
-			return nil
-		case <-t.C:
-			c.checkHeartbeats(ctx)
-		}
-	}
+	<-ctx.Done()
+	wg.Wait()
+	return nil
 }
 
 func (c *Controller) next(ctx context.Context) bool {
@@ -172,33 +153,10 @@ func (c *Controller) next(ctx context.Context) bool {
 	return true
 }
 
-// checkHeartbeats marks hosts whose agent went quiet, and re-plans when a
-// disconnected host becomes lost.
-func (c *Controller) checkHeartbeats(ctx context.Context) {
-	now := time.Now()
-	for _, h := range c.hosts.List() {
-		if h.Status.LastHeartbeat == nil {
-			continue
-		}
-		age := now.Sub(*h.Status.LastHeartbeat)
-		if h.Status.State == api.HostActive && age > c.opts.DisconnectAfter {
-			if _, err := c.eng.Hosts().Patch(ctx, h.ID, map[string]any{"revision": h.Revision, "status": map[string]any{"state": api.HostDisconnected}}); err == nil {
-				c.log.Warn("host disconnected: no heartbeat", "host", h.Name, "for", age.Round(time.Second))
-			}
-		}
-		if h.Status.State == api.HostDisconnected && age > c.opts.LostAfter {
-			for _, s := range c.services.List() {
-				c.queue.Add(s.ID)
-			}
-		}
-	}
-}
-
 func (c *Controller) state() *State {
 	st := &State{HostContainers: map[string][]*api.Container{}}
-	now := time.Now()
 	for _, h := range c.hosts.List() {
-		lost := h.Status.State == api.HostDisconnected && h.Status.LastHeartbeat != nil && now.Sub(*h.Status.LastHeartbeat) > c.opts.LostAfter
+		lost := hostlifecycle.Lost(h)
 		st.Hosts = append(st.Hosts, &Host{ID: h.ID, Name: h.Name, Labels: h.Labels, Eligible: h.Status.State == api.HostActive && !h.Spec.Unschedulable, Lost: lost})
 		st.HostContainers[h.ID] = c.ctrs.ByIndex(idxHost, h.ID)
 	}
@@ -222,8 +180,13 @@ func (c *Controller) sync(ctx context.Context, id string) (time.Duration, error)
 		return 0, c.syncStack(ctx, st)
 	}
 	svc, ok := c.services.Get(id)
-	if !ok {
-		return 0, nil // deleted: the engine removed its containers with it
+	if !ok || svc.Deleting() {
+		return 0, nil // going: the garbage collector removes its containers
+	}
+	if svc.Spec.Kind != api.ServiceContainer && svc.Spec.Kind != api.ServiceLoadBalancer {
+		// Not placed here: its status belongs to whoever runs it
+		// (kubernetes-agent for Kubernetes services, nobody for records).
+		return 0, nil
 	}
 	// Planning from a cache that has not seen our own last writes would
 	// place the same units twice.
@@ -515,10 +478,10 @@ func (c *Controller) setStatus(ctx context.Context, svc *api.Service, state, msg
 			health = "initializing"
 		}
 	}
-	if svc.Status.State == state && svc.Status.Health == health && svc.Status.Message == msg {
+	if svc.Status.State == state && svc.Status.Health == health && svc.Status.Message == msg && svc.Status.ObservedGeneration == svc.Generation {
 		return nil
 	}
-	_, err := c.eng.Services().Patch(ctx, svc.ID, map[string]any{"status": map[string]any{"state": state, "health": health, "message": msg}})
+	_, err := c.eng.Services().PatchStatus(ctx, svc.ID, map[string]any{"status": map[string]any{"state": state, "health": health, "message": msg, "observedGeneration": svc.Generation}})
 	if api.IsNotFound(err) {
 		return nil
 	}

@@ -17,7 +17,7 @@ const LabelStackManaged = "io.drover.stack.managed"
 // containers in batches), deletes what the file dropped, and rolls the
 // services' state up into the stack's status.
 func (c *Controller) syncStack(ctx context.Context, st *api.Stack) error {
-	if st.Spec.Kind != api.StackCompose {
+	if st.Spec.Kind != api.StackCompose || st.Deleting() {
 		return nil
 	}
 	var want []stacks.Service
@@ -30,7 +30,7 @@ func (c *Controller) syncStack(ctx context.Context, st *api.Stack) error {
 	}
 	have := map[string]*api.Service{}
 	for _, s := range c.services.List() {
-		if s.Spec.StackID == st.ID && s.Labels[LabelStackManaged] == "true" {
+		if s.Spec.StackID == st.ID && s.Labels[LabelStackManaged] == "true" && !s.Deleting() {
 			have[s.Name] = s
 		}
 	}
@@ -95,10 +95,10 @@ func (c *Controller) syncStack(ctx context.Context, st *api.Stack) error {
 }
 
 func (c *Controller) setStackStatus(ctx context.Context, st *api.Stack, state, health, msg string) error {
-	if st.Status.State == state && st.Status.Health == health && st.Status.Message == msg {
+	if st.Status.State == state && st.Status.Health == health && st.Status.Message == msg && st.Status.ObservedGeneration == st.Generation {
 		return nil
 	}
-	_, err := c.eng.Stacks().Patch(ctx, st.ID, map[string]any{"status": map[string]any{"state": state, "health": health, "message": msg}})
+	_, err := c.eng.Stacks().PatchStatus(ctx, st.ID, map[string]any{"status": map[string]any{"state": state, "health": health, "message": msg, "observedGeneration": st.Generation}})
 	if api.IsNotFound(err) {
 		return nil
 	}

@@ -48,7 +48,7 @@ func (p *principal) canRead(coll string) bool {
 		return coll != "apikeys" && coll != "registrationtokens"
 	case api.RoleAgent:
 		switch coll {
-		case "hosts", "containers", "services", "stacks", "networks", "certificates":
+		case "hosts", "containers", "services", "stacks", "networks", "certificates", "leases":
 			return true
 		}
 	}
@@ -64,22 +64,29 @@ func (p *principal) canSee(coll, id, hostID string) bool {
 	switch coll {
 	case "hosts":
 		return id == p.hostID
-	case "containers":
+	case "containers", "leases":
 		return hostID == p.hostID
 	}
 	return true
 }
 
-// canWrite says whether the principal may create/update/delete in coll.
-// Agents may only update (their own host and containers, checked by canSee).
-func (p *principal) canWrite(coll, method string) bool {
+// canWrite says whether the principal may create/update/delete in coll
+// (statusOnly: through the /status subresource). Agents write only what
+// they observe: the status of their own host and of the containers placed
+// on it (checked by canSee), and their host's lease. Names, labels,
+// scheduling fields and launch configs are not theirs to change.
+func (p *principal) canWrite(coll, method string, statusOnly bool) bool {
 	switch p.role {
 	case api.RoleAdmin:
 		return true
 	case api.RoleService:
 		return coll != "apikeys" && coll != "registrationtokens"
 	case api.RoleAgent:
-		return (coll == "hosts" || coll == "containers") && (method == http.MethodPut || method == http.MethodPatch)
+		update := method == http.MethodPut || method == http.MethodPatch
+		if coll == "leases" {
+			return update && !statusOnly
+		}
+		return (coll == "hosts" || coll == "containers") && update && statusOnly
 	}
 	return false
 }

@@ -41,6 +41,8 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("GET /v1/{collection}/{id}", s.authed(http.HandlerFunc(s.getHandler)))
 	mux.Handle("PUT /v1/{collection}/{id}", s.authed(http.HandlerFunc(s.updateHandler)))
 	mux.Handle("PATCH /v1/{collection}/{id}", s.authed(http.HandlerFunc(s.updateHandler)))
+	mux.Handle("PUT /v1/{collection}/{id}/status", s.authed(http.HandlerFunc(s.updateHandler)))
+	mux.Handle("PATCH /v1/{collection}/{id}/status", s.authed(http.HandlerFunc(s.updateHandler)))
 	mux.Handle("DELETE /v1/{collection}/{id}", s.authed(http.HandlerFunc(s.deleteHandler)))
 	return s.instrument(mux)
 }
@@ -313,7 +315,7 @@ func (s *Server) createHandler(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if !p.canWrite(kind.Collection, r.Method) {
+	if !p.canWrite(kind.Collection, r.Method, false) {
 		writeError(w, forbidden(p, "create "+kind.Collection))
 		return
 	}
@@ -398,8 +400,19 @@ func (s *Server) updateHandler(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if !p.canWrite(kind.Collection, r.Method) {
-		writeError(w, forbidden(p, "update "+kind.Collection))
+	statusOnly := strings.HasSuffix(r.Pattern, "/status")
+	if !p.canWrite(kind.Collection, r.Method, statusOnly) {
+		what := "update " + kind.Collection
+		if statusOnly {
+			what = "update the status of " + kind.Collection
+		} else if p.role == api.RoleAgent {
+			what += " (agents write only /status)"
+		}
+		writeError(w, forbidden(p, what))
+		return
+	}
+	if statusOnly && serverOwnedStatus[kind.Collection] {
+		writeError(w, api.NewError(http.StatusMethodNotAllowed, api.CodeMethodNotAllowed, "status", "the status of %s is kept by the server", kind.Collection))
 		return
 	}
 	id := r.PathValue("id")
@@ -420,26 +433,43 @@ func (s *Server) updateHandler(w http.ResponseWriter, r *http.Request) {
 	}
 	stored, rev, aerr := s.update(r.Context(), kind, id, expectRev, func(cur api.Object) (api.Object, []byte, *api.Error) {
 		if p.role == api.RoleAgent {
-			var hostID string
-			if c, ok := cur.(*api.Container); ok {
-				hostID = c.Spec.HostID
-			}
-			if !p.canSee(kind.Collection, id, hostID) {
+			if !p.canSee(kind.Collection, id, hostOf(cur)) {
 				return nil, nil, forbidden(p, "update "+kind.Type+" "+id)
 			}
 		}
 		m := patch
-		if r.Method == http.MethodPatch {
+		if r.Method == http.MethodPatch || statusOnly {
 			curJSON, _ := json.Marshal(cur)
 			var base map[string]any
 			dec := json.NewDecoder(strings.NewReader(string(curJSON)))
 			dec.UseNumber()
 			dec.Decode(&base)
 			stripServerFields(base)
-			m = mergePatch(base, clone(patch))
+			if statusOnly {
+				// Only the body's status counts; a PUT replaces the status whole.
+				st, _ := patch["status"]
+				if r.Method == http.MethodPut {
+					base["status"] = st
+					m = base
+				} else {
+					p := map[string]any{"status": st}
+					mergeConditions(base, p)
+					m = mergePatch(base, clone(p))
+				}
+			} else {
+				m = mergePatch(base, clone(patch))
+			}
 		}
 		next, aerr := decodeInto(kind, m)
 		if aerr != nil {
+			return nil, nil, aerr
+		}
+		if statusOnly {
+			return onlyStatus(kind, cur, next), nil, nil
+		}
+		keepStatus(cur, next)
+		carryServerMeta(cur.GetMeta(), next.GetMeta())
+		if aerr := checkFinalizers(cur.GetMeta(), next.GetMeta()); aerr != nil {
 			return nil, nil, aerr
 		}
 		return s.carrySecrets(kind, cur, next)
@@ -448,7 +478,23 @@ func (s *Server) updateHandler(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr)
 		return
 	}
+	if stored == nil {
+		// The last finalizer went: the object is gone.
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
 	writeRaw(w, http.StatusOK, withRevision(stored, rev))
+}
+
+// hostOf is the host an object is tied to, for an agent's rights.
+func hostOf(obj api.Object) string {
+	switch o := obj.(type) {
+	case *api.Container:
+		return o.Spec.HostID
+	case *api.Lease:
+		return o.Spec.HostID
+	}
+	return ""
 }
 
 // carrySecrets keeps what must not change through a PUT or PATCH: shown-once
@@ -505,7 +551,7 @@ func (s *Server) deleteHandler(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if !p.canWrite(kind.Collection, r.Method) {
+	if !p.canWrite(kind.Collection, r.Method, false) {
 		writeError(w, forbidden(p, "delete "+kind.Collection))
 		return
 	}
@@ -518,9 +564,14 @@ func (s *Server) deleteHandler(w http.ResponseWriter, r *http.Request) {
 		}
 		expectRev = n
 	}
-	raw, rev, aerr := s.remove(r.Context(), kind, r.PathValue("id"), expectRev)
+	raw, rev, gone, aerr := s.remove(r.Context(), kind, r.PathValue("id"), expectRev)
 	if aerr != nil {
 		writeError(w, aerr)
+		return
+	}
+	if !gone {
+		// Marked for deletion; the garbage collector and finalizers finish it.
+		writeRaw(w, http.StatusAccepted, withRevision(raw, rev))
 		return
 	}
 	writeRaw(w, http.StatusOK, withRevision(raw, rev))

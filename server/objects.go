@@ -11,7 +11,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/drover/drover/api"
 )
@@ -129,6 +128,7 @@ func (s *Server) create(ctx context.Context, kind api.Kind, obj api.Object, secr
 	m.Type = kind.Type
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	m.CreatedAt, m.UpdatedAt, m.Revision = now, now, 0
+	m.Generation, m.DeletionTimestamp = 1, nil
 	normalize(kind.Collection, obj)
 	if err := validate(kind.Collection, obj); err != nil {
 		return nil, 0, err
@@ -237,12 +237,20 @@ func (s *Server) commitUpdate(ctx context.Context, kind api.Kind, cur, next api.
 		}
 		return nil, 0, invalid(r.field, "cannot change from %q to %q; create a new %s instead", o, n, kind.Type), false
 	}
+	if specChanged(cur, next) {
+		nm.Generation = cm.Generation + 1
+	}
 	if bytes.Equal(encodeStored(cur), encodeStored(next)) && secret == nil {
 		return encodeStored(cur), cm.Revision, nil, false // nothing to write
 	}
 	nm.UpdatedAt = time.Now().UTC().Truncate(time.Millisecond)
 	key := s.st.objectKey(kind.Collection, cm.ID)
 	stored := encodeStored(next)
+	if nm.Deleting() && len(nm.Finalizers) == 0 {
+		// The last finalizer went: the object goes now.
+		rev, aerr, retry := s.purge(ctx, kind, cur)
+		return stored, rev, aerr, retry
+	}
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", cm.Revision)}
 	ops := []clientv3.Op{clientv3.OpPut(key, string(stored))}
 	oscope, unique := nameScope(kind.Collection, cur)
@@ -280,121 +288,101 @@ func (s *Server) commitUpdate(ctx context.Context, kind api.Kind, cur, next api.
 	return stored, resp.Header.Revision, nil, false
 }
 
-// remove deletes an object and, first, everything that references it. A
-// marker key stops new children from appearing while the children go; if the
-// server dies halfway, the marker stays and the deletion is finished on the
-// next start (see finishDeletions).
-func (s *Server) remove(ctx context.Context, kind api.Kind, id string, expectRev int64) ([]byte, int64, *api.Error) {
-	key := s.st.objectKey(kind.Collection, id)
-	marker := s.st.markerKey(kind.Collection, id)
-	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), ">", 0)}
-	if expectRev != 0 {
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", expectRev))
-	}
-	resp, err := s.st.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(marker, "")).Else(clientv3.OpGet(key)).Commit()
-	if err != nil {
-		return nil, 0, storeError(err)
-	}
-	if !resp.Succeeded {
-		kvs := resp.Responses[0].GetResponseRange().Kvs
-		if len(kvs) == 0 {
-			return nil, 0, api.NewError(http.StatusNotFound, api.CodeNotFound, "", "%s %q not found", kind.Type, id)
-		}
-		return nil, 0, api.NewError(http.StatusConflict, api.CodeConflict, "revision", "revision %d is not current (%d)", expectRev, kvs[0].ModRevision)
-	}
-	// From here the deletion finishes even if the client goes away: a
-	// half-done cascade would leave the marker blocking new children.
-	ctx = context.WithoutCancel(ctx)
-	if err := s.removeChildren(ctx, kind.Collection, id); err != nil {
-		return nil, 0, err
-	}
+// remove serves DELETE. An object that may have dependents (a stack, a
+// service, a host) or that has finalizers is only marked: deletionTimestamp
+// is set, the dependents finalizer added where it may have dependents, and
+// the marker key that stops new children from appearing is written, all in
+// one transaction. The garbage collector deletes the dependents and removes
+// its finalizer, each controller named in finalizers removes its own, and the
+// object goes with the last one. Nothing cascades inside the request, and a
+// deletion cut short by a crash is simply picked up again by the collector.
+// Other objects go at once. gone says which happened.
+func (s *Server) remove(ctx context.Context, kind api.Kind, id string, expectRev int64) (stored []byte, rev int64, gone bool, aerr *api.Error) {
 	for attempt := 0; attempt < 20; attempt++ {
 		raw, rev, err := s.st.get(ctx, kind.Collection, id)
 		if err == errNotFound {
-			return nil, 0, api.NewError(http.StatusNotFound, api.CodeNotFound, "", "%s %q not found", kind.Type, id)
+			return nil, 0, false, api.NewError(http.StatusNotFound, api.CodeNotFound, "", "%s %q not found", kind.Type, id)
 		} else if err != nil {
-			return nil, 0, storeError(err)
+			return nil, 0, false, storeError(err)
+		}
+		if expectRev != 0 && expectRev != rev {
+			return nil, 0, false, api.NewError(http.StatusConflict, api.CodeConflict, "revision", "revision %d is not current (%d)", expectRev, rev)
 		}
 		obj, derr := decodeStored(kind, raw, rev)
 		if derr != nil {
-			return nil, 0, internalError(derr)
+			return nil, 0, false, internalError(derr)
 		}
-		ops := []clientv3.Op{clientv3.OpDelete(key), clientv3.OpDelete(marker), clientv3.OpDelete(s.st.secretKey(kind.Collection, id))}
-		if scope, unique := nameScope(kind.Collection, obj); unique {
-			nk := s.st.nameKey(kind.Collection, scope, obj.GetMeta().Name)
-			// Delete the name entry only if it is ours.
-			ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(nk), "=", id)}, []clientv3.Op{clientv3.OpDelete(nk)}, nil))
+		m := obj.GetMeta()
+		if m.Deleting() {
+			return raw, rev, false, nil // already on its way
 		}
-		for _, r := range refs[kind.Collection] {
-			if pid := r.get(obj); pid != "" && r.indexed != nil && r.indexed(obj) {
-				ops = append(ops, clientv3.OpDelete(s.st.indexPrefix(kind.Collection, r.parent, pid)+id))
+		hasDependents := len(childRefs(kind.Collection)) > 0
+		if !hasDependents && len(m.Finalizers) == 0 {
+			newRev, aerr, retry := s.purge(ctx, kind, obj)
+			if retry {
+				continue
 			}
+			return raw, newRev, true, aerr
 		}
-		resp, err := s.st.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).Then(ops...).Commit()
+		now := time.Now().UTC().Truncate(time.Millisecond)
+		m.DeletionTimestamp, m.UpdatedAt = &now, now
+		if hasDependents {
+			m.Finalizers = append(m.Finalizers, api.FinalizerDependents)
+		}
+		key := s.st.objectKey(kind.Collection, id)
+		stored := encodeStored(obj)
+		resp, err := s.st.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+			Then(clientv3.OpPut(key, string(stored)), clientv3.OpPut(s.st.markerKey(kind.Collection, id), "")).Commit()
 		if err != nil {
-			return nil, 0, storeError(err)
+			return nil, 0, false, storeError(err)
 		}
 		if resp.Succeeded {
 			s.metrics.writes.WithLabelValues(kind.Collection, "delete").Inc()
-			return raw, rev, nil
+			return stored, resp.Header.Revision, false, nil
+		}
+		if expectRev != 0 {
+			return nil, 0, false, api.NewError(http.StatusConflict, api.CodeConflict, "revision", "revision %d is not current: the object changed meanwhile", expectRev)
 		}
 	}
-	return nil, 0, api.NewError(http.StatusConflict, api.CodeConflict, "", "%s %q is changing too often to delete; retry", kind.Type, id)
+	return nil, 0, false, api.NewError(http.StatusConflict, api.CodeConflict, "", "%s %q is changing too often to delete; retry", kind.Type, id)
 }
 
-// removeChildren deletes every object that references coll/id, a few at a time.
-func (s *Server) removeChildren(ctx context.Context, coll, id string) *api.Error {
-	for _, cr := range childRefs(coll) {
-		ckind, _ := api.KindByCollection(cr.child)
-		var ids []string
-		var err error
-		switch {
-		case cr.ref.scan:
-			ids, err = s.scanChildren(ctx, ckind, cr.ref, id)
-		case cr.ref.indexed != nil:
-			prefix := s.st.indexPrefix(cr.child, coll, id)
-			_, err = s.st.list(ctx, prefix, true, func(key string, _ []byte, _ int64) error {
-				ids = append(ids, strings.TrimPrefix(key, prefix))
-				return nil
-			})
-		}
-		if err != nil {
-			return storeError(err)
-		}
-		g, gctx := errgroup.WithContext(ctx)
-		g.SetLimit(16)
-		for _, cid := range ids {
-			g.Go(func() error {
-				if _, _, err := s.remove(gctx, ckind, cid, 0); err != nil && err.Status != http.StatusNotFound {
-					return err
-				}
-				return nil
-			})
-		}
-		if err := g.Wait(); err != nil {
-			if ae, ok := err.(*api.Error); ok {
-				return ae
-			}
-			return storeError(err)
+// purge removes an object with its name, index, marker and secret keys, if
+// it is still at the revision read. retry says it changed meanwhile. A
+// host's agent keys go with it: only the server reads keys.
+func (s *Server) purge(ctx context.Context, kind api.Kind, obj api.Object) (int64, *api.Error, bool) {
+	m := obj.GetMeta()
+	key := s.st.objectKey(kind.Collection, m.ID)
+	ops := []clientv3.Op{clientv3.OpDelete(key), clientv3.OpDelete(s.st.markerKey(kind.Collection, m.ID)), clientv3.OpDelete(s.st.secretKey(kind.Collection, m.ID))}
+	if scope, unique := nameScope(kind.Collection, obj); unique {
+		nk := s.st.nameKey(kind.Collection, scope, m.Name)
+		// Delete the name entry only if it is ours.
+		ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(nk), "=", m.ID)}, []clientv3.Op{clientv3.OpDelete(nk)}, nil))
+	}
+	for _, r := range refs[kind.Collection] {
+		if pid := r.get(obj); pid != "" && r.indexed != nil && r.indexed(obj) {
+			ops = append(ops, clientv3.OpDelete(s.st.indexPrefix(kind.Collection, r.parent, pid)+m.ID))
 		}
 	}
-	return nil
-}
-
-// scanChildren finds children by reading the whole child collection.
-func (s *Server) scanChildren(ctx context.Context, kind api.Kind, r ref, pid string) ([]string, error) {
-	var ids []string
-	_, err := s.st.list(ctx, s.st.objectPrefix(kind.Collection), false, func(key string, value []byte, rev int64) error {
-		obj, err := decodeStored(kind, value, rev)
-		if err != nil {
-			return err
+	if kind.Collection == "hosts" {
+		prefix := s.st.indexPrefix("apikeys", "hosts", m.ID)
+		if _, err := s.st.list(ctx, prefix, true, func(k string, _ []byte, _ int64) error {
+			kid := strings.TrimPrefix(k, prefix)
+			ops = append(ops, clientv3.OpDelete(k), clientv3.OpDelete(s.st.objectKey("apikeys", kid)), clientv3.OpDelete(s.st.secretKey("apikeys", kid)))
+			return nil
+		}); err != nil {
+			return 0, storeError(err), false
 		}
-		if r.get(obj) == pid {
-			ids = append(ids, obj.GetMeta().ID)
-		}
-		return nil
-	})
-	return ids, err
+	}
+	resp, err := s.st.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", m.Revision)).Then(ops...).Commit()
+	if err != nil {
+		return 0, storeError(err), false
+	}
+	if !resp.Succeeded {
+		return 0, nil, true
+	}
+	s.metrics.writes.WithLabelValues(kind.Collection, "delete").Inc()
+	return resp.Header.Revision, nil, false
 }
 
 // denormalize fills fields derived from other objects before a create: a
@@ -421,31 +409,3 @@ func (s *Server) denormalize(ctx context.Context, coll string, obj api.Object) *
 	return nil
 }
 
-// finishDeletions completes deletions a previous server left halfway.
-func (s *Server) finishDeletions(ctx context.Context) error {
-	var pending [][2]string
-	prefix := s.st.prefix + "d/"
-	if _, err := s.st.list(ctx, prefix, true, func(key string, _ []byte, _ int64) error {
-		coll, id, ok := strings.Cut(strings.TrimPrefix(key, prefix), "/")
-		if ok {
-			pending = append(pending, [2]string{coll, id})
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	for _, p := range pending {
-		kind, ok := api.KindByCollection(p[0])
-		if !ok {
-			continue
-		}
-		if _, _, err := s.remove(ctx, kind, p[1], 0); err != nil && err.Status != http.StatusNotFound {
-			return fmt.Errorf("finishing deletion of %s %s: %w", kind.Type, p[1], err)
-		}
-		if _, err := s.st.cli.Delete(ctx, s.st.markerKey(p[0], p[1])); err != nil {
-			return err
-		}
-		s.log.Info("finished interrupted deletion", "type", kind.Type, "id", p[1])
-	}
-	return nil
-}

@@ -75,6 +75,13 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		host.Revision = rev
 		break
 	}
+	// The host's liveness lease, which its agent renews.
+	leasesKind, _ := api.KindByCollection("leases")
+	lease := &api.Lease{Meta: api.Meta{Name: api.HostLeaseName(host.ID)}, Spec: api.LeaseSpec{HostID: host.ID, HolderIdentity: host.Name, LeaseDurationSeconds: 40}}
+	if _, _, aerr := s.create(r.Context(), leasesKind, lease, nil); aerr != nil && aerr.Code != api.CodeNameTaken {
+		writeError(w, aerr)
+		return
+	}
 	// Revoke the host's earlier agent keys, then issue a new one.
 	keysKind, _ := api.KindByCollection("apikeys")
 	prefix := s.st.indexPrefix("apikeys", "hosts", host.ID)
@@ -87,7 +94,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, id := range old {
-		if _, _, aerr := s.remove(r.Context(), keysKind, id, 0); aerr != nil && aerr.Status != http.StatusNotFound {
+		if _, _, _, aerr := s.remove(r.Context(), keysKind, id, 0); aerr != nil && aerr.Status != http.StatusNotFound {
 			writeError(w, aerr)
 			return
 		}

@@ -21,14 +21,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.etcd.io/etcd/server/v3/etcdserver/api/v3client"
 	"go.uber.org/zap"
 
 	"github.com/drover/drover/api"
-	"github.com/drover/drover/client"
-	"github.com/drover/drover/scheduler"
 )
 
 // Options configure a server. Zero values get defaults from withDefaults.
@@ -49,10 +46,12 @@ type Options struct {
 	RingSize         int // recent events kept in memory for resuming watchers
 	KeyPrefix        string
 
-	// Scheduler runs the scheduler (placement, upgrades, host heartbeat
-	// checks) in this server; with several servers, one leader runs it.
-	Scheduler        bool
-	SchedulerOptions scheduler.Options
+	// StreamWriteTimeout bounds every write of an event stream: a client
+	// that takes no data for this long is cut off (default 10s).
+	StreamWriteTimeout time.Duration
+
+	// Gatherers add metrics of the same process (the controllers) to /metrics.
+	Gatherers []prometheus.Gatherer
 }
 
 func (o *Options) withDefaults() {
@@ -148,9 +147,6 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	s.cancel = cancel
 	initCtx, initCancel := context.WithTimeout(ctx, time.Minute)
 	defer initCancel()
-	if err := s.finishDeletions(initCtx); err != nil {
-		s.log.Warn("could not finish interrupted deletions; will retry on next start", "err", err)
-	}
 	if err := s.bootstrapCredentials(initCtx); err != nil {
 		cancel()
 		s.ln.Close()
@@ -187,9 +183,6 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		}
 		s.shutdown(hubDone)
 	}()
-	if opts.Scheduler {
-		go s.runScheduler(runCtx)
-	}
 	s.log.Info("drover server started", "url", s.url, "dataDir", opts.DataDir, "etcd", s.etcdDescription(), "credentials", s.CredentialsPath())
 	return s, nil
 }
@@ -340,8 +333,21 @@ func (s *Server) closeStore() {
 // bootstrapCredentials makes sure DATA/credentials.json holds a working admin
 // key: it is created on first start, reused after, and put back into the
 // store if the store lost it (a wiped or new etcd).
+// bootstrapCredentials makes sure the admin key of credentials.json and the
+// service key of controller-credentials.json exist.
 func (s *Server) bootstrapCredentials(ctx context.Context) error {
-	path := s.CredentialsPath()
+	if err := s.bootstrapKey(ctx, s.CredentialsPath(), api.RoleAdmin, "bootstrap admin key"); err != nil {
+		return err
+	}
+	return s.bootstrapKey(ctx, s.ControllerCredentialsPath(), api.RoleService, "service key of the controllers")
+}
+
+// ControllerCredentialsPath is the service-role key the controllers run with.
+func (s *Server) ControllerCredentialsPath() string {
+	return filepath.Join(s.opts.DataDir, "controller-credentials.json")
+}
+
+func (s *Server) bootstrapKey(ctx context.Context, path, role, what string) error {
 	var creds api.Credentials
 	b, err := os.ReadFile(path)
 	switch {
@@ -357,13 +363,13 @@ func (s *Server) bootstrapCredentials(ctx context.Context) error {
 	if _, _, err := s.st.get(ctx, "apikeys", creds.AccessKey); errors.Is(err, errNotFound) {
 		kind, _ := api.KindByCollection("apikeys")
 		host, _ := os.Hostname()
-		key := &api.APIKey{Meta: api.Meta{ID: creds.AccessKey, Name: creds.AccessKey}, Spec: api.APIKeySpec{Role: api.RoleAdmin, Description: "bootstrap admin key of the server on " + host + " (" + path + ")"}}
+		key := &api.APIKey{Meta: api.Meta{ID: creds.AccessKey, Name: creds.AccessKey}, Spec: api.APIKeySpec{Role: role, Description: what + " of the server on " + host + " (" + path + ")"}}
 		key.Status.AccessKey = creds.AccessKey
 		if _, _, aerr := s.create(ctx, kind, key, []byte(hashSecret(creds.SecretKey))); aerr != nil {
-			return fmt.Errorf("server: storing bootstrap admin key: %w", aerr)
+			return fmt.Errorf("server: storing %s: %w", what, aerr)
 		}
 	} else if err != nil {
-		return fmt.Errorf("server: reading bootstrap admin key: %w", err)
+		return fmt.Errorf("server: reading %s: %w", what, err)
 	}
 	if creds.URL != s.url {
 		creds.URL = s.url
@@ -380,7 +386,7 @@ func (s *Server) bootstrapCredentials(ctx context.Context) error {
 }
 
 func (s *Server) metricsHandler() http.Handler {
-	return promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{})
+	return promhttp.HandlerFor(append(prometheus.Gatherers{s.metrics.reg}, s.opts.Gatherers...), promhttp.HandlerOpts{})
 }
 
 // Run starts a server and blocks until ctx is cancelled or it fails.
@@ -393,52 +399,3 @@ func Run(ctx context.Context, opts Options) error {
 	return s.Err()
 }
 
-// runScheduler campaigns for leadership among the servers sharing the store
-// and runs the scheduler while it leads. Losing the session (store trouble)
-// stops it; it then campaigns again.
-func (s *Server) runScheduler(ctx context.Context) {
-	for ctx.Err() == nil {
-		if err := s.leadScheduler(ctx); err != nil && ctx.Err() == nil {
-			s.log.Warn("scheduler leadership lost; campaigning again", "err", err)
-			time.Sleep(time.Second)
-		}
-	}
-}
-
-func (s *Server) leadScheduler(ctx context.Context) error {
-	sess, err := concurrency.NewSession(s.st.cli, concurrency.WithTTL(10), concurrency.WithContext(ctx))
-	if err != nil {
-		return err
-	}
-	defer sess.Close()
-	el := concurrency.NewElection(sess, s.opts.KeyPrefix+"leader/scheduler")
-	host, _ := os.Hostname()
-	if err := el.Campaign(ctx, host+" "+s.url); err != nil {
-		return err
-	}
-	s.log.Info("leading the scheduler")
-	creds, err := client.FromCredentialsFile(s.CredentialsPath())
-	if err != nil {
-		return err
-	}
-	lctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-sess.Done():
-			cancel()
-		case <-lctx.Done():
-		}
-	}()
-	o := s.opts.SchedulerOptions
-	o.Engine, o.Logger = creds, s.log
-	err = scheduler.New(o).Run(lctx)
-	select {
-	case <-sess.Done():
-		if ctx.Err() == nil {
-			return errors.New("store session expired")
-		}
-	default:
-	}
-	return err
-}

@@ -56,6 +56,9 @@ var refs = map[string][]ref{
 	"apikeys": {
 		{field: "spec.hostId", parent: "hosts", get: func(o api.Object) string { return o.(*api.APIKey).Spec.HostID }, indexed: always},
 	},
+	"leases": {
+		{field: "spec.hostId", parent: "hosts", get: func(o api.Object) string { return o.(*api.Lease).Spec.HostID }},
+	},
 }
 
 // childRef is a reference into a parent collection, seen from the parent.

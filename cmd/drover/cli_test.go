@@ -12,6 +12,7 @@ import (
 
 	"github.com/drover/drover/agent"
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/controllers"
 	"github.com/drover/drover/client"
 	"github.com/drover/drover/internal/testenv"
 	"github.com/drover/drover/server"
@@ -25,7 +26,8 @@ func TestIntegrationCLIStackLifecycle(t *testing.T) {
 		t.Skip("integration test (real Docker Engine)")
 	}
 	testenv.BuildTestImage(t)
-	srv, eng := testenv.StartServer(t, server.Options{Scheduler: true})
+	srv, eng := testenv.StartServer(t, server.Options{})
+	testenv.StartControllers(t, srv, controllers.Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	tok, err := eng.RegistrationTokens().Create(ctx, &api.RegistrationToken{})
 	if err != nil {

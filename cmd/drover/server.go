@@ -7,6 +7,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/drover/drover/controllers"
 	"github.com/drover/drover/internal/lifecycle"
 	"github.com/drover/drover/server"
 )
@@ -23,9 +26,12 @@ func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.StringVar(&o.TLSKey, "tls-key", "", "private key of --tls-cert (PEM)")
 	fs.IntVar(&o.HistoryRevisions, "history-revisions", 100000, "store revisions the embedded etcd keeps for resuming watchers")
 	fs.DurationVar(&o.PingInterval, "ping-interval", 0, "event stream keepalive interval (default 5s)")
-	fs.BoolVar(&o.Scheduler, "scheduler", true, "run the scheduler (one leader among servers sharing a store)")
-	fs.DurationVar(&o.SchedulerOptions.DisconnectAfter, "host-disconnect-after", 30*time.Second, "mark a host disconnected after this long without a heartbeat")
-	fs.DurationVar(&o.SchedulerOptions.LostAfter, "host-lost-after", 2*time.Minute, "move a disconnected host's containers elsewhere after this long")
+	var co controllers.Options
+	runControllers := true
+	fs.BoolVar(&runControllers, "controllers", true, "run the controllers: garbage collector, host lifecycle, scheduler (one leader among servers sharing a store)")
+	fs.BoolVar(&runControllers, "scheduler", true, "same as --controllers (kept for older scripts)")
+	fs.DurationVar(&co.HostLifecycle.DisconnectAfter, "host-disconnect-after", 30*time.Second, "mark a host disconnected after its lease went this long without renewal")
+	fs.DurationVar(&co.HostLifecycle.LostAfter, "host-lost-after", 2*time.Minute, "move a disconnected host's containers elsewhere after this long")
 	lf := addLogFlags(fs)
 	if done, err := parseFlags(fs, args); done {
 		return err
@@ -43,5 +49,20 @@ func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
 	o.Logger = log
 	ctx, cancel := lifecycle.SignalContext(ctx, log)
 	defer cancel()
-	return server.Run(ctx, o)
+	reg := prometheus.NewRegistry()
+	o.Gatherers = []prometheus.Gatherer{reg}
+	srv, err := server.Start(ctx, o)
+	if err != nil {
+		return err
+	}
+	if runControllers {
+		co.Credentials, co.Logger, co.Registry = srv.ControllerCredentialsPath(), log, reg
+		go func() {
+			if err := controllers.Run(ctx, co); err != nil && ctx.Err() == nil {
+				log.Error("controllers failed", "err", err)
+			}
+		}()
+	}
+	<-srv.Done()
+	return srv.Err()
 }

@@ -6,8 +6,13 @@ import (
 	"log/slog"
 	"os"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/drover/drover/client"
+	"github.com/drover/drover/controllers"
+	"github.com/drover/drover/controllers/gc"
 	"github.com/drover/drover/server"
 )
 
@@ -44,5 +49,49 @@ func StartServer(t testing.TB, opts server.Options) (*server.Server, *client.Cli
 	if err != nil {
 		t.Fatalf("reading server credentials: %v", err)
 	}
+	// Deletion of objects with dependents is finished by the garbage
+	// collector: it is part of the engine's contract, so every test engine
+	// runs one.
+	svc, err := client.FromCredentialsFile(s.ControllerCredentialsPath())
+	if err != nil {
+		t.Fatalf("reading controller credentials: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		gc.New(gc.Options{Engine: svc, Logger: opts.Logger}).Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
 	return s, c
+}
+
+// StartControllers runs every controller (as `drover server` does) against
+// srv until the test ends, and returns their write counters' registry.
+func StartControllers(t testing.TB, srv *server.Server, o controllers.Options) *prometheus.Registry {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	o.Credentials, o.Registry = srv.ControllerCredentialsPath(), reg
+	if o.Logger == nil {
+		o.Logger = Logger()
+	}
+	if o.LeaseDuration == 0 {
+		o.LeaseDuration = 3 * time.Second
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := controllers.Run(ctx, o); err != nil && ctx.Err() == nil {
+			t.Errorf("controllers: %v", err)
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return reg
 }

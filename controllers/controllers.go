@@ -1,0 +1,106 @@
+// Package controllers runs the engine's controllers: the garbage collector,
+// host lifecycle (leases to host states) and the scheduler (stack files to
+// services, placement and rolling upgrades). They talk to the engine API
+// with a service-role key like any other component, and one leader among
+// the servers sharing a store runs them, elected through an engine lease.
+package controllers
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/drover/drover/client"
+	"github.com/drover/drover/controllers/gc"
+	"github.com/drover/drover/controllers/harness"
+	"github.com/drover/drover/controllers/hostlifecycle"
+	"github.com/drover/drover/scheduler"
+)
+
+// Options configure the controllers.
+type Options struct {
+	// Credentials is a credentials.json of a service-role key.
+	Credentials string
+	// Engine, if set, is used instead of Credentials (tests).
+	Engine   *client.Client
+	Logger   *slog.Logger
+	Registry prometheus.Registerer
+	// Identity names this process in the leader lease (default host:pid).
+	Identity string
+	// LeaseDuration is how long a silent leader keeps leadership (default 15s).
+	LeaseDuration time.Duration
+	// Scheduler runs the stack and placement controllers (default on; the
+	// API tests turn it off to keep their objects to themselves).
+	NoScheduler bool
+	HostLifecycle hostlifecycle.Options
+}
+
+// Run campaigns for leadership and runs every controller while leading,
+// until ctx ends.
+func Run(ctx context.Context, o Options) error {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Identity == "" {
+		h, _ := os.Hostname()
+		o.Identity = h + "-" + itoa(os.Getpid())
+	}
+	m := harness.NewMetrics(o.Registry)
+	engine := func(name string) (*client.Client, error) {
+		var c *client.Client
+		if o.Engine != nil {
+			c = o.Engine.Clone()
+		} else {
+			var err error
+			if c, err = client.FromCredentialsFile(o.Credentials); err != nil {
+				return nil, err
+			}
+		}
+		// Each controller's writes are counted under its own name.
+		c.WrapTransport(func(rt http.RoundTripper) http.RoundTripper { return m.CountingTransport(name, rt) })
+		return c, nil
+	}
+	elect, err := engine("election")
+	if err != nil {
+		return err
+	}
+	el := &harness.Election{Engine: elect, Name: "controllers", Identity: o.Identity, Duration: o.LeaseDuration, Log: o.Logger}
+	var runErr error
+	el.Run(ctx, func(ctx context.Context) {
+		g, gctx := errgroup.WithContext(ctx)
+		gcEng, err := engine(gc.Name)
+		if err != nil {
+			runErr = err
+			return
+		}
+		g.Go(func() error { return gc.New(gc.Options{Engine: gcEng, Logger: o.Logger, Metrics: m}).Run(gctx) })
+		hlEng, err := engine(hostlifecycle.Name)
+		if err != nil {
+			runErr = err
+			return
+		}
+		hl := o.HostLifecycle
+		hl.Engine, hl.Logger, hl.Metrics = hlEng, o.Logger, m
+		g.Go(func() error { return hostlifecycle.New(hl).Run(gctx) })
+		if !o.NoScheduler {
+			schEng, err := engine("scheduler")
+			if err != nil {
+				runErr = err
+				return
+			}
+			g.Go(func() error { return scheduler.New(scheduler.Options{Engine: schEng, Logger: o.Logger}).Run(gctx) })
+		}
+		if err := g.Wait(); err != nil && ctx.Err() == nil {
+			o.Logger.Error("controllers stopped", "err", err)
+		}
+	})
+	return runErr
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
