@@ -7,9 +7,11 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/drover/drover/api"
 	"github.com/drover/drover/client"
@@ -135,13 +137,17 @@ func TestIntegrationCRUD(t *testing.T) {
 	if _, err := c.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: "other"}}); err != nil {
 		t.Fatalf("old name should be free after rename: %v", err)
 	}
-	// Deleting returns the object, and it is gone.
-	if d, err := c.Services().Delete(ctx, svc.ID); err != nil || d.ID != svc.ID {
-		t.Fatalf("delete = %+v, %v", d, err)
+	// Deleting a service marks it (it may have containers); the garbage
+	// collector finishes it, and then it is gone.
+	if d, err := c.Services().Delete(ctx, svc.ID); err != nil || d.ID != svc.ID || d.DeletionTimestamp == nil || !slices.Contains(d.Finalizers, api.FinalizerDependents) {
+		t.Fatalf("delete = %+v, %v; want it marked with the dependents finalizer", d, err)
 	}
-	if _, err := c.Services().Get(ctx, svc.ID); !api.IsNotFound(err) {
-		t.Fatalf("get after delete: want 404, got %v", err)
-	}
+	testenv.Eventually(t, "deleted service gone", 10*time.Second, func() error {
+		if _, err := c.Services().Get(ctx, svc.ID); !api.IsNotFound(err) {
+			return fmt.Errorf("get after delete: want 404, got %v", err)
+		}
+		return nil
+	})
 	creds := readCreds(t, s)
 	if code, body := raw(t, s.URL(), "GET", "/metrics", "", creds); code != 200 || !strings.Contains(string(body), "drover_server_requests_total") {
 		t.Fatalf("/metrics = %d", code)
@@ -303,11 +309,20 @@ func TestIntegrationAuth(t *testing.T) {
 	if _, err := agent.Containers().Get(ctx, theirs.ID); !api.IsStatus(err, 403) {
 		t.Fatalf("agent reading another host's container: want 403, got %v", err)
 	}
-	if _, err := agent.Containers().Patch(ctx, mine.ID, map[string]any{"status": map[string]any{"state": "running", "primaryIP": "10.42.0.5"}}); err != nil {
-		t.Fatalf("agent updating its container: %v", err)
+	if _, err := agent.Containers().PatchStatus(ctx, mine.ID, map[string]any{"status": map[string]any{"state": "running", "primaryIP": "10.42.0.5"}}); err != nil {
+		t.Fatalf("agent updating its container's status: %v", err)
 	}
-	if _, err := agent.Containers().Patch(ctx, theirs.ID, map[string]any{"status": map[string]any{"state": "running"}}); !api.IsStatus(err, 403) {
+	if _, err := agent.Containers().PatchStatus(ctx, theirs.ID, map[string]any{"status": map[string]any{"state": "running"}}); !api.IsStatus(err, 403) {
 		t.Fatalf("agent updating another host's container: want 403, got %v", err)
+	}
+	// What an agent runs and how its host is scheduled are not its to change.
+	if _, err := agent.Containers().Patch(ctx, mine.ID, map[string]any{"spec": map[string]any{"launchConfig": map[string]any{"image": "x", "privileged": true}}}); !api.IsStatus(err, 403) {
+		t.Fatalf("agent changing its container's launch config: want 403, got %v", err)
+	}
+	for _, p := range []map[string]any{{"labels": map[string]any{"zone": "mine"}}, {"spec": map[string]any{"unschedulable": true}}, {"name": "renamed"}} {
+		if _, err := agent.Hosts().Patch(ctx, reg.Host.ID, p); !api.IsStatus(err, 403) {
+			t.Fatalf("agent patching its host with %v: want 403, got %v", p, err)
+		}
 	}
 	if _, err := agent.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: "nope"}}); !api.IsStatus(err, 403) {
 		t.Fatalf("agent creating a stack: want 403, got %v", err)
@@ -363,11 +378,19 @@ func TestIntegrationCascadeDelete(t *testing.T) {
 	if _, err := c.Stacks().Delete(ctx, doomed.ID); err != nil {
 		t.Fatal(err)
 	}
-	svcs, _, _ := c.Services().List(ctx, client.ListOptions{})
-	ctrs, _, _ := c.Containers().List(ctx, client.ListOptions{})
-	if len(svcs) != 3 || len(ctrs) != 17 {
-		t.Fatalf("after deleting a stack: %d services, %d containers; want 3 and 17", len(svcs), len(ctrs))
+	// No new child while the stack is going.
+	if _, err := c.Services().Create(ctx, &api.Service{Meta: api.Meta{Name: "late"}, Spec: api.ServiceSpec{StackID: doomed.ID, LaunchConfig: &api.LaunchConfig{Image: "busybox"}}}); !api.IsStatus(err, 409) {
+		t.Fatalf("service in a stack being deleted: want 409, got %v", err)
 	}
+	var ctrs []api.Container
+	testenv.Eventually(t, "the stack's services and containers collected", 10*time.Second, func() error {
+		svcs, _, _ := c.Services().List(ctx, client.ListOptions{})
+		ctrs, _, _ = c.Containers().List(ctx, client.ListOptions{})
+		if _, err := c.Stacks().Get(ctx, doomed.ID); !api.IsNotFound(err) || len(svcs) != 3 || len(ctrs) != 17 {
+			return fmt.Errorf("after deleting a stack: stack %v, %d services, %d containers; want 404, 3 and 17", err, len(svcs), len(ctrs))
+		}
+		return nil
+	})
 	for _, ct := range ctrs {
 		if ct.Spec.StackID != kept.ID {
 			t.Fatalf("container %s of the deleted stack survived", ct.ID)
@@ -379,9 +402,15 @@ func TestIntegrationCascadeDelete(t *testing.T) {
 	if _, err := c.Hosts().Delete(ctx, host.ID); err != nil {
 		t.Fatal(err)
 	}
-	if ctrs, _, _ := c.Containers().List(ctx, client.ListOptions{}); len(ctrs) != 0 {
-		t.Fatalf("%d containers survived their host", len(ctrs))
-	}
+	testenv.Eventually(t, "the host's containers collected", 10*time.Second, func() error {
+		if ctrs, _, _ := c.Containers().List(ctx, client.ListOptions{}); len(ctrs) != 0 {
+			return fmt.Errorf("%d containers survived their host", len(ctrs))
+		}
+		if _, err := c.Hosts().Get(ctx, host.ID); !api.IsNotFound(err) {
+			return fmt.Errorf("host: want 404, got %v", err)
+		}
+		return nil
+	})
 }
 
 func TestIntegrationConcurrentUpdates(t *testing.T) {

@@ -86,7 +86,10 @@ func TestIntegrationWebSocketEvents(t *testing.T) {
 	if _, err := c.Stacks().Delete(ctx, st.ID); err != nil {
 		t.Fatal(err)
 	}
-	// Children go first, then the stack.
+	// The stack is marked, its children go, then the stack.
+	if f = nextEvent(t, conn); f.Name != api.EventChange || f.Resource.ID != st.ID {
+		t.Fatalf("want the stack marked for deletion first, got %+v", f)
+	}
 	if f = nextEvent(t, conn); f.Name != api.EventRemove || f.Resource.ID != ct.ID {
 		t.Fatalf("want removal of container first, got %+v", f)
 	}
@@ -102,6 +105,9 @@ func TestIntegrationWebSocketEvents(t *testing.T) {
 
 	// since= replays exactly the events after it.
 	conn2 := dialWS(t, s, fmt.Sprintf("types=stack&since=%d", st.Revision))
+	if f = nextEvent(t, conn2); f.Name != api.EventChange || f.Resource.ID != st.ID {
+		t.Fatalf("replay from since: got %+v, want the stack's marking", f)
+	}
 	if f = nextEvent(t, conn2); f.Name != api.EventRemove || f.Resource.ID != st.ID {
 		t.Fatalf("replay from since: got %+v, want the stack's removal", f)
 	}

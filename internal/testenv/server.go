@@ -95,3 +95,20 @@ func StartControllers(t testing.TB, srv *server.Server, o controllers.Options) *
 	})
 	return reg
 }
+
+// Eventually retries f until it returns nil or limit passes, then fails
+// the test with what and f's last error.
+func Eventually(t testing.TB, what string, limit time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s: %v", what, limit, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
