@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"errors"
+	"hash/maphash"
 	"log/slog"
 	"math/rand/v2"
 	"sort"
@@ -32,7 +34,8 @@ type objectPtr[T any] interface {
 // resumes from the last revision it applied; on "resync" (the server no
 // longer has that history) it lists again and reports the difference as
 // adds, updates and deletes, so handlers never miss a change and never see
-// one twice.
+// one twice. With SetSnapshot it also keeps a copy on disk and starts from
+// it, so a host can serve its cache while the server is unreachable.
 type Cache[T any, PT objectPtr[T]] struct {
 	res      *Resource[T]
 	opts     ListOptions
@@ -44,11 +47,29 @@ type Cache[T any, PT objectPtr[T]] struct {
 	indexers map[string]func(*T) []string
 	indices  map[string]map[string]map[string]struct{} // index -> value -> ids
 	rev      int64
+	changes  int64 // bumped on every change to items, so the snapshot writer can tell
 	synced   atomic.Bool
 	syncedCh chan struct{}
 
+	snapPath string
+	fromSnap atomic.Bool
+	snap     snapshotState // what the snapshot on disk holds
+
+	// Bad frames already counted, by revision and content: resuming one
+	// revision early sends the frames of the last revision again. Only Run's
+	// goroutine touches these.
+	badFrames map[badFrame]struct{}
+	seed      maphash.Seed
+
 	// Relists counts full lists (the first one included); tests and metrics read it.
 	Relists atomic.Int64
+	// DecodeErrors counts watch frames skipped because they could not be decoded.
+	DecodeErrors atomic.Int64
+}
+
+type badFrame struct {
+	rev  int64
+	hash uint64
 }
 
 // NewCache builds a cache of res, restricted by opts.
@@ -60,6 +81,7 @@ func NewCache[T any, PT objectPtr[T]](res *Resource[T], opts ListOptions, h Hand
 		res: res, opts: opts, handlers: h, log: log.With("cache", res.collection),
 		items: map[string]*T{}, indexers: map[string]func(*T) []string{},
 		indices: map[string]map[string]map[string]struct{}{}, syncedCh: make(chan struct{}),
+		badFrames: map[badFrame]struct{}{}, seed: maphash.MakeSeed(),
 	}
 }
 
@@ -71,10 +93,10 @@ func (c *Cache[T, PT]) AddIndex(name string, fn func(*T) []string) {
 	c.indices[name] = map[string]map[string]struct{}{}
 }
 
-// HasSynced reports whether the first list has been applied.
+// HasSynced reports whether the first list (or a snapshot) has been applied.
 func (c *Cache[T, PT]) HasSynced() bool { return c.synced.Load() }
 
-// WaitForSync blocks until the first list is applied or ctx ends.
+// WaitForSync blocks until the first list (or a snapshot) is applied or ctx ends.
 func (c *Cache[T, PT]) WaitForSync(ctx context.Context) bool {
 	select {
 	case <-c.syncedCh:
@@ -134,6 +156,21 @@ func (c *Cache[T, PT]) ByIndex(name, value string) []*T {
 func (c *Cache[T, PT]) Run(ctx context.Context) {
 	backoff := newBackoff()
 	needList := true
+	if c.snapPath != "" {
+		// With a snapshot the cache answers at once and catches up by
+		// watching from the snapshot's revision; a resync relists as usual.
+		needList = !c.loadSnapshot()
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.snapshotLoop(ctx)
+		}()
+		defer func() {
+			wg.Wait()
+			c.writeSnapshot(true)
+		}()
+	}
 	for ctx.Err() == nil {
 		if needList {
 			if err := c.relist(ctx); err != nil {
@@ -192,7 +229,11 @@ func (c *Cache[T, PT]) relist(ctx context.Context) error {
 		c.index(id, obj)
 	}
 	c.rev = rev
+	if len(adds)+len(updates)+len(deletes) > 0 {
+		c.changes++
+	}
 	c.mu.Unlock()
+	c.fromSnap.Store(false)
 	for _, o := range deletes {
 		c.call(func() { c.handlers.OnDelete(o) }, c.handlers.OnDelete != nil)
 	}
@@ -202,10 +243,14 @@ func (c *Cache[T, PT]) relist(ctx context.Context) error {
 	for _, u := range updates {
 		c.call(func() { c.handlers.OnUpdate(u[0], u[1]) }, c.handlers.OnUpdate != nil)
 	}
+	c.markSynced()
+	return nil
+}
+
+func (c *Cache[T, PT]) markSynced() {
 	if !c.synced.Swap(true) {
 		close(c.syncedCh)
 	}
-	return nil
 }
 
 func (c *Cache[T, PT]) call(f func(), ok bool) {
@@ -231,13 +276,23 @@ func (c *Cache[T, PT]) watch(ctx context.Context, backoff *backoff) (bool, error
 	defer w.Close()
 	for {
 		ev, err := w.Next()
+		var fe *FrameError
+		if errors.As(err, &fe) {
+			backoff.reset()
+			c.skip(fe)
+			continue
+		}
 		if err != nil {
 			return false, err
 		}
 		backoff.reset()
 		switch ev.Name {
 		case api.EventChange, api.EventRemove:
+			c.fromSnap.Store(false)
 			c.apply(ev)
+		case api.EventPing:
+			c.fromSnap.Store(false)
+			c.bookmark(ev.Revision)
 		case api.EventResync:
 			return true, nil
 		case api.EventError:
@@ -245,6 +300,43 @@ func (c *Cache[T, PT]) watch(ctx context.Context, backoff *backoff) (bool, error
 			return false, nil
 		}
 	}
+}
+
+// skip moves past a frame that cannot be decoded. Reconnecting would only
+// fetch the same bytes again, so the cache loses that one event (the object
+// stays as it was until its next change or a relist) rather than stop.
+func (c *Cache[T, PT]) skip(fe *FrameError) {
+	c.mu.Lock()
+	if fe.Revision > c.rev {
+		c.rev = fe.Revision
+	}
+	rev := c.rev
+	c.mu.Unlock()
+	for k := range c.badFrames {
+		if k.rev < rev {
+			delete(c.badFrames, k) // older than any resume point: cannot come again
+		}
+	}
+	if fe.Revision > 0 {
+		k := badFrame{fe.Revision, maphash.Bytes(c.seed, fe.frame)}
+		if _, seen := c.badFrames[k]; seen {
+			return
+		}
+		c.badFrames[k] = struct{}{}
+	}
+	c.DecodeErrors.Add(1)
+	c.log.Warn("skipping a watch frame that cannot be decoded", "revision", fe.Revision, "event", fe.Name, "err", fe.Err)
+}
+
+// bookmark takes a ping's revision as the resume point: the server has sent
+// every matching event up to it, so a filtered cache whose objects rarely
+// change still resumes from a revision the server keeps history for.
+func (c *Cache[T, PT]) bookmark(rev int64) {
+	c.mu.Lock()
+	if rev > c.rev {
+		c.rev = rev
+	}
+	c.mu.Unlock()
 }
 
 func (c *Cache[T, PT]) apply(ev Event[T]) {
@@ -264,6 +356,7 @@ func (c *Cache[T, PT]) apply(ev Event[T]) {
 		}
 		c.unindex(id, old)
 		delete(c.items, id)
+		c.changes++
 		c.mu.Unlock()
 		c.call(func() { c.handlers.OnDelete(old) }, c.handlers.OnDelete != nil)
 		return
@@ -277,6 +370,7 @@ func (c *Cache[T, PT]) apply(ev Event[T]) {
 	}
 	c.items[id] = ev.Object
 	c.index(id, ev.Object)
+	c.changes++
 	c.mu.Unlock()
 	if had {
 		c.call(func() { c.handlers.OnUpdate(old, ev.Object) }, c.handlers.OnUpdate != nil)

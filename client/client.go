@@ -339,25 +339,41 @@ func (r *Resource[T]) Watch(ctx context.Context, since int64, opts ListOptions, 
 	return w, nil
 }
 
+// FrameError is a frame that arrived whole but could not be decoded. The
+// stream stays usable: the next call to Next reads the following frame.
+type FrameError struct {
+	Name     string // empty if the frame is not JSON at all
+	Revision int64  // 0 if unknown
+	Err      error
+	frame    []byte
+}
+
+func (e *FrameError) Error() string {
+	return fmt.Sprintf("client: undecodable watch frame (name %q, revision %d): %v", e.Name, e.Revision, e.Err)
+}
+
+func (e *FrameError) Unwrap() error { return e.Err }
+
 // Next returns the next event; pings are returned too, so callers can tell
-// a live stream from a dead one.
+// a live stream from a dead one. A frame that cannot be decoded is returned
+// as a *FrameError, after which the stream can still be read.
 func (w *Watcher[T]) Next() (Event[T], error) {
 	line, err := w.rd.ReadBytes('\n')
 	if err != nil {
-		if len(line) == 0 {
-			return Event[T]{}, fmt.Errorf("client: watch stream ended: %w", err)
-		}
+		// A line without its newline is a frame cut off by a broken
+		// stream, not a bad frame: the caller must reconnect, not skip it.
+		return Event[T]{}, fmt.Errorf("client: watch stream ended: %w", err)
 	}
 	w.idle.Reset(w.limit)
 	var raw api.Event
 	if err := json.Unmarshal(line, &raw); err != nil {
-		return Event[T]{}, fmt.Errorf("client: bad watch frame: %w", err)
+		return Event[T]{}, &FrameError{Err: err, frame: line}
 	}
 	ev := Event[T]{Name: raw.Name, Revision: raw.Revision, Message: raw.Message}
 	if len(raw.Resource) > 0 {
 		ev.Object = new(T)
 		if err := json.Unmarshal(raw.Resource, ev.Object); err != nil {
-			return Event[T]{}, fmt.Errorf("client: bad resource in watch frame: %w", err)
+			return Event[T]{}, &FrameError{Name: raw.Name, Revision: raw.Revision, Err: err, frame: line}
 		}
 	}
 	return ev, nil
