@@ -200,7 +200,9 @@ func TestIntegrationWatchCatchUpFromStore(t *testing.T) {
 func TestIntegrationSlowSubscriberIsCutOff(t *testing.T) {
 	integration(t)
 	ctx := context.Background()
-	s, c := testenv.StartServer(t, server.Options{SubscriberBuffer: 10, MaxBodyBytes: 1 << 20})
+	// The write timeout is long: this test is about the queue, and the
+	// client reads nothing until all is written.
+	s, c := testenv.StartServer(t, server.Options{SubscriberBuffer: 10, MaxBodyBytes: 1 << 20, StreamWriteTimeout: 10 * time.Minute})
 	creds := readCreds(t, s)
 	// A subscriber that never reads.
 	req, _ := http.NewRequest("GET", s.URL()+"/v1/stacks?watch=true", nil)

@@ -27,6 +27,19 @@ type event struct {
 	frame      []byte // {"name":...,"revision":N,"resource":{...}}
 	cur, prev  eventFields
 	hasPrev    bool
+
+	asRemoveOnce sync.Once
+	asRemove     []byte // frame as a removal, for subscribers it stopped matching
+}
+
+// removalFrame is ev's frame renamed to a removal, encoded once however many
+// subscribers need it.
+func (ev *event) removalFrame() []byte {
+	ev.asRemoveOnce.Do(func() {
+		resource := ev.frame[len(`{"name":"`+api.EventChange+`","revision":`)+len(strconv.FormatInt(ev.rev, 10))+len(`,"resource":`) : len(ev.frame)-1]
+		ev.asRemove = encodeFrame(true, ev.rev, resource)
+	})
+	return ev.asRemove
 }
 
 // eventFields are the parts of an object subscribers filter on.
@@ -42,7 +55,10 @@ type eventFields struct {
 // hub fans the store's changes out to subscribers. It runs one etcd watch
 // for the whole object prefix, keeps the last ringSize events so a client
 // resuming a little behind needs no etcd round trip, and replays older
-// history from etcd itself (see subscription.catchUp).
+// history from etcd itself (see subscription.catchUp). Each event is offered
+// only to the subscribers the index says it may concern, and queued only for
+// those whose filter matches it, so a subscriber's queue holds what it will
+// send and nothing else.
 type hub struct {
 	st       *store
 	log      *slog.Logger
@@ -55,12 +71,12 @@ type hub struct {
 	floor    int64    // the ring holds every event with rev > floor
 	ring     []*event // ordered by rev
 	ringSize int
-	subs     map[*subscription]struct{}
+	subs     subIndex
 	closed   bool
 }
 
 func newHub(st *store, log *slog.Logger, m *metrics, ringSize int) *hub {
-	return &hub{st: st, log: log, metrics: m, ringSize: ringSize, subs: map[*subscription]struct{}{}}
+	return &hub{st: st, log: log, metrics: m, ringSize: ringSize, subs: newSubIndex()}
 }
 
 // run watches the store from its current revision until ctx ends.
@@ -107,10 +123,10 @@ func (h *hub) reset(compactRev int64) {
 	resp, err := h.st.cli.Get(context.Background(), h.st.prefix+"o/", clientv3.WithCountOnly())
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for s := range h.subs {
+	for s := range h.subs.all {
 		s.kill(api.EventResync, "store history compacted")
 	}
-	h.subs = map[*subscription]struct{}{}
+	h.subs = newSubIndex()
 	h.ring = nil
 	if err == nil {
 		h.lastRev, h.floor = resp.Header.Revision, resp.Header.Revision
@@ -138,12 +154,12 @@ func (h *hub) publish(evs []*clientv3.Event) {
 		if h.onChange != nil {
 			h.onChange(ev)
 		}
-		for s := range h.subs {
+		h.subs.each(ev, func(s *subscription) {
 			if !s.offer(ev) {
-				delete(h.subs, s)
+				h.subs.remove(s)
 				h.metrics.slowSubscribers.Inc()
 			}
-		}
+		})
 	}
 	if over := len(h.ring) - h.ringSize; over > 0 {
 		h.floor = h.ring[over-1].rev
@@ -206,7 +222,7 @@ func encodeFrame(remove bool, rev int64, resource []byte) []byte {
 // (0: from now). If the ring no longer reaches back that far, the
 // subscription first replays from etcd.
 func (h *hub) subscribe(since int64, f *filter, buffer int) *subscription {
-	s := &subscription{hub: h, filter: f, ch: make(chan *event, buffer), dead: make(chan struct{})}
+	s := &subscription{hub: h, filter: f, ch: make(chan delivery, buffer), dead: make(chan struct{})}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -218,13 +234,13 @@ func (h *hub) subscribe(since int64, f *filter, buffer int) *subscription {
 			since = h.lastRev
 		}
 		s.minRev = since
-		h.subs[s] = struct{}{}
+		h.subs.add(s)
 		return s
 	}
 	if since >= h.floor {
 		s.backlog = h.ringAfter(since)
 		s.minRev = h.lastRev
-		h.subs[s] = struct{}{}
+		h.subs.add(s)
 		return s
 	}
 	s.catchUpFrom = since
@@ -257,13 +273,13 @@ func (h *hub) join(s *subscription, delivered int64) bool {
 	// The catch-up watch may be ahead of the hub's own: what it delivered
 	// must not come again from the live stream.
 	s.minRev = max(h.lastRev, delivered)
-	h.subs[s] = struct{}{}
+	h.subs.add(s)
 	return true
 }
 
 func (h *hub) unsubscribe(s *subscription) {
 	h.mu.Lock()
-	delete(h.subs, s)
+	h.subs.remove(s)
 	h.mu.Unlock()
 }
 
@@ -271,14 +287,14 @@ func (h *hub) close(reason string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.closed = true
-	for s := range h.subs {
+	for s := range h.subs.all {
 		s.kill(api.EventError, reason)
 	}
-	h.subs = map[*subscription]struct{}{}
+	h.subs = newSubIndex()
 }
 
 func (h *hub) subscribers() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return len(h.subs)
+	return h.subs.len()
 }

@@ -3,7 +3,12 @@ package server
 import (
 	"bufio"
 	"context"
+	"errors"
+	"io"
+	"net"
 	"net/http"
+	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -25,10 +30,59 @@ func parseSince(r *http.Request) (int64, *api.Error) {
 	return n, nil
 }
 
-// ndjsonSink writes one frame per line.
+// defaultStreamWriteTimeout is Options.StreamWriteTimeout when unset.
+const defaultStreamWriteTimeout = 10 * time.Second
+
+func (s *Server) streamWriteTimeout() time.Duration {
+	if s.opts.StreamWriteTimeout > 0 {
+		return s.opts.StreamWriteTimeout
+	}
+	return defaultStreamWriteTimeout
+}
+
+// ndjsonSink writes one frame per line. Every write to the connection has a
+// deadline, so a client that stops reading ends the stream instead of
+// pinning its goroutine (and its queue) forever.
 type ndjsonSink struct {
-	bw *bufio.Writer
-	fl http.Flusher
+	bw      *bufio.Writer
+	rc      *http.ResponseController
+	timeout time.Duration
+	armed   time.Time // when the deadline was last pushed out
+}
+
+func newNDJSONSink(w http.ResponseWriter, timeout time.Duration) *ndjsonSink {
+	n := &ndjsonSink{rc: http.NewResponseController(w), timeout: timeout}
+	n.bw = bufio.NewWriterSize(deadlineWriter{n, w}, 32<<10)
+	return n
+}
+
+// arm pushes the write deadline out to timeout from now. Moving a deadline
+// costs a timer update, so it moves at most every quarter timeout: a write
+// may fail after three quarters of the timeout, never later than all of it.
+func (n *ndjsonSink) arm() error {
+	now := time.Now()
+	if now.Sub(n.armed) < n.timeout/4 {
+		return nil
+	}
+	n.armed = now
+	if err := n.rc.SetWriteDeadline(now.Add(n.timeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	return nil
+}
+
+// deadlineWriter arms the deadline before every write that reaches the
+// connection (the bufio.Writer writes through when its buffer fills).
+type deadlineWriter struct {
+	n *ndjsonSink
+	w io.Writer
+}
+
+func (d deadlineWriter) Write(b []byte) (int, error) {
+	if err := d.n.arm(); err != nil {
+		return 0, err
+	}
+	return d.w.Write(b)
 }
 
 func (n *ndjsonSink) writeFrame(b []byte) error {
@@ -40,8 +94,10 @@ func (n *ndjsonSink) flush() error {
 	if err := n.bw.Flush(); err != nil {
 		return err
 	}
-	n.fl.Flush()
-	return nil
+	if err := n.arm(); err != nil {
+		return err
+	}
+	return n.rc.Flush()
 }
 
 func (s *Server) watchNDJSON(w http.ResponseWriter, r *http.Request, f *filter) {
@@ -50,8 +106,7 @@ func (s *Server) watchNDJSON(w http.ResponseWriter, r *http.Request, f *filter) 
 		writeError(w, aerr)
 		return
 	}
-	fl, ok := w.(http.Flusher)
-	if !ok {
+	if _, ok := w.(http.Flusher); !ok {
 		writeError(w, api.NewError(http.StatusInternalServerError, api.CodeInternal, "", "streaming unsupported"))
 		return
 	}
@@ -59,33 +114,73 @@ func (s *Server) watchNDJSON(w http.ResponseWriter, r *http.Request, f *filter) 
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
-	fl.Flush()
-	sink := &ndjsonSink{bw: bufio.NewWriterSize(w, 32<<10), fl: fl}
-	if err := sub.stream(r.Context(), sink, s.opts.PingInterval); err != nil {
-		s.log.Debug("watch ended", "err", err)
+	sink := newNDJSONSink(w, s.streamWriteTimeout())
+	err := sink.flush()
+	if err == nil {
+		err = sub.stream(r.Context(), sink, s.opts.PingInterval)
 	}
+	s.streamEnded(r, err)
+}
+
+// streamEnded logs why a stream ended. A write that timed out means the
+// client stopped reading: it is cut off and counted as a slow subscriber.
+func (s *Server) streamEnded(r *http.Request, err error) {
+	if err == nil {
+		return
+	}
+	var ne net.Error
+	if errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
+		s.metrics.slowSubscribers.Inc()
+		key := ""
+		if p := principalFrom(r.Context()); p != nil {
+			key = p.accessKey
+		}
+		s.log.Info("event stream cut off: the client took no data within the write timeout", "key", key, "remote", r.RemoteAddr, "timeout", s.streamWriteTimeout())
+		return
+	}
+	s.log.Debug("event stream ended", "err", err)
 }
 
 var upgrader = websocket.Upgrader{
 	ReadBufferSize:  1024,
 	WriteBufferSize: 32 << 10,
-	// Requests are authenticated by header, which browsers do not attach
-	// cross-site on their own, so the origin need not be checked.
-	CheckOrigin: func(*http.Request) bool { return true },
+	CheckOrigin:     sameOrigin,
 }
 
-type wsSink struct{ c *websocket.Conn }
+// sameOrigin accepts a WebSocket handshake with no Origin (a program, not a
+// browser) or one whose Origin is the host it was sent to. Browsers resend
+// Basic credentials to a site on their own, so a page elsewhere must not be
+// able to open an authenticated stream.
+func sameOrigin(r *http.Request) bool {
+	origin := r.Header["Origin"]
+	if len(origin) == 0 {
+		return true
+	}
+	u, err := url.Parse(origin[0])
+	return err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host)
+}
+
+type wsSink struct {
+	c       *websocket.Conn
+	timeout time.Duration
+}
 
 func (wsSink) flush() error { return nil } // each message is written whole
 
 func (ws wsSink) writeFrame(b []byte) error {
-	ws.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	ws.c.SetWriteDeadline(time.Now().Add(ws.timeout))
 	return ws.c.WriteMessage(websocket.TextMessage, b)
 }
 
 // subscribeWS serves GET /v1/subscribe?types=host,container&since=REV.
+// Everything that can be refused is refused before the upgrade, with the
+// same JSON errors as the NDJSON watch.
 func (s *Server) subscribeWS(w http.ResponseWriter, r *http.Request) {
 	p := principalFrom(r.Context())
+	if !sameOrigin(r) {
+		writeError(w, api.NewError(http.StatusForbidden, api.CodeForbidden, "Origin", "a WebSocket from origin %q may not subscribe on %q: only same-origin pages (or clients sending no Origin) may", r.Header.Get("Origin"), r.Host))
+		return
+	}
 	f, aerr := filterFromQuery(r, p)
 	if aerr != nil {
 		writeError(w, aerr)
@@ -101,6 +196,10 @@ func (s *Server) subscribeWS(w http.ResponseWriter, r *http.Request) {
 					writeError(w, api.NewError(http.StatusBadRequest, api.CodeInvalidField, "types", "unknown type %q in types", t))
 					return
 				}
+			}
+			if !p.canRead(k.Collection) {
+				writeError(w, forbidden(p, "read "+k.Collection))
+				return
 			}
 			f.collections[k.Collection] = true
 		}
@@ -128,7 +227,7 @@ func (s *Server) subscribeWS(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	sub := s.hub.subscribe(since, f, s.opts.SubscriberBuffer)
-	err = sub.stream(ctx, wsSink{conn}, s.opts.PingInterval)
+	err = sub.stream(ctx, wsSink{conn, s.streamWriteTimeout()}, s.opts.PingInterval)
 	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
 	select {
 	case <-sub.dead: // closed before deathCause is read: no race
@@ -136,7 +235,5 @@ func (s *Server) subscribeWS(w http.ResponseWriter, r *http.Request) {
 	default:
 	}
 	conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
-	if err != nil {
-		s.log.Debug("subscription ended", "err", err)
-	}
+	s.streamEnded(r, err)
 }

@@ -15,15 +15,21 @@ import (
 )
 
 // subscription is one client's event stream. The hub offers it live events
-// without ever blocking: a subscriber whose queue is full is cut off with a
-// reason instead of making the server hold an unbounded backlog.
+// without ever blocking and queues only those its filter matches: a
+// subscriber whose queue is full is cut off with a reason instead of making
+// the server hold an unbounded backlog.
 type subscription struct {
 	hub         *hub
 	filter      *filter
-	ch          chan *event
+	ch          chan delivery
 	backlog     []*event
-	minRev      int64 // live events at or below this were in the backlog
-	catchUpFrom int64 // replay from etcd first, from this revision on
+	minRev      int64     // live events at or below this were in the backlog
+	catchUpFrom int64     // replay from etcd first, from this revision on
+	slots       []subSlot // where the hub's index files it (hub.mu)
+
+	// mark is the revision the last ping carried: every event the filter
+	// matches up to it has been written. Only the stream goroutine uses it.
+	mark int64
 
 	dead       chan struct{}
 	once       sync.Once
@@ -31,14 +37,25 @@ type subscription struct {
 	deathCause string
 }
 
-// offer is called with the hub locked. It reports false when the subscriber
-// is too slow and has been cut off.
+// delivery is one frame queued for a subscriber.
+type delivery struct {
+	rev   int64
+	frame []byte
+}
+
+// offer is called with the hub locked. It queues what the subscriber is to
+// send for ev, if anything, and reports false when the subscriber is too slow
+// and has been cut off.
 func (s *subscription) offer(ev *event) bool {
 	if ev.rev <= s.minRev {
 		return true
 	}
+	f, ok := s.filter.frame(ev)
+	if !ok {
+		return true
+	}
 	select {
-	case s.ch <- ev:
+	case s.ch <- delivery{ev.rev, f}:
 		return true
 	default:
 		s.kill(api.EventError, "subscriber fell "+strconv.Itoa(cap(s.ch))+" events behind and was disconnected; resubscribe with since=<last revision received>")
@@ -69,9 +86,8 @@ const flushCoalesce = 5 * time.Millisecond
 // those three conditions.
 func (s *subscription) stream(ctx context.Context, sink frameSink, pingEvery time.Duration) error {
 	defer s.hub.unsubscribe(s)
-	ping := []byte(`{"name":"ping"}`)
 	if s.catchUpFrom != 0 {
-		resynced, err := s.catchUp(ctx, sink)
+		resynced, err := s.catchUp(ctx, sink, pingEvery)
 		if err != nil || resynced {
 			return err
 		}
@@ -87,6 +103,8 @@ func (s *subscription) stream(ctx context.Context, sink frameSink, pingEvery tim
 	if err := sink.flush(); err != nil {
 		return err
 	}
+	// The backlog held everything up to minRev the hub will not queue.
+	s.mark = max(s.mark, s.minRev)
 	t := time.NewTicker(pingEvery)
 	defer t.Stop()
 	// Flushes are coalesced: at once if the last was flushCoalesce ago or
@@ -108,15 +126,13 @@ func (s *subscription) stream(ctx context.Context, sink frameSink, pingEvery tim
 	}()
 	for {
 		select {
-		case ev := <-s.ch:
-			if f, ok := s.filter.frame(ev); ok {
-				if err := sink.writeFrame(f); err != nil {
-					return err
-				}
-				dirty = true
-				s.hub.metrics.delivered.Inc()
+		case d := <-s.ch:
+			if err := sink.writeFrame(d.frame); err != nil {
+				return err
 			}
-			if dirty && len(s.ch) == 0 && flushC == nil {
+			dirty = true
+			s.hub.metrics.delivered.Inc()
+			if len(s.ch) == 0 && flushC == nil {
 				if wait := flushCoalesce - time.Since(lastFlush); wait <= 0 {
 					if err := flush(); err != nil {
 						return err
@@ -138,7 +154,7 @@ func (s *subscription) stream(ctx context.Context, sink frameSink, pingEvery tim
 				}
 			}
 		case <-t.C:
-			if err := sink.writeFrame(ping); err != nil {
+			if err := sink.writeFrame(pingFrame(s.bookmark())); err != nil {
 				return err
 			}
 			if err := flush(); err != nil {
@@ -149,11 +165,9 @@ func (s *subscription) stream(ctx context.Context, sink frameSink, pingEvery tim
 		drain:
 			for {
 				select {
-				case ev := <-s.ch:
-					if f, ok := s.filter.frame(ev); ok {
-						if err := sink.writeFrame(f); err != nil {
-							return err
-						}
+				case d := <-s.ch:
+					if err := sink.writeFrame(d.frame); err != nil {
+						return err
 					}
 				default:
 					break drain
@@ -170,11 +184,40 @@ func (s *subscription) stream(ctx context.Context, sink frameSink, pingEvery tim
 	}
 }
 
+// bookmark returns the revision the next ping carries: the subscriber has
+// been sent every event its filter matches up to it. When its queue is empty
+// that is the hub's last revision, since the hub queues matching events under
+// the same lock as it moves that revision; otherwise the last mark stands
+// (the next queued event may share a revision with the last one sent).
+// Marks never go backwards.
+func (s *subscription) bookmark() int64 {
+	h := s.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	select {
+	case <-s.dead: // the hub queues nothing more for it
+	default:
+		if len(s.ch) == 0 {
+			s.mark = max(s.mark, h.lastRev)
+		}
+	}
+	return s.mark
+}
+
+// pingFrame is {"name":"ping","revision":N}.
+func pingFrame(rev int64) []byte {
+	b := append(make([]byte, 0, 48), `{"name":"`+api.EventPing+`","revision":`...)
+	b = strconv.AppendInt(b, rev, 10)
+	return append(b, '}')
+}
+
 // catchUp replays history from etcd until the hub's ring reaches back far
-// enough to take over. It reports whether it sent a resync instead.
-func (s *subscription) catchUp(ctx context.Context, sink frameSink) (bool, error) {
+// enough to take over. It reports whether it sent a resync instead. Pings go
+// out meanwhile, marked with the revision replayed so far.
+func (s *subscription) catchUp(ctx context.Context, sink frameSink, pingEvery time.Duration) (bool, error) {
 	h := s.hub
 	delivered := s.catchUpFrom
+	s.mark = delivered
 	if h.join(s, delivered) {
 		return false, nil
 	}
@@ -184,6 +227,8 @@ func (s *subscription) catchUp(ctx context.Context, sink frameSink) (bool, error
 	wch := h.st.cli.Watch(wctx, objPrefix, clientv3.WithPrefix(), clientv3.WithRev(delivered+1), clientv3.WithPrevKV(), clientv3.WithProgressNotify())
 	idle := time.NewTimer(300 * time.Millisecond)
 	defer idle.Stop()
+	ping := time.NewTicker(pingEvery)
+	defer ping.Stop()
 	for {
 		select {
 		case wr, ok := <-wch:
@@ -229,63 +274,19 @@ func (s *subscription) catchUp(ctx context.Context, sink frameSink) (bool, error
 			// No news: ask etcd how far this watch has got.
 			_ = h.st.cli.RequestProgress(wctx)
 			idle.Reset(300 * time.Millisecond)
+		case <-ping.C:
+			// A watch response is written whole before delivered moves.
+			s.mark = max(s.mark, delivered)
+			if err := sink.writeFrame(pingFrame(s.mark)); err != nil {
+				return false, err
+			}
+			if err := sink.flush(); err != nil {
+				return false, err
+			}
 		case <-s.dead:
 			return false, nil
 		case <-ctx.Done():
 			return false, nil
 		}
 	}
-}
-
-// filter decides what one subscriber sees: the types it asked for, its
-// selectors, and what its role allows.
-type filter struct {
-	collections map[string]bool // nil: all
-	selector    api.Selector
-	stackID     string
-	serviceID   string
-	hostID      string
-	scope       *principal
-}
-
-func (f *filter) allowsCollection(coll string) bool {
-	if f.collections != nil && !f.collections[coll] {
-		return false
-	}
-	return f.scope == nil || f.scope.canRead(coll)
-}
-
-func (f *filter) matches(coll, id string, fl *eventFields) bool {
-	if f.scope != nil && !f.scope.canSee(coll, id, fl.Spec.HostID) {
-		return false
-	}
-	if f.stackID != "" && fl.Spec.StackID != f.stackID && !(coll == "stacks" && id == f.stackID) {
-		return false
-	}
-	if f.serviceID != "" && fl.Spec.ServiceID != f.serviceID {
-		return false
-	}
-	if f.hostID != "" && fl.Spec.HostID != f.hostID {
-		return false
-	}
-	return f.selector.Matches(fl.Labels)
-}
-
-// frame returns what to send for ev, if anything. An object that stops
-// matching is sent as a removal, as Kubernetes watches do.
-func (f *filter) frame(ev *event) ([]byte, bool) {
-	if !f.allowsCollection(ev.collection) {
-		return nil, false
-	}
-	if ev.remove {
-		return ev.frame, f.matches(ev.collection, ev.id, &ev.cur)
-	}
-	if f.matches(ev.collection, ev.id, &ev.cur) {
-		return ev.frame, true
-	}
-	if ev.hasPrev && f.matches(ev.collection, ev.id, &ev.prev) {
-		resource := ev.frame[len(`{"name":"resource.change","revision":`)+len(strconv.FormatInt(ev.rev, 10))+len(`,"resource":`) : len(ev.frame)-1]
-		return encodeFrame(true, ev.rev, resource), true
-	}
-	return nil, false
 }
