@@ -51,18 +51,38 @@ func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
 	defer cancel()
 	reg := prometheus.NewRegistry()
 	o.Gatherers = []prometheus.Gatherer{reg}
-	srv, err := server.Start(ctx, o)
+	// The API outlives the controllers at shutdown, so they can release
+	// their lease and another server takes over at once.
+	srvCtx, stopServer := context.WithCancel(context.Background())
+	defer stopServer()
+	srv, err := server.Start(srvCtx, o)
 	if err != nil {
 		return err
 	}
-	if runControllers {
+	ctrlCtx, stopControllers := context.WithCancel(ctx)
+	defer stopControllers()
+	ctrlDone := make(chan struct{})
+	go func() {
+		defer close(ctrlDone)
+		if !runControllers {
+			return
+		}
 		co.Credentials, co.Logger, co.Registry = srv.ControllerCredentialsPath(), log, reg
-		go func() {
-			if err := controllers.Run(ctx, co); err != nil && ctx.Err() == nil {
-				log.Error("controllers failed", "err", err)
-			}
-		}()
+		if err := controllers.Run(ctrlCtx, co); err != nil && ctrlCtx.Err() == nil {
+			log.Error("controllers failed", "err", err)
+		}
+	}()
+	select {
+	case <-ctx.Done():
+	case <-srv.Done():
 	}
+	stopControllers()
+	select {
+	case <-ctrlDone:
+	case <-time.After(10 * time.Second):
+		log.Warn("controllers did not stop within 10s")
+	}
+	stopServer()
 	<-srv.Done()
 	return srv.Err()
 }
