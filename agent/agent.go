@@ -186,7 +186,7 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	t := time.NewTicker(a.opts.Heartbeat)
 	defer t.Stop()
 	var reported string
-	var leaseID string
+	lease := &LeaseRenewer{Engine: a.eng, HostID: a.host.ID, Duration: 3 * a.opts.Heartbeat}
 	for {
 		info, err := a.docker.Info(ctx)
 		st := map[string]any{}
@@ -205,7 +205,7 @@ func (a *Agent) heartbeat(ctx context.Context) {
 				a.log.Debug("host status not reported (will retry)", "err", err)
 			}
 		}
-		if err := a.renewLease(ctx, &leaseID); err != nil && ctx.Err() == nil {
+		if err := lease.Renew(ctx); err != nil && ctx.Err() == nil {
 			a.log.Debug("lease renewal failed", "err", err)
 		}
 		select {
@@ -216,21 +216,31 @@ func (a *Agent) heartbeat(ctx context.Context) {
 	}
 }
 
-func (a *Agent) renewLease(ctx context.Context, id *string) error {
-	if *id == "" {
-		ls, _, err := a.eng.Leases().List(ctx, client.ListOptions{Name: api.HostLeaseName(a.host.ID)})
+// LeaseRenewer renews a host's liveness lease with the host's agent key.
+type LeaseRenewer struct {
+	Engine *client.Client
+	HostID string
+	// Duration is the lease's validity, a few renewal intervals.
+	Duration time.Duration
+	id       string
+}
+
+// Renew writes the lease's renewal time; it finds the lease on first use.
+func (r *LeaseRenewer) Renew(ctx context.Context) error {
+	if r.id == "" {
+		ls, _, err := r.Engine.Leases().List(ctx, client.ListOptions{Name: api.HostLeaseName(r.HostID)})
 		if err != nil {
 			return err
 		}
 		if len(ls) == 0 {
-			return fmt.Errorf("agent: host %s has no lease; register again", a.host.Name)
+			return fmt.Errorf("agent: host %s has no lease; register again", r.HostID)
 		}
-		*id = ls[0].ID
+		r.id = ls[0].ID
 	}
 	now := time.Now().UTC()
-	_, err := a.eng.Leases().Patch(ctx, *id, map[string]any{"spec": map[string]any{"renewTime": now, "leaseDurationSeconds": int(max(3*a.opts.Heartbeat, time.Second) / time.Second)}})
+	_, err := r.Engine.Leases().Patch(ctx, r.id, map[string]any{"spec": map[string]any{"renewTime": now, "leaseDurationSeconds": int(max(r.Duration, time.Second) / time.Second)}})
 	if api.IsNotFound(err) {
-		*id = ""
+		r.id = ""
 	}
 	return err
 }
