@@ -462,19 +462,27 @@ func TestCacheIgnoresBadSnapshots(t *testing.T) {
 			}
 		})
 	}
-	// The good snapshot, for contrast: the test above would pass if no
-	// snapshot were ever loaded.
-	f := newFakeEngine(t, listBody(3, stack("a", 2)))
+}
+
+// A good snapshot is served at once and followed by a watch from its
+// revision; a resync then reports the difference between the snapshot and
+// the server. (This is also the contrast that shows the test above would
+// fail if snapshots were never loaded.)
+func TestCacheStartsFromSnapshotThenResyncs(t *testing.T) {
+	f := newFakeEngine(t, listBody(12, stack("a", 11), stack("kept", 5)))
 	path := filepath.Join(t.TempDir(), "stacks.json")
-	if err := os.WriteFile(path, []byte(good("stacks")), 0o600); err != nil {
+	snap := `{"collection":"stacks","revision":9,"items":[{"type":"stack","id":"old","name":"old","revision":9},{"type":"stack","id":"kept","name":"kept","revision":5}]}`
+	if err := os.WriteFile(path, []byte(snap), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c := client.NewCache(f.client().Stacks(), client.ListOptions{}, client.Handlers[api.Stack]{}, testenv.Logger())
+	var rec recorder
+	c := client.NewCache(f.client().Stacks(), client.ListOptions{}, rec.handlers(), testenv.Logger())
 	c.SetSnapshot(path)
 	runCache(t, c)
 	waitSynced(t, c, 15*time.Second)
+	wantCalls(t, "snapshot", rec.take(), []string{"add kept@5", "add old@9"})
 	if _, ok := c.Get("old"); !ok || !c.FromSnapshot() {
-		t.Fatalf("good snapshot not loaded: cached %v, FromSnapshot %v", names(c.List()), c.FromSnapshot())
+		t.Fatalf("snapshot not loaded: cached %v, FromSnapshot %v", names(c.List()), c.FromSnapshot())
 	}
 	eventually(t, "the watch from the snapshot's revision", func() bool { return len(f.watchSinces()) > 0 })
 	if s := f.watchSinces(); s[0] != 8 {
@@ -482,6 +490,13 @@ func TestCacheIgnoresBadSnapshots(t *testing.T) {
 	}
 	if n := c.Relists.Load(); n != 0 {
 		t.Fatalf("%d lists; a good snapshot needs none", n)
+	}
+
+	f.watch(false, frame(api.EventResync, 0, nil))
+	eventually(t, "the relist", func() bool { return c.Relists.Load() == 1 })
+	wantCalls(t, "resync", sorted(rec.take()), []string{"add a@11", "delete old"})
+	if c.FromSnapshot() {
+		t.Fatal("FromSnapshot after a list")
 	}
 }
 
