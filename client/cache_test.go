@@ -377,6 +377,7 @@ func TestCacheSkipsUndecodableFrames(t *testing.T) {
 	badSpec := `{"name":"resource.change","revision":5,"resource":{"type":"stack","id":"b","revision":5,"spec":7}}` + "\n"
 	f.watch(false,
 		change("a", 4),
+		"\n", // blank: not a frame, not an error
 		"this is not json\n",
 		badSpec,
 	)

@@ -358,13 +358,17 @@ func (e *FrameError) Unwrap() error { return e.Err }
 // a live stream from a dead one. A frame that cannot be decoded is returned
 // as a *FrameError, after which the stream can still be read.
 func (w *Watcher[T]) Next() (Event[T], error) {
-	line, err := w.rd.ReadBytes('\n')
-	if err != nil {
-		// A line without its newline is a frame cut off by a broken
-		// stream, not a bad frame: the caller must reconnect, not skip it.
-		return Event[T]{}, fmt.Errorf("client: watch stream ended: %w", err)
+	var line []byte
+	for len(bytes.TrimSpace(line)) == 0 { // blank lines are no frames
+		var err error
+		line, err = w.rd.ReadBytes('\n')
+		if err != nil {
+			// A line without its newline is a frame cut off by a broken
+			// stream, not a bad frame: the caller must reconnect, not skip it.
+			return Event[T]{}, fmt.Errorf("client: watch stream ended: %w", err)
+		}
+		w.idle.Reset(w.limit)
 	}
-	w.idle.Reset(w.limit)
 	var raw api.Event
 	if err := json.Unmarshal(line, &raw); err != nil {
 		return Event[T]{}, &FrameError{Err: err, frame: line}
