@@ -212,6 +212,20 @@ type ServiceStatus struct {
 	// DesiredReplicas and ReadyReplicas count a Kubernetes workload's pods.
 	DesiredReplicas int `json:"desiredReplicas,omitempty"`
 	ReadyReplicas   int `json:"readyReplicas,omitempty"`
+	// Upgrade is the rolling upgrade's progress, kept by the upgrade
+	// controller so a restart resumes at the same batch.
+	Upgrade *UpgradeStatus `json:"upgrade,omitempty"`
+}
+
+// UpgradeStatus is a rolling upgrade in progress.
+type UpgradeStatus struct {
+	// Surge is how many units the service may run above its scale while a
+	// start-first batch's replacements start beside the old units.
+	Surge int `json:"surge,omitempty"`
+	// BatchStartedAt paces batches by the upgrade interval.
+	BatchStartedAt *time.Time `json:"batchStartedAt,omitempty"`
+	// Outdated counts the units still running an older launch config.
+	Outdated int `json:"outdated,omitempty"`
 }
 
 // Endpoint is one ready address behind a service.

@@ -1,6 +1,7 @@
 // Package controllers runs the engine's controllers: the garbage collector,
-// host lifecycle (leases to host states) and the scheduler (stack files to
-// services, placement and rolling upgrades). They talk to the engine API
+// host lifecycle (leases to host states), stack (compose files to services),
+// placement (services to containers on hosts) and upgrade (rolling
+// upgrades), each on the shared harness. They talk to the engine API
 // with a service-role key like any other component, and one leader among
 // the servers sharing a store runs them, elected through an engine lease.
 package controllers
@@ -20,7 +21,9 @@ import (
 	"github.com/drover/drover/controllers/gc"
 	"github.com/drover/drover/controllers/harness"
 	"github.com/drover/drover/controllers/hostlifecycle"
-	"github.com/drover/drover/scheduler"
+	"github.com/drover/drover/controllers/placement"
+	"github.com/drover/drover/controllers/stack"
+	"github.com/drover/drover/controllers/upgrade"
 )
 
 // Options configure the controllers.
@@ -35,9 +38,9 @@ type Options struct {
 	Identity string
 	// LeaseDuration is how long a silent leader keeps leadership (default 15s).
 	LeaseDuration time.Duration
-	// Scheduler runs the stack and placement controllers (default on; the
-	// API tests turn it off to keep their objects to themselves).
-	NoScheduler bool
+	// NoScheduler leaves out the stack, placement and upgrade controllers
+	// (tests of the other controllers keep their objects to themselves).
+	NoScheduler   bool
 	HostLifecycle hostlifecycle.Options
 }
 
@@ -89,12 +92,23 @@ func Run(ctx context.Context, o Options) error {
 		hl.Engine, hl.Logger, hl.Metrics = hlEng, o.Logger, m
 		g.Go(func() error { return hostlifecycle.New(hl).Run(gctx) })
 		if !o.NoScheduler {
-			schEng, err := engine("scheduler")
-			if err != nil {
-				runErr = err
-				return
+			for _, name := range []string{stack.Name, placement.Name, upgrade.Name} {
+				eng, err := engine(name)
+				if err != nil {
+					runErr = err
+					return
+				}
+				switch name {
+				case stack.Name:
+					g.Go(func() error { return stack.New(stack.Options{Engine: eng, Logger: o.Logger, Metrics: m}).Run(gctx) })
+				case placement.Name:
+					g.Go(func() error {
+						return placement.New(placement.Options{Engine: eng, Logger: o.Logger, Metrics: m}).Run(gctx)
+					})
+				case upgrade.Name:
+					g.Go(func() error { return upgrade.New(upgrade.Options{Engine: eng, Logger: o.Logger, Metrics: m}).Run(gctx) })
+				}
 			}
-			g.Go(func() error { return scheduler.New(scheduler.Options{Engine: schEng, Logger: o.Logger}).Run(gctx) })
 		}
 		if err := g.Wait(); err != nil && ctx.Err() == nil {
 			o.Logger.Error("controllers stopped", "err", err)

@@ -4,8 +4,10 @@
 // primary's host, and unschedulable or lost hosts get nothing new.
 //
 // Plan is a pure function of the desired and observed state, so decisions
-// are testable and benchmarkable without a store; Controller (controller.go)
-// feeds it from the engine's watch caches and applies what it returns.
+// are testable and benchmarkable without a store; the placement controller
+// (controllers/placement) feeds it from the engine's watch caches and
+// applies what it returns, and the upgrade controller (controllers/upgrade)
+// uses the unit helpers here.
 package scheduler
 
 import (
@@ -59,6 +61,16 @@ type Plan struct {
 type State struct {
 	Hosts          []*Host
 	HostContainers map[string][]*api.Container
+	// On, if set, is used instead of HostContainers: the placement
+	// controller answers from its cache indexes without building a map.
+	On func(hostID string) []*api.Container
+}
+
+func (st *State) containersOn(hostID string) []*api.Container {
+	if st.On != nil {
+		return st.On(hostID)
+	}
+	return st.HostContainers[hostID]
 }
 
 // unitsOf groups a service's containers by deployment unit.
@@ -141,7 +153,18 @@ func PlanService(svc *api.Service, ctrs []*api.Container, st *State, newUnit fun
 	if svc.Spec.Scale != nil {
 		want = *svc.Spec.Scale
 	}
-	// Too many: remove the highest indexes.
+	if u := svc.Status.Upgrade; u != nil {
+		want += u.Surge // a start-first batch runs beside the old units
+	}
+	// Too many: remove units running an older launch config first, then
+	// the highest indexes.
+	sort.SliceStable(keep, func(i, j int) bool {
+		oi, oj := unitOutdated(svc, keep[i]), unitOutdated(svc, keep[j])
+		if oi != oj {
+			return oj
+		}
+		return keep[i].Index < keep[j].Index
+	})
 	for len(keep) > want {
 		u := keep[len(keep)-1]
 		keep = keep[:len(keep)-1]
@@ -189,7 +212,7 @@ func match(h *Host, r stacks.Rule, st *State, svc *api.Service) bool {
 		v, ok := h.Labels[r.Key]
 		return ok && v == r.Value
 	case stacks.OnContainerLabel:
-		for _, c := range st.HostContainers[h.ID] {
+		for _, c := range st.containersOn(h.ID) {
 			if c.Spec.ServiceID == svc.ID {
 				continue // a service is never its own affinity
 			}
@@ -205,7 +228,7 @@ func match(h *Host, r stacks.Rule, st *State, svc *api.Service) bool {
 			}
 		}
 	case stacks.OnContainer:
-		for _, c := range st.HostContainers[h.ID] {
+		for _, c := range st.containersOn(h.ID) {
 			if c.Name == r.Value || c.ID == r.Value {
 				return true
 			}
@@ -230,7 +253,7 @@ func choose(st *State, rules []stacks.Rule, svc *api.Service, placed map[string]
 				soft++
 			}
 		}
-		key := [4]int{-soft, placed[h.ID], len(st.HostContainers[h.ID]), 0}
+		key := [4]int{-soft, placed[h.ID], len(st.containersOn(h.ID)), 0}
 		if best == nil || less(key, bestKey) || (key == bestKey && h.Name < best.Name) {
 			best, bestKey = h, key
 		}
