@@ -578,6 +578,33 @@ func TestIntegrationCacheListAndWatch(t *testing.T) {
 	}
 }
 
+// A filtered cache keeps up with the store's revision through the server's
+// ping bookmarks, though no event it gets moves it.
+func TestIntegrationCachePingBookmark(t *testing.T) {
+	integration(t)
+	_, c := testenv.StartServer(t, server.Options{PingInterval: 200 * time.Millisecond})
+	web, err := c.Networks().Create(context.Background(), &api.Network{Meta: api.Meta{Name: "web", Labels: map[string]string{"tier": "web"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec recorder
+	cache := client.NewCache(c.Networks(), client.ListOptions{LabelSelector: "tier=web"}, recordInto[api.Network](&rec), testenv.Logger())
+	runCache(t, cache)
+	waitSynced(t, cache, 30*time.Second)
+	wantCalls(t, "list", rec.take(), []string{fmt.Sprintf("add web@%d", web.Revision)})
+	var last *api.Network
+	for i := range 5 {
+		last = mustNetwork(t, c, fmt.Sprintf("other%d", i))
+	}
+	eventually(t, "a bookmark past the unmatched writes", func() bool { return cache.Revision() >= last.Revision })
+	if calls := rec.take(); len(calls) != 0 {
+		t.Fatalf("writes outside the filter called handlers: %q", calls)
+	}
+	if got := names(cache.List()); !slices.Equal(got, []string{"web"}) {
+		t.Fatalf("cached %v, want only web", got)
+	}
+}
+
 // A cache whose server comes back after the history it needs was compacted
 // is told to resync, relists, and reports exactly the difference.
 func TestIntegrationCacheResync(t *testing.T) {
