@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -386,26 +387,56 @@ func (s *Server) purge(ctx context.Context, kind api.Kind, obj api.Object) (int6
 }
 
 // denormalize fills fields derived from other objects before a create: a
-// container of a service belongs to that service's stack.
+// container of a service belongs to that service's stack. A service's stack
+// never changes and ids are never reused, so the answer is remembered; the
+// create's transaction still checks that the service exists.
 func (s *Server) denormalize(ctx context.Context, coll string, obj api.Object) *api.Error {
 	c, ok := obj.(*api.Container)
 	if !ok || c.Spec.ServiceID == "" {
 		return nil
 	}
-	raw, _, err := s.st.get(ctx, "services", c.Spec.ServiceID)
-	if err == errNotFound {
-		return api.NewError(http.StatusUnprocessableEntity, api.CodeInvalidReference, "spec.serviceId", "spec.serviceId: service %q does not exist", c.Spec.ServiceID)
-	} else if err != nil {
-		return storeError(err)
+	stackID, known := s.serviceStacks.get(c.Spec.ServiceID)
+	if !known {
+		raw, _, err := s.st.get(ctx, "services", c.Spec.ServiceID)
+		if err == errNotFound {
+			return api.NewError(http.StatusUnprocessableEntity, api.CodeInvalidReference, "spec.serviceId", "spec.serviceId: service %q does not exist", c.Spec.ServiceID)
+		} else if err != nil {
+			return storeError(err)
+		}
+		var svc api.Service
+		if err := json.Unmarshal(raw, &svc); err != nil {
+			return internalError(err)
+		}
+		stackID = svc.Spec.StackID
+		s.serviceStacks.put(c.Spec.ServiceID, stackID)
 	}
-	var svc api.Service
-	if err := json.Unmarshal(raw, &svc); err != nil {
-		return internalError(err)
+	if c.Spec.StackID != "" && c.Spec.StackID != stackID {
+		return invalid("spec.stackId", "is %q but service %s is in stack %q; leave it out", c.Spec.StackID, c.Spec.ServiceID, stackID)
 	}
-	if c.Spec.StackID != "" && c.Spec.StackID != svc.Spec.StackID {
-		return invalid("spec.stackId", "is %q but service %s is in stack %q; leave it out", c.Spec.StackID, svc.ID, svc.Spec.StackID)
-	}
-	c.Spec.StackID = svc.Spec.StackID
+	c.Spec.StackID = stackID
 	return nil
 }
 
+// idMap remembers immutable facts by id, up to a bound (then it starts over).
+type idMap struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+const idMapMax = 100000
+
+func (m *idMap) get(id string) (string, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	v, ok := m.m[id]
+	return v, ok
+}
+
+func (m *idMap) put(id, v string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.m == nil || len(m.m) >= idMapMax {
+		m.m = map[string]string{}
+	}
+	m.m[id] = v
+}

@@ -94,6 +94,9 @@ type Server struct {
 	http    *http.Server
 	url     string
 
+	// serviceStacks remembers each service's stack for container creates.
+	serviceStacks idMap
+
 	cancel context.CancelFunc
 	done   chan struct{}
 	mu     sync.Mutex
@@ -398,4 +401,3 @@ func Run(ctx context.Context, opts Options) error {
 	<-s.Done()
 	return s.Err()
 }
-

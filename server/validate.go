@@ -20,7 +20,7 @@ import (
 
 // ref is a hard reference from one object to another: the parent must exist
 // (and not be being deleted) when the child is written, and deleting the
-// parent deletes the child.
+// parent makes the garbage collector delete the child.
 type ref struct {
 	field  string
 	parent string // collection
@@ -28,30 +28,26 @@ type ref struct {
 	// settableOnce: may go from "" to a value later (a container's host is
 	// chosen by the scheduler after it is created); never changes after.
 	settableOnce bool
-	// indexed says whether the child gets an index entry under its parent,
-	// which is how a cascade finds it. Every index entry is one more etcd
-	// key per object, so only the owning parent is indexed: a container is
-	// filed under its service (or, for a pod, its stack). Children reached
-	// otherwise are listed by scanning (scan) or through an indexed parent
-	// that is itself deleted in the cascade (neither set).
+	// indexed says whether the child gets an index entry under its parent.
+	// Each is one more etcd key per write, so only what the server itself
+	// must find by parent is indexed (a host's agent keys); everything
+	// else is found by the garbage collector from its caches and by list
+	// filters.
 	indexed func(api.Object) bool
-	scan    bool
 }
 
 func always(api.Object) bool { return true }
 
 var refs = map[string][]ref{
 	"services": {
-		{field: "spec.stackId", parent: "stacks", get: func(o api.Object) string { return o.(*api.Service).Spec.StackID }, indexed: always},
+		{field: "spec.stackId", parent: "stacks", get: func(o api.Object) string { return o.(*api.Service).Spec.StackID }},
 	},
 	"containers": {
 		// A container of a service always has that service's stack (see
-		// denormalize), so the stack's cascade reaches it through the service.
-		{field: "spec.stackId", parent: "stacks", get: func(o api.Object) string { return o.(*api.Container).Spec.StackID },
-			indexed: func(o api.Object) bool { return o.(*api.Container).Spec.ServiceID == "" }},
-		{field: "spec.serviceId", parent: "services", get: func(o api.Object) string { return o.(*api.Container).Spec.ServiceID }, indexed: always},
-		// Hosts are deleted rarely and hold many containers: scan.
-		{field: "spec.hostId", parent: "hosts", get: func(o api.Object) string { return o.(*api.Container).Spec.HostID }, settableOnce: true, scan: true},
+		// denormalize).
+		{field: "spec.stackId", parent: "stacks", get: func(o api.Object) string { return o.(*api.Container).Spec.StackID }},
+		{field: "spec.serviceId", parent: "services", get: func(o api.Object) string { return o.(*api.Container).Spec.ServiceID }},
+		{field: "spec.hostId", parent: "hosts", get: func(o api.Object) string { return o.(*api.Container).Spec.HostID }, settableOnce: true},
 	},
 	"apikeys": {
 		{field: "spec.hostId", parent: "hosts", get: func(o api.Object) string { return o.(*api.APIKey).Spec.HostID }, indexed: always},
