@@ -58,8 +58,9 @@ fuzz:
 ## bench: every benchmark (prints one line per figure).
 bench: bench-engine bench-kube bench-sched bench-stack bench-netsvc
 
-## bench-engine: engine throughput, event latency, large lists and memory.
-bench-engine: build
+## bench-engine: engine throughput, event latency, large lists and memory, each beside the same
+## figure for raw etcd (Debian's, from deps) in the same run; the server runs with controllers off.
+bench-engine: deps build
 	$(GO) run ./bench/engine
 
 ## bench-sched: scheduling decisions for 1,000 services of scale 10 over 100 hosts.

@@ -1,18 +1,21 @@
-// Command engine benchmarks drover server with its embedded etcd, run as a
-// separate process (bin/drover) so its memory is its own. It prints one line
-// per figure:
+// Command engine benchmarks drover server (bin/drover, controllers off)
+// against an external etcd it starts, and prints every figure beside the
+// same figure for that etcd alone, measured in the same run, with the ratio
+// drover/etcd:
 //
-//	creates/s with concurrent clients
-//	p50/p99 latency from a write's acknowledgement to its delivery at each of
-//	  100 subscribers while 1,000 writes/s go on
-//	time to list 100,000 containers, and server RSS holding them
+//	creates/s with concurrent clients | raw etcd puts/s of a value the size
+//	  of one stored container, same concurrency, in alternating windows
+//	p50/p99 from a write's acknowledgement to its delivery at each of 100
+//	  subscribers at 1,000 writes/s | the same with 100 etcd watchers
+//	time to list 100,000 containers as HTTP bytes | an etcd range read of
+//	  the same stored values
+//	server RSS holding them | etcd's RSS
 //
-// Usage: go run ./bench/engine [-drover bin/drover] [-objects 100000]
+// Usage: go run ./bench/engine [-drover bin/drover] [-objects 100000] [-create-for 5s]
 package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,14 +24,15 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"sort"
+	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/drover/drover/api"
 	"github.com/drover/drover/client"
@@ -43,28 +47,43 @@ func main() {
 
 var (
 	droverBin   = flag.String("drover", "bin/drover", "drover binary")
+	etcdBin     = flag.String("etcd", "", "etcd binary (default: $DROVER_TEST_ETCD, /usr/bin/etcd, or etcd on PATH)")
 	objects     = flag.Int("objects", 100000, "containers to hold for the list and memory figures")
 	writers     = flag.Int("writers", 64, "concurrent clients for the create throughput figure")
-	createFor   = flag.Duration("create-for", 10*time.Second, "how long to measure create throughput")
+	createFor   = flag.Duration("create-for", 5*time.Second, "length of each create throughput window")
+	windows     = flag.Int("windows", 2, "pairs of create throughput windows (etcd, then drover)")
 	subscribers = flag.Int("subscribers", 100, "subscribers for the delivery latency figure")
 	rate        = flag.Int("rate", 1000, "writes per second during the delivery latency figure")
 	rateFor     = flag.Duration("rate-for", 10*time.Second, "how long the paced writes go on")
 	hold        = flag.Duration("hold", 0, "keep the server running this long at the end (for profiling)")
 )
 
+// Key prefixes of the raw etcd figures, apart from the server's keys.
+const (
+	rawPutPrefix   = "/bench-raw/put/"
+	rawWatchPrefix = "/bench-raw/watch/"
+)
+
 func run() error {
 	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	dir, err := os.MkdirTemp("", "drover-bench-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	srv, c, err := startServer(dir)
+	etcdProc, ecli, etcdURL, err := startEtcd(ctx, dir)
 	if err != nil {
 		return err
 	}
-	defer func() { srv.Process.Signal(os.Interrupt); srv.Wait() }()
-	ctx := context.Background()
+	defer etcdProc.stop()
+	defer ecli.Close()
+	srv, c, err := startServer(ctx, dir, etcdURL)
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
 
 	// Containers need a host and a service to hang from, like real ones.
 	host, err := c.Hosts().Create(ctx, &api.Host{Meta: api.Meta{Name: "bench-host"}})
@@ -93,21 +112,69 @@ func run() error {
 		}
 	}
 
-	// 1. Create throughput.
-	n, elapsed, err := createMany(ctx, c, *writers, 0, *createFor, newContainer)
+	// The raw etcd figures write the very bytes the server stores for one
+	// container, and read the server's container keys directly.
+	probe, err := c.Containers().Create(ctx, newContainer())
 	if err != nil {
 		return err
 	}
-	fmt.Printf("engine: creates/s (%d concurrent clients, embedded etcd): %.0f (goal >= 2000)\n", *writers, float64(n)/elapsed.Seconds())
+	objPrefix, value, err := findStored(ctx, ecli, probe.ID)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "bench: a stored container is %d bytes at %s%s; etcd at %s, server at %s\n", len(value), objPrefix, probe.ID, etcdURL, c.URL())
+
+	// 1. Create throughput, in alternating windows so noise hits both.
+	var dn, en int
+	var dt, et time.Duration
+	minR, maxR := 0.0, 0.0
+	var rawSeq atomic.Int64
+	for i := 0; i < *windows; i++ {
+		n, d, err := putMany(ctx, ecli, *writers, *createFor, value, &rawSeq)
+		if err != nil {
+			return fmt.Errorf("raw etcd puts: %w", err)
+		}
+		en, et = en+n, et+d
+		eRate := float64(n) / d.Seconds()
+		if n, d, err = createMany(ctx, c, *writers, 0, *createFor, newContainer); err != nil {
+			return fmt.Errorf("creates: %w", err)
+		}
+		dn, dt = dn+n, dt+d
+		dRate := float64(n) / d.Seconds()
+		r := dRate / eRate
+		if i == 0 || r < minR {
+			minR = r
+		}
+		if r > maxR {
+			maxR = r
+		}
+		fmt.Fprintf(os.Stderr, "bench: window pair %d: etcd puts/s %.0f, drover creates/s %.0f, ratio %.2f\n", i+1, eRate, dRate, r)
+	}
+	dRate, eRate := float64(dn)/dt.Seconds(), float64(en)/et.Seconds()
+	fmt.Printf("engine: creates/s (%d clients): %.0f; etcd puts/s (same %d-byte value, same etcd, %d clients): %.0f; ratio %.2f (%d window pairs of %s: %.2f-%.2f) (goal >= 0.6)\n",
+		*writers, dRate, len(value), *writers, eRate, dRate/eRate, *windows, *createFor, minR, maxR)
 
 	// 2. Delivery latency at many subscribers under a steady write rate.
-	p50, p99, p99start, delivered, achieved, err := deliveryLatency(ctx, c, newContainer)
+	dd, err := droverDelivery(ctx, c, func() (int64, error) {
+		ct, err := c.Containers().Create(ctx, newContainer())
+		if err != nil {
+			return 0, err
+		}
+		return ct.Revision, nil
+	})
 	if err != nil {
-		return err
+		return fmt.Errorf("engine delivery: %w", err)
 	}
-	fmt.Printf("engine: event delivery p50, write ack -> subscriber (%d subscribers, %.0f writes/s): %.2f ms\n", *subscribers, achieved, ms(p50))
-	fmt.Printf("engine: event delivery p99, write ack -> subscriber (%d subscribers, %.0f writes/s): %.2f ms (goal < 50 ms)\n", *subscribers, achieved, ms(p99))
-	fmt.Printf("engine: event delivery p99, write sent -> subscriber: %.2f ms (%d deliveries measured)\n", ms(p99start), delivered)
+	ed, err := etcdDelivery(ctx, etcdURL, rawWatchPrefix, value)
+	if err != nil {
+		return fmt.Errorf("etcd delivery: %w", err)
+	}
+	fmt.Printf("engine: event delivery p50, write ack -> subscriber (%d subscribers, %.0f writes/s): %.2f ms; etcd put ack -> watcher (%d watchers, %.0f puts/s): %.2f ms; ratio %.2f\n",
+		dd.subscribers, dd.achieved, ms(dd.p50), ed.subscribers, ed.achieved, ms(ed.p50), ratio(dd.p50, ed.p50))
+	fmt.Printf("engine: event delivery p99, write ack -> subscriber (%d subscribers, %.0f writes/s): %.2f ms (goal < 50 ms); etcd put ack -> watcher (%d watchers, %.0f puts/s): %.2f ms; ratio %.2f\n",
+		dd.subscribers, dd.achieved, ms(dd.p99), ed.subscribers, ed.achieved, ms(ed.p99), ratio(dd.p99, ed.p99))
+	fmt.Printf("engine: event delivery p99, write sent -> subscriber: %.2f ms (%d deliveries); etcd put sent -> watcher: %.2f ms (%d deliveries); ratio %.2f\n",
+		ms(dd.p99start), dd.n, ms(ed.p99start), ed.n, ratio(dd.p99start, ed.p99start))
 
 	// 3. Fill up to the target, then list and measure memory.
 	if have := int(seq.Load()); have < *objects {
@@ -116,88 +183,117 @@ func run() error {
 		}
 	}
 	total := int(seq.Load())
-	var best, bestRaw time.Duration
+	var best, bestEtcd time.Duration
+	var httpBytes, etcdBytes int64
 	for i := 0; i < 3; i++ {
-		start := time.Now()
-		list, _, err := c.Containers().List(ctx, client.ListOptions{})
+		d, n, err := rawList(ctx, c)
 		if err != nil {
 			return err
 		}
-		d := time.Since(start)
-		if len(list) != total {
-			return fmt.Errorf("list returned %d containers, want %d", len(list), total)
-		}
 		if best == 0 || d < best {
-			best = d
+			best, httpBytes = d, n
 		}
-		if d, err = rawList(c); err != nil {
+		d, n, count, err := etcdRange(ctx, ecli, objPrefix)
+		if err != nil {
 			return err
 		}
-		if bestRaw == 0 || d < bestRaw {
-			bestRaw = d
+		// A count off the target means something else wrote or deleted
+		// containers, and the figures would not be of this run's objects.
+		if count != total {
+			return fmt.Errorf("etcd holds %d containers under %s, want %d", count, objPrefix, total)
+		}
+		if bestEtcd == 0 || d < bestEtcd {
+			bestEtcd, etcdBytes = d, n
 		}
 	}
-	fmt.Printf("engine: list %d containers (HTTP + decode into Go structs, best of 3): %.3f s (goal < 1 s)\n", total, best.Seconds())
-	fmt.Printf("engine: list %d containers (HTTP bytes only, best of 3): %.3f s\n", total, bestRaw.Seconds())
-	mem := memory(srv.Process.Pid)
-	fmt.Printf("engine: server RSS holding %d containers: %.0f MiB (peak %.0f MiB; anonymous %.0f MiB, etcd's mmap'd database file %.0f MiB) (goal < 300 MiB)\n",
-		total, mem["VmRSS:"], mem["VmHWM:"], mem["RssAnon:"], mem["RssFile:"])
+	fmt.Printf("engine: list %d containers (HTTP bytes, best of 3): %.3f s, %.1f MB (goal < 1 s); etcd range read of the same %d stored values (clientv3 Get, pages of %d at one revision as the server reads, best of 3): %.3f s, %.1f MB; ratio %.2f\n",
+		total, best.Seconds(), float64(httpBytes)/1e6, total, listPage, bestEtcd.Seconds(), float64(etcdBytes)/1e6, ratio(best, bestEtcd))
+	sm, em := memory(srv.pid()), memory(etcdProc.pid())
+	fmt.Printf("engine: server RSS holding %d containers: %.0f MiB (peak %.0f, anonymous %.0f) (goal < 300 MiB); etcd RSS (holding the server's keys and %d raw ones): %.0f MiB (peak %.0f, anonymous %.0f, mmap'd database file %.0f); ratio %.2f\n",
+		total, sm["VmRSS:"], sm["VmHWM:"], sm["RssAnon:"], rawSeq.Load()+int64(ed.writes), em["VmRSS:"], em["VmHWM:"], em["RssAnon:"], em["RssFile:"], sm["VmRSS:"]/em["VmRSS:"])
 	if *hold > 0 {
-		fmt.Fprintf(os.Stderr, "bench: holding the server at %s for %s\n", c.URL(), *hold)
-		time.Sleep(*hold)
+		fmt.Fprintf(os.Stderr, "bench: holding the server at %s (etcd at %s) for %s\n", c.URL(), etcdURL, *hold)
+		select {
+		case <-time.After(*hold):
+		case <-ctx.Done():
+		}
 	}
 	return nil
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-func startServer(dir string) (*exec.Cmd, *client.Client, error) {
-	port := 18000 + os.Getpid()%1000
-	cmd := exec.Command(*droverBin, "server", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data-dir", dir, "--log-level", "warn")
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return nil, nil, fmt.Errorf("starting %s (run make build first): %w", *droverBin, err)
+// ratio is drover's figure over etcd's.
+func ratio(drover, etcd time.Duration) float64 {
+	if etcd <= 0 {
+		return 0
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		credsPath := filepath.Join(dir, "credentials.json")
-		c, err := client.FromCredentialsFile(credsPath)
-		if err == nil {
-			b, _ := os.ReadFile(credsPath)
-			json.Unmarshal(b, &benchCreds)
-			if err = c.Ping(context.Background()); err == nil {
-				return cmd, c, nil
-			}
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			return nil, nil, fmt.Errorf("server did not come up: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
+	return float64(drover) / float64(etcd)
+}
+
+// findStored finds the etcd key holding the container id and returns the
+// prefix of the server's container keys and the stored bytes. It scans every
+// key, so it runs while the store is nearly empty.
+func findStored(ctx context.Context, cli *clientv3.Client, id string) (prefix string, value []byte, err error) {
+	resp, err := cli.Get(ctx, "\x00", clientv3.WithFromKey())
+	if err != nil {
+		return "", nil, fmt.Errorf("reading etcd: %w", err)
 	}
+	var key string
+	for _, kv := range resp.Kvs {
+		k := string(kv.Key)
+		// The object is the largest JSON value under a key ending in its id
+		// (index entries may end in the id too).
+		if strings.HasSuffix(k, "/"+id) && len(kv.Value) > len(value) && json.Valid(kv.Value) && strings.Contains(k, "container") {
+			key, value = k, kv.Value
+		}
+	}
+	if key == "" {
+		return "", nil, fmt.Errorf("no etcd key holds container %s (%d keys scanned): has the server's key layout changed?", id, len(resp.Kvs))
+	}
+	return strings.TrimSuffix(key, id), value, nil
 }
 
 // createMany creates count containers (or, with count 0, as many as it can
 // for d) with w concurrent clients.
 func createMany(ctx context.Context, c *client.Client, w, count int, d time.Duration, mk func() *api.Container) (int, time.Duration, error) {
+	return hammer(w, count, d, func() error {
+		_, err := c.Containers().Create(ctx, mk())
+		return err
+	})
+}
+
+// putMany puts value under fresh keys for d with w concurrent clients.
+func putMany(ctx context.Context, cli *clientv3.Client, w int, d time.Duration, value []byte, seq *atomic.Int64) (int, time.Duration, error) {
+	val := string(value)
+	return hammer(w, 0, d, func() error {
+		_, err := cli.Put(ctx, rawPutPrefix+strconv.FormatInt(seq.Add(1), 10), val)
+		return err
+	})
+}
+
+// hammer runs op from w goroutines count times, or with count 0 for d.
+func hammer(w, count int, d time.Duration, op func() error) (int, time.Duration, error) {
 	var done atomic.Int64
 	var firstErr atomic.Value
-	stop := time.Now().Add(d)
 	start := time.Now()
+	stop := start.Add(d)
 	var wg sync.WaitGroup
 	for i := 0; i < w; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
-				if count > 0 && done.Load() >= int64(count) || count == 0 && time.Now().After(stop) || firstErr.Load() != nil {
+				if count > 0 && done.Add(1) > int64(count) || count == 0 && time.Now().After(stop) || firstErr.Load() != nil {
 					return
 				}
-				if _, err := c.Containers().Create(ctx, mk()); err != nil {
-					firstErr.Store(err)
+				if err := op(); err != nil {
+					firstErr.CompareAndSwap(nil, err)
 					return
 				}
-				done.Add(1)
+				if count == 0 {
+					done.Add(1)
+				}
 			}
 		}()
 	}
@@ -205,169 +301,66 @@ func createMany(ctx context.Context, c *client.Client, w, count int, d time.Dura
 	if e := firstErr.Load(); e != nil {
 		return 0, 0, e.(error)
 	}
-	return int(done.Load()), time.Since(start), nil
-}
-
-type stamp struct {
-	rev int64
-	at  time.Time
-}
-
-func deliveryLatency(ctx context.Context, c *client.Client, mk func() *api.Container) (p50, p99, p99start time.Duration, n int, achieved float64, err error) {
-	// Subscribers first, all watching from now.
-	type sub struct {
-		mu    sync.Mutex
-		seen  []stamp
-		close func()
+	n := int(done.Load())
+	if count > 0 {
+		n = count
 	}
-	subs := make([]*sub, *subscribers)
-	for i := range subs {
-		s := &sub{}
-		subs[i] = s
-		req, _ := http.NewRequestWithContext(ctx, "GET", c.URL()+"/v1/containers?watch=true", nil)
-		req.SetBasicAuth(benchCreds.AccessKey, benchCreds.SecretKey)
-		resp, err := streamClient.Do(req)
-		if err != nil {
-			return 0, 0, 0, 0, 0, err
-		}
-		s.close = func() { resp.Body.Close() }
-		go func() {
-			// Read raw lines and pick out the revision: decoding 100,000
-			// events/s here would measure the benchmark, not the server.
-			rd := bufio.NewReaderSize(resp.Body, 256<<10)
-			for {
-				line, err := rd.ReadSlice('\n')
-				if err != nil && err != bufio.ErrBufferFull {
-					return
-				}
-				now := time.Now()
-				if rev, ok := changeRevision(line); ok {
-					s.mu.Lock()
-					s.seen = append(s.seen, stamp{rev, now})
-					s.mu.Unlock()
-				}
-			}
-		}()
-	}
-	time.Sleep(500 * time.Millisecond)
-	var mu sync.Mutex
-	acks := map[int64]stamp{} // rev -> (rev, ack time); start time kept separately
-	starts := map[int64]time.Time{}
-	total := int(float64(*rate) * rateFor.Seconds())
-	jobs := make(chan time.Time, total)
-	var wg sync.WaitGroup
-	var failed atomic.Int64
-	for i := 0; i < 32; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for sent := range jobs {
-				ct, err := c.Containers().Create(ctx, mk())
-				if err != nil {
-					failed.Add(1)
-					continue
-				}
-				now := time.Now()
-				mu.Lock()
-				acks[ct.Revision] = stamp{ct.Revision, now}
-				starts[ct.Revision] = sent
-				mu.Unlock()
-			}
-		}()
-	}
-	start := time.Now()
-	interval := time.Second / time.Duration(*rate)
-	for i := 0; i < total; i++ {
-		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
-			time.Sleep(d)
-		}
-		jobs <- time.Now()
-	}
-	close(jobs)
-	wg.Wait()
-	achieved = float64(len(acks)) / time.Since(start).Seconds()
-	time.Sleep(time.Second) // let the last deliveries land
-	var lat, latStart []time.Duration
-	for _, s := range subs {
-		s.close()
-		s.mu.Lock()
-		for _, st := range s.seen {
-			a, ok := acks[st.rev]
-			if !ok {
-				continue
-			}
-			d := st.at.Sub(a.at)
-			if d < 0 {
-				d = 0 // delivered before the writer had read its own answer
-			}
-			lat = append(lat, d)
-			latStart = append(latStart, st.at.Sub(starts[st.rev]))
-		}
-		s.mu.Unlock()
-	}
-	if want := len(acks) * len(subs); len(lat) != want {
-		return 0, 0, 0, 0, 0, fmt.Errorf("%d deliveries measured, want %d (%d writes x %d subscribers): events were lost", len(lat), want, len(acks), len(subs))
-	}
-	if failed.Load() > 0 {
-		return 0, 0, 0, 0, 0, fmt.Errorf("%d writes failed", failed.Load())
-	}
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	sort.Slice(latStart, func(i, j int) bool { return latStart[i] < latStart[j] })
-	return lat[len(lat)/2], lat[len(lat)*99/100], latStart[len(latStart)*99/100], len(lat), achieved, nil
-}
-
-// streamClient has no pooling limits, so 100 streams get 100 connections.
-var streamClient = &http.Client{Transport: &http.Transport{Proxy: nil, MaxConnsPerHost: 0, MaxIdleConnsPerHost: 200}}
-
-var changePrefix = []byte(`{"name":"resource.change","revision":`)
-
-// changeRevision extracts N from a {"name":"resource.change","revision":N,...} line.
-func changeRevision(line []byte) (int64, bool) {
-	if !bytes.HasPrefix(line, changePrefix) {
-		return 0, false
-	}
-	rest := line[len(changePrefix):]
-	end := bytes.IndexByte(rest, ',')
-	if end < 0 {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(string(rest[:end]), 10, 64)
-	return n, err == nil
+	return n, time.Since(start), nil
 }
 
 // rawList times the list request without decoding it.
-func rawList(c *client.Client) (time.Duration, error) {
-	req, _ := http.NewRequest("GET", c.URL()+"/v1/containers", nil)
+func rawList(ctx context.Context, c *client.Client) (time.Duration, int64, error) {
+	req, _ := http.NewRequestWithContext(ctx, "GET", c.URL()+"/v1/containers", nil)
 	req.SetBasicAuth(benchCreds.AccessKey, benchCreds.SecretKey)
 	start := time.Now()
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, 0, fmt.Errorf("list: %s", resp.Status)
+	}
 	n, err := io.Copy(io.Discard, bufio.NewReaderSize(resp.Body, 1<<20))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if n == 0 {
-		return 0, errors.New("empty list body")
+		return 0, 0, errors.New("empty list body")
 	}
-	return time.Since(start), nil
+	return time.Since(start), n, nil
 }
 
-// benchCreds are the server's admin credentials, for plain HTTP requests.
-var benchCreds api.Credentials
+// listPage is the server's etcd page size for lists (server/store.go).
+const listPage = 10000
 
-// memory reads the server's /proc status memory lines, in MiB.
-func memory(pid int) map[string]float64 {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	out := map[string]float64{}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) >= 2 && strings.HasPrefix(f[0], "Vm") || len(f) >= 2 && strings.HasPrefix(f[0], "Rss") {
-			v, _ := strconv.ParseFloat(f[1], 64)
-			out[f[0]] = v / 1024
+// etcdRange reads every value under prefix the way the server lists: pages
+// of listPage keys, all at the revision of the first page.
+func etcdRange(ctx context.Context, cli *clientv3.Client, prefix string) (time.Duration, int64, int, error) {
+	start := time.Now()
+	end := clientv3.GetPrefixRangeEnd(prefix)
+	from := prefix
+	var atRev, bytes int64
+	count := 0
+	for {
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(listPage)}
+		if atRev != 0 {
+			opts = append(opts, clientv3.WithRev(atRev))
 		}
+		resp, err := cli.Get(ctx, from, opts...)
+		if err != nil {
+			return 0, 0, 0, fmt.Errorf("etcd range read: %w", err)
+		}
+		if atRev == 0 {
+			atRev = resp.Header.Revision
+		}
+		for _, kv := range resp.Kvs {
+			bytes += int64(len(kv.Value))
+			count++
+		}
+		if !resp.More || len(resp.Kvs) == 0 {
+			return time.Since(start), bytes, count, nil
+		}
+		from = string(resp.Kvs[len(resp.Kvs)-1].Key) + "\x00"
 	}
-	return out
 }
