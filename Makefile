@@ -53,7 +53,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzSplitData -fuzztime $(FUZZTIME) ./client/
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime $(FUZZTIME) ./stacks/
 	$(GO) test -run XXX -fuzz FuzzAffinity -fuzztime $(FUZZTIME) ./stacks/
-	$(GO) test -run XXX -fuzz FuzzServeDNS -fuzztime $(FUZZTIME) ./dns/
+	$(GO) test -run XXX -fuzz FuzzServeDNS -fuzztime $(FUZZTIME) ./dns/resolver/
 
 ## bench: every benchmark (prints one line per figure).
 bench: bench-engine bench-kube bench-sched bench-stack bench-netsvc

@@ -2,26 +2,20 @@ package dns
 
 import (
 	"fmt"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/drover/drover/api"
-	"github.com/drover/drover/client"
 )
 
 // loaded is a server holding 10,000 services (1,000 of them Kubernetes
 // services) and 50,000 containers, as the benchmark asks.
-func loaded(tb testing.TB) (*Server, []*api.Container) {
-	s, err := New(Options{Engine: client.New("http://127.0.0.1:1", "", ""), Upstreams: []string{"127.0.0.1:1"}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		tb.Fatal(err)
-	}
+func loaded(tb testing.TB) (*testServer, []*api.Container) {
+	s := newTestServer()
 	var ctrs []*api.Container
 	for st := 0; st < 100; st++ {
 		stID := fmt.Sprintf("st%d", st)
-		s.setStack(&api.Stack{Meta: api.Meta{ID: stID, Name: fmt.Sprintf("stack%d", st)}})
+		s.putStack(&api.Stack{Meta: api.Meta{ID: stID, Name: fmt.Sprintf("stack%d", st)}})
 		for sv := 0; sv < 100; sv++ {
 			svID := fmt.Sprintf("sv%d-%d", st, sv)
 			svc := &api.Service{Meta: api.Meta{ID: svID, Name: fmt.Sprintf("svc%d", sv)}, Spec: api.ServiceSpec{StackID: stID, Kind: api.ServiceContainer}}
@@ -30,12 +24,12 @@ func loaded(tb testing.TB) (*Server, []*api.Container) {
 				svc.Labels = map[string]string{"io.drover.kubernetes.namespace": fmt.Sprintf("ns%d", st), "io.drover.kubernetes.name": fmt.Sprintf("svc%d", sv)}
 				svc.Spec.Ports = []api.ServicePort{{Name: "http", Port: 80, Protocol: "tcp"}}
 			}
-			s.setService(svc)
+			s.putService(svc)
 			for c := 0; c < 5; c++ {
 				ct := &api.Container{Meta: api.Meta{ID: fmt.Sprintf("c%d-%d-%d", st, sv, c), Name: fmt.Sprintf("stack%d-svc%d-%d", st, sv, c+1)},
 					Spec:   api.ContainerSpec{ServiceID: svID, StackID: stID, ServiceIndex: c + 1},
 					Status: api.ContainerStatus{State: "running", PrimaryIP: fmt.Sprintf("10.%d.%d.%d", 42+st/50, (st%50)*5+c, sv+1)}}
-				s.setContainer(ct)
+				s.putContainer(ct)
 				ctrs = append(ctrs, ct)
 			}
 		}
@@ -54,7 +48,7 @@ func BenchmarkApplyContainerChange(b *testing.B) {
 		if i%2 == 0 {
 			c.Status.Health = "unhealthy"
 		}
-		s.setContainer(&c)
+		s.putContainer(&c)
 	}
 	per := time.Since(start) / time.Duration(b.N)
 	if b.N >= 1000 {

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -60,12 +61,15 @@ func upstream(t *testing.T) string {
 }
 
 type env struct {
-	addr    string
-	metrics string
-	eng     *client.Client
-	web     *api.Service
-	ctrs    map[string]*api.Container
-	stack   *api.Stack
+	addr     string
+	metrics  string
+	srv      *server.Server
+	stateDir string
+	stop     func() // stops the dns server and waits for it
+	eng      *client.Client
+	web      *api.Service
+	ctrs     map[string]*api.Container
+	stack    *api.Stack
 }
 
 func setup(t *testing.T, upstreams ...string) *env {
@@ -75,8 +79,8 @@ func setup(t *testing.T, upstreams ...string) *env {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	_, eng := testenv.StartServer(t, server.Options{})
-	e := &env{eng: eng, ctrs: map[string]*api.Container{}}
+	srv, eng := testenv.StartServer(t, server.Options{})
+	e := &env{eng: eng, srv: srv, ctrs: map[string]*api.Container{}, stateDir: t.TempDir()}
 	e.stack, _ = eng.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: "shop"}})
 	nsStack, _ := eng.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: "prod"}, Spec: api.StackSpec{Kind: api.StackKubernetes, Namespace: "prod"}})
 	one := 1
@@ -129,27 +133,62 @@ func setup(t *testing.T, upstreams ...string) *env {
 		upstreams = []string{dead.LocalAddr().String()}
 		dead.Close()
 	}
-	metrics := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	s, err := dns.New(dns.Options{Listen: "127.0.0.1:0", Engine: eng, Logger: testenv.Logger(), Upstreams: upstreams, MetricsListen: metrics})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Run(ctx)
-	e.addr, e.metrics = waitDNS(t, s), metrics
+	e.addr, e.metrics, e.stop = startDNS(t, ctx, dns.Options{Engine: eng, Upstreams: upstreams, StateDir: e.stateDir})
+	// Every name the test made answers before the test starts.
+	waitFor(t, "the dns server's first sync", func() bool {
+		r := query(t, e.addr, "udp", "", "shop-web-log-1.drover.internal.", mdns.TypeA)
+		return r.Rcode == mdns.RcodeSuccess && len(r.Answer) == 1
+	})
 	return e
 }
 
-func waitDNS(t *testing.T, s *dns.Server) string {
+// startDNS runs a dns server on a loopback port until ctx ends or the
+// returned stop is called, and gives its DNS and metrics addresses.
+func startDNS(t *testing.T, ctx context.Context, o dns.Options) (string, string, func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(ctx)
+	o.Listen, o.Logger = "127.0.0.1:0", testenv.Logger()
+	o.MetricsListen = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	ready := make(chan string, 1)
+	o.Ready = ready
+	s, err := dns.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("dns server: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	select {
+	case addr := <-ready:
+		return addr, o.MetricsListen, stop
+	case err := <-done:
+		t.Fatalf("dns server ended: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("dns server not listening after 20s")
+	}
+	return "", "", nil
+}
+
+// waitFor polls cond until it holds; the generous deadline only bounds a
+// test that would otherwise hang (speed is measured in benchmarks).
+func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		if a := s.Addr(); a != "" {
-			return a
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatal("dns server not ready")
-	return ""
 }
 
 // query asks name/qtype over proto from a source IP.
@@ -305,17 +344,13 @@ func TestIntegrationForwardingAndChanges(t *testing.T) {
 	if r, _ := mdns.Exchange(m, e.addr); r.Truncated || len(r.Answer) != 60 {
 		t.Fatalf("EDNS0 4096 not honoured: truncated=%v %d answers", r.Truncated, len(r.Answer))
 	}
-	// Engine changes show within a second.
-	start := time.Now()
-	if _, err := e.eng.Containers().Patch(context.Background(), e.ctrs["shop-web-2"].ID, map[string]any{"status": map[string]any{"state": "stopped"}}); err != nil {
+	// Engine changes show.
+	if _, err := e.eng.Containers().PatchStatus(context.Background(), e.ctrs["shop-web-2"].ID, map[string]any{"status": map[string]any{"state": "stopped"}}); err != nil {
 		t.Fatal(err)
 	}
-	for answers(query(t, e.addr, "udp", "", "web.shop.drover.internal.", mdns.TypeA)) != "127.0.0.2" {
-		if time.Since(start) > time.Second {
-			t.Fatal("a stopped container still answers after 1s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, "a stopped container to leave its service's answer", func() bool {
+		return answers(query(t, e.addr, "udp", "", "web.shop.drover.internal.", mdns.TypeA)) == "127.0.0.2"
+	})
 	// dig agrees (a second, independent client).
 	if _, err := exec.LookPath("dig"); err != nil {
 		t.Fatal("dig is not installed: make test installs it (apt-get install bind9-dnsutils)")
@@ -339,5 +374,82 @@ func TestIntegrationServfailNotCached(t *testing.T) {
 	e := setup(t, addr)
 	if r := query(t, e.addr, "udp", "", "example.org.", mdns.TypeA); r.Rcode != mdns.RcodeServerFailure {
 		t.Fatalf("dead upstream: %s", mdns.RcodeToString[r.Rcode])
+	}
+}
+
+func readyz(t *testing.T, metrics string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + metrics + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// A restart while the engine is away answers from the snapshot the last
+// run left, from its first query on.
+func TestIntegrationRestartFromSnapshotWithoutEngine(t *testing.T) {
+	e := setup(t)
+	// A change made while running is in the snapshot too.
+	if _, err := e.eng.Containers().PatchStatus(context.Background(), e.ctrs["shop-web-2"].ID, map[string]any{"status": map[string]any{"state": "stopped"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the change", func() bool {
+		return answers(query(t, e.addr, "udp", "", "web.shop.drover.internal.", mdns.TypeA)) == "127.0.0.2"
+	})
+	e.stop()
+	e.srv.Close()
+
+	start := time.Now()
+	addr, metrics, _ := startDNS(t, context.Background(), dns.Options{Engine: e.eng, Upstreams: []string{"127.0.0.1:1"}, StateDir: e.stateDir})
+	c := &mdns.Client{Net: "udp", Timeout: time.Second}
+	m := new(mdns.Msg)
+	m.SetQuestion("web.shop.drover.internal.", mdns.TypeA)
+	r, _, err := c.Exchange(m, addr)
+	if err != nil {
+		t.Fatalf("first query after a restart without the engine: %v", err)
+	}
+	t.Logf("first answer %s after start", time.Since(start))
+	if got := answers(r); r.Rcode != mdns.RcodeSuccess || got != "127.0.0.2" {
+		t.Fatalf("first answer from the snapshot: %s %q, want 127.0.0.2", mdns.RcodeToString[r.Rcode], got)
+	}
+	for _, tc := range []struct{ name, want string }{
+		{"db-0.db.prod.svc.cluster.local.", "10.42.1.5"},
+		{"both.shop.drover.internal.", "127.0.0.2,203.0.113.7,203.0.113.8"},
+	} {
+		if got := answers(query(t, addr, "tcp", "", tc.name, mdns.TypeA)); got != tc.want {
+			t.Errorf("%s from the snapshot: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+	// Search paths come from the snapshot as well.
+	if got := answers(query(t, addr, "udp", "127.0.0.2", "api.", mdns.TypeA)); got != "10.43.0.50" {
+		t.Errorf("search from the snapshot: %q", got)
+	}
+	if code := readyz(t, metrics); code != http.StatusOK {
+		t.Errorf("/readyz from a snapshot: %d", code)
+	}
+}
+
+// With neither snapshot nor engine it still listens: other names are
+// forwarded, drover's own zones answer SERVFAIL (not a NXDOMAIN a client
+// would cache) and /readyz says why it is not ready.
+func TestIntegrationNoSnapshotNoEngine(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test (real packets)")
+	}
+	up := upstream(t)
+	dead := client.New(fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t)), "k", "s")
+	addr, metrics, _ := startDNS(t, context.Background(), dns.Options{Engine: dead, Upstreams: []string{up}, StateDir: t.TempDir()})
+	if got := answers(query(t, addr, "udp", "", "example.org.", mdns.TypeA)); got != "192.0.2.1" {
+		t.Errorf("forwarded without the engine: %q", got)
+	}
+	for _, name := range []string{"web.shop.drover.internal.", "db.prod.svc.cluster.local."} {
+		if r := query(t, addr, "udp", "", name, mdns.TypeA); r.Rcode != mdns.RcodeServerFailure {
+			t.Errorf("%s before any sync: %s, want SERVFAIL", name, mdns.RcodeToString[r.Rcode])
+		}
+	}
+	if code := readyz(t, metrics); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz before any sync: %d, want 503", code)
 	}
 }

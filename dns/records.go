@@ -2,126 +2,15 @@ package dns
 
 import (
 	"net"
-	"sort"
 	"strings"
-	"sync"
 
 	mdns "github.com/miekg/dns"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/dns/resolver"
 )
 
-// rrset is what one name answers: addresses, an alias, SRV targets, PTR
-// names, TXT strings.
-type rrset struct {
-	A     []net.IP
-	CNAME string
-	SRV   []*mdns.SRV
-	PTR   []string
-	TXT   []string
-}
-
-// records maps names to answers. Each owner (a service or a container)
-// contributes a set of names; a change replaces one owner's names, so the
-// work is proportional to that owner, not to the whole record set.
-type records struct {
-	mu     sync.RWMutex
-	names  map[string]*rrset
-	owner  map[string]string   // name -> owner
-	owned  map[string][]string // owner -> names
-	exists map[string]int      // every ancestor of a name (for NODATA vs NXDOMAIN), with counts
-}
-
-func newRecords() *records {
-	return &records{names: map[string]*rrset{}, owner: map[string]string{}, owned: map[string][]string{}, exists: map[string]int{}}
-}
-
-// set replaces everything owner contributed with recs.
-func (r *records) set(owner string, recs map[string]*rrset) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, n := range r.owned[owner] {
-		if r.owner[n] == owner {
-			delete(r.names, n)
-			delete(r.owner, n)
-		}
-		r.ancestors(n, -1)
-	}
-	delete(r.owned, owner)
-	if len(recs) == 0 {
-		return
-	}
-	names := make([]string, 0, len(recs))
-	for n, rs := range recs {
-		r.names[n], r.owner[n] = rs, owner
-		names = append(names, n)
-		r.ancestors(n, 1)
-	}
-	r.owned[owner] = names
-}
-
-// ancestors counts n and its parent names as existing (empty non-terminals
-// answer NODATA, not NXDOMAIN).
-func (r *records) ancestors(n string, delta int) {
-	for {
-		r.exists[n] += delta
-		if r.exists[n] <= 0 {
-			delete(r.exists, n)
-		}
-		i := strings.IndexByte(n, '.')
-		if i < 0 || i == len(n)-1 {
-			return
-		}
-		n = n[i+1:]
-	}
-}
-
-func (r *records) get(name string) (*rrset, bool) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	rs, ok := r.names[name]
-	if !ok {
-		return nil, r.exists[name] > 0
-	}
-	return rs, true
-}
-
-// addA adds an address to a name's set in recs.
-func addA(recs map[string]*rrset, name string, ip net.IP) {
-	if ip == nil {
-		return
-	}
-	rs := recs[name]
-	if rs == nil {
-		rs = &rrset{}
-		recs[name] = rs
-	}
-	for _, have := range rs.A {
-		if have.Equal(ip) {
-			return
-		}
-	}
-	rs.A = append(rs.A, ip)
-}
-
-func addPTR(recs map[string]*rrset, ip net.IP, target string) {
-	rev, err := mdns.ReverseAddr(ip.String())
-	if err != nil {
-		return
-	}
-	rs := recs[rev]
-	if rs == nil {
-		rs = &rrset{}
-		recs[rev] = rs
-	}
-	rs.PTR = append(rs.PTR, target)
-}
-
-func sortIPs(recs map[string]*rrset) {
-	for _, rs := range recs {
-		sort.Slice(rs.A, func(i, j int) bool { return rs.A[i].String() < rs.A[j].String() })
-	}
-}
+type rrsets = map[string]*resolver.RRSet
 
 // serving says whether a container's address belongs in its service's
 // answer: running, and healthy (or without a health check).
@@ -133,25 +22,128 @@ func serving(c *api.Container) bool {
 // stacks' DNS names work unchanged.
 var engineZones = []string{"drover.internal.", "rancher.internal."}
 
+// containerRecords: <container>.<zone> for a serving container.
+func containerRecords(c *api.Container) rrsets {
+	if !serving(c) || c.Spec.Kind == api.ContainerKindPod {
+		return nil
+	}
+	recs := rrsets{}
+	for _, z := range engineZones {
+		resolver.AddA(recs, strings.ToLower(c.Name)+"."+z, net.ParseIP(c.Status.PrimaryIP))
+	}
+	return recs
+}
+
+// engineServiceRecords: <service>.<stack>.<zone> -> VIP, or the serving
+// containers; sidekicks at <sidekick>.<service>.<stack>.<zone>; external
+// services' IPs or hostname; alias services' targets.
+func (s *Server) engineServiceRecords(v *api.Service) rrsets {
+	st, ok := s.stacks.Get(v.Spec.StackID)
+	if !ok {
+		return nil
+	}
+	var members []*api.Container
+	var aliased [][]net.IP
+	switch v.Spec.Kind {
+	case api.ServiceExternal:
+	case api.ServiceAlias:
+		siblings := s.services.ByIndex(byStack, v.Spec.StackID) // alias services are few and change rarely
+		for _, target := range v.Spec.Links {
+			t, _, _ := strings.Cut(target, ":")
+			for _, other := range siblings {
+				if other.Name == t && other.ID != v.ID {
+					aliased = append(aliased, s.serviceIPs(other))
+				}
+			}
+		}
+	default:
+		if v.Spec.VIP == "" {
+			members = s.ctrs.ByIndex(byService, v.ID)
+		}
+	}
+	recs := rrsets{}
+	base := strings.ToLower(v.Name + "." + st.Name)
+	for _, z := range engineZones {
+		name := base + "." + z
+		switch v.Spec.Kind {
+		case api.ServiceExternal:
+			if v.Spec.Hostname != "" {
+				recs[name] = &resolver.RRSet{CNAME: mdns.Fqdn(v.Spec.Hostname)}
+				continue
+			}
+			for _, ip := range v.Spec.ExternalIPs {
+				resolver.AddA(recs, name, net.ParseIP(ip))
+			}
+		case api.ServiceAlias:
+			for _, ips := range aliased {
+				for _, ip := range ips {
+					resolver.AddA(recs, name, ip)
+				}
+			}
+		default:
+			if v.Spec.VIP != "" {
+				resolver.AddA(recs, name, net.ParseIP(v.Spec.VIP))
+				continue
+			}
+			for _, c := range members {
+				if !serving(c) {
+					continue
+				}
+				n := name
+				if c.Spec.LaunchConfigName != "" {
+					n = strings.ToLower(c.Spec.LaunchConfigName) + "." + name
+				}
+				resolver.AddA(recs, n, net.ParseIP(c.Status.PrimaryIP))
+			}
+			if recs[name] == nil {
+				recs[name] = &resolver.RRSet{} // exists, no address: NODATA
+			}
+		}
+	}
+	resolver.SortIPs(recs)
+	return recs
+}
+
+// serviceIPs are a service's answer addresses.
+func (s *Server) serviceIPs(v *api.Service) []net.IP {
+	if v.Spec.VIP != "" {
+		return []net.IP{net.ParseIP(v.Spec.VIP)}
+	}
+	var out []net.IP
+	if v.Spec.Kind == api.ServiceExternal {
+		for _, ip := range v.Spec.ExternalIPs {
+			out = append(out, net.ParseIP(ip))
+		}
+		return out
+	}
+	for _, c := range s.ctrs.ByIndex(byService, v.ID) {
+		if serving(c) && c.Spec.LaunchConfigName == "" {
+			out = append(out, net.ParseIP(c.Status.PrimaryIP))
+		}
+	}
+	return out
+}
+
 // kubernetesRecords builds the Kubernetes DNS specification 1.1.0 records
 // of one service synced by kubernetes-agent.
-func kubernetesRecords(s *api.Service, clusterDomain string) map[string]*rrset {
+func kubernetesRecords(s *api.Service, clusterDomain string) rrsets {
 	ns, name := s.Labels["io.drover.kubernetes.namespace"], s.Labels["io.drover.kubernetes.name"]
 	if ns == "" || name == "" {
 		return nil
 	}
-	recs := map[string]*rrset{}
+	recs := rrsets{}
 	fqdn := name + "." + ns + ".svc." + clusterDomain
 	switch {
 	case s.Spec.Hostname != "": // ExternalName
-		recs[fqdn] = &rrset{CNAME: mdns.Fqdn(s.Spec.Hostname)}
+		recs[fqdn] = &resolver.RRSet{CNAME: mdns.Fqdn(s.Spec.Hostname)}
 		return recs
 	case s.Spec.VIP != "": // ClusterIP
 		ip := net.ParseIP(s.Spec.VIP)
-		addA(recs, fqdn, ip)
-		addPTR(recs, ip, fqdn)
+		resolver.AddA(recs, fqdn, ip)
+		resolver.AddPTR(recs, ip, fqdn)
 	}
 	headless := s.Spec.VIP == ""
+	dashed := strings.NewReplacer(".", "-", ":", "-")
 	for _, ep := range s.Status.Endpoints {
 		ip := net.ParseIP(ep.IP)
 		if ip == nil {
@@ -159,13 +151,13 @@ func kubernetesRecords(s *api.Service, clusterDomain string) map[string]*rrset {
 		}
 		host := ep.Hostname
 		if host == "" {
-			host = strings.NewReplacer(".", "-", ":", "-").Replace(ep.IP)
+			host = dashed.Replace(ep.IP)
 		}
 		epName := host + "." + fqdn
 		if headless {
-			addA(recs, fqdn, ip)
-			addA(recs, epName, ip)
-			addPTR(recs, ip, epName)
+			resolver.AddA(recs, fqdn, ip)
+			resolver.AddA(recs, epName, ip)
+			resolver.AddPTR(recs, ip, epName)
 		}
 	}
 	// SRV per named port: the service (ClusterIP) or each endpoint (headless).
@@ -178,14 +170,14 @@ func kubernetesRecords(s *api.Service, clusterDomain string) map[string]*rrset {
 			proto = "tcp"
 		}
 		srvName := "_" + p.Name + "._" + proto + "." + fqdn
-		rs := &rrset{}
+		rs := &resolver.RRSet{}
 		if !headless {
 			rs.SRV = append(rs.SRV, &mdns.SRV{Priority: 0, Weight: 100, Port: uint16(p.Port), Target: fqdn})
 		} else {
 			for _, ep := range s.Status.Endpoints {
 				host := ep.Hostname
 				if host == "" {
-					host = strings.NewReplacer(".", "-", ":", "-").Replace(ep.IP)
+					host = dashed.Replace(ep.IP)
 				}
 				port := p.Port
 				for _, epp := range ep.Ports {
@@ -200,6 +192,6 @@ func kubernetesRecords(s *api.Service, clusterDomain string) map[string]*rrset {
 			recs[srvName] = rs
 		}
 	}
-	sortIPs(recs)
+	resolver.SortIPs(recs)
 	return recs
 }

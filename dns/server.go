@@ -2,9 +2,10 @@
 // (<service>.<stack>.drover.internal, and Rancher's rancher.internal) and
 // Kubernetes names (<svc>.<ns>.svc.cluster.local, DNS specification 1.1.0),
 // with short names resolved from the caller's own stack or namespace, and
-// everything else forwarded to upstream servers through a TTL-bound cache.
-// It answers from a local cache of the engine, so it keeps answering while
-// the engine is away.
+// everything else forwarded upstream (package resolver answers; this
+// package keeps its record set current from the engine). It serves from
+// watch caches that start from a snapshot on disk, so it answers at once
+// after a restart, with or without the engine.
 package dns
 
 import (
@@ -14,6 +15,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,7 +29,11 @@ import (
 
 	"github.com/drover/drover/api"
 	"github.com/drover/drover/client"
+	"github.com/drover/drover/dns/resolver"
 )
+
+// DefaultStateDir is where the drover dns command keeps its snapshots.
+const DefaultStateDir = "/var/lib/drover/dns"
 
 // Options configure the DNS server.
 type Options struct {
@@ -34,7 +41,12 @@ type Options struct {
 	ClusterDomain string // default cluster.local
 	Upstreams     []string
 	TTL           uint32 // for owned names (default 5)
-	Engine        *client.Client
+	// CacheSize bounds the forwarded answers kept (default 10,000).
+	CacheSize int
+	Engine    *client.Client
+	// StateDir holds one snapshot file per collection watched, so a
+	// restart serves at once while the engine is away. "" keeps none.
+	StateDir      string
 	Logger        *slog.Logger
 	MetricsListen string // "" serves no /metrics
 	// Ready, if set, receives the listening address once serving.
@@ -43,13 +55,20 @@ type Options struct {
 
 // Server answers DNS.
 type Server struct {
-	opts   Options
-	log    *slog.Logger
-	recs   *records
-	cache  *answerCache
-	m      *dnsMetrics
-	zones  []string
-	soaFor map[string]*mdns.SOA
+	opts    Options
+	log     *slog.Logger
+	recs    *resolver.Records
+	fwd     *resolver.Forwarder
+	handler *resolver.Handler
+	m       *dnsMetrics
+
+	stackCache *client.Cache[api.Stack, *api.Stack]
+	svcCache   *client.Cache[api.Service, *api.Service]
+	ctrCache   *client.Cache[api.Container, *api.Container]
+	stacks     store[api.Stack]
+	services   store[api.Service]
+	ctrs       store[api.Container]
+	ready      func() bool
 
 	addr atomic.Value // string, once serving
 
@@ -58,13 +77,8 @@ type Server struct {
 	// state must not land after one from newer state.
 	apply sync.Mutex
 
-	mu       sync.RWMutex
-	stacks   map[string]*api.Stack
-	services map[string]*api.Service
-	ctrs     map[string]*api.Container
-	bySvc    map[string]map[string]bool // service -> containers
-	byIP     map[string]string          // caller IP -> container
-	aliases  map[string]map[string]bool // stack -> its alias services
+	ipMu sync.RWMutex
+	byIP map[string]string // caller IP -> container id
 }
 
 // New builds a server; Run starts it.
@@ -82,21 +96,51 @@ func New(opts Options) (*Server, error) {
 	if opts.TTL == 0 {
 		opts.TTL = 5
 	}
+	if opts.CacheSize == 0 {
+		opts.CacheSize = 10000
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
 	if len(opts.Upstreams) == 0 {
 		opts.Upstreams = systemUpstreams(opts.Listen)
 	}
-	s := &Server{opts: opts, log: opts.Logger.With("component", "dns"), recs: newRecords(), cache: newAnswerCache(10000), m: newDNSMetrics(),
-		stacks: map[string]*api.Stack{}, services: map[string]*api.Service{}, ctrs: map[string]*api.Container{},
-		bySvc: map[string]map[string]bool{}, byIP: map[string]string{}, aliases: map[string]map[string]bool{}, soaFor: map[string]*mdns.SOA{}}
-	s.zones = append(append([]string{}, engineZones...), opts.ClusterDomain)
-	for _, z := range s.zones {
-		s.soaFor[z] = &mdns.SOA{Hdr: mdns.RR_Header{Name: z, Rrtype: mdns.TypeSOA, Class: mdns.ClassINET, Ttl: opts.TTL},
-			Ns: "ns.dns." + z, Mbox: "hostmaster." + z, Serial: uint32(time.Now().Unix()), Refresh: 7200, Retry: 1800, Expire: 86400, Minttl: opts.TTL}
+	s := &Server{opts: opts, log: opts.Logger.With("component", "dns"), recs: resolver.NewRecords(), m: newDNSMetrics(), byIP: map[string]string{}}
+	m := s.m
+	obs := resolver.Observer{
+		Answered: func(proto, qtype, rcode, source string, took time.Duration) {
+			m.requests.WithLabelValues(proto, qtype).Inc()
+			m.responses.WithLabelValues(rcode).Inc()
+			m.duration.WithLabelValues(source).Observe(took.Seconds())
+		},
+		CacheHit:  m.hits.Inc,
+		CacheMiss: m.misses.Inc,
+		Forwarded: func(up, result string) { m.forwards.WithLabelValues(up, result).Inc() },
 	}
-	s.recs.set("dns-version", map[string]*rrset{"dns-version." + opts.ClusterDomain: {TXT: []string{"1.1.0"}}})
+	s.fwd = resolver.NewForwarder(opts.Upstreams, opts.CacheSize, obs)
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "drover_dns_cache_entries", Help: "Forwarded answers cached."}, func() float64 { return float64(s.fwd.Len()) }))
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "drover_dns_records", Help: "Names drover answers itself."}, func() float64 { return float64(s.recs.Len()) }))
+	s.recs.Set("dns-version", rrsets{"dns-version." + opts.ClusterDomain: {TXT: []string{"1.1.0"}}})
+
+	log, e := s.log, opts.Engine
+	s.stackCache = client.NewCache(e.Stacks(), client.ListOptions{}, client.Handlers[api.Stack]{OnAdd: s.addStack, OnUpdate: s.setStack, OnDelete: s.deleteStack}, log)
+	s.svcCache = client.NewCache(e.Services(), client.ListOptions{}, client.Handlers[api.Service]{OnAdd: s.addService, OnUpdate: s.setService, OnDelete: s.deleteService}, log)
+	s.ctrCache = client.NewCache(e.Containers(), client.ListOptions{}, client.Handlers[api.Container]{OnAdd: s.addContainer, OnUpdate: s.setContainer, OnDelete: s.deleteContainer}, log)
+	for name, fn := range serviceIndexes {
+		s.svcCache.AddIndex(name, fn)
+	}
+	for name, fn := range containerIndexes {
+		s.ctrCache.AddIndex(name, fn)
+	}
+	s.stacks, s.services, s.ctrs = s.stackCache, s.svcCache, s.ctrCache
+	s.ready = func() bool { return s.stackCache.HasSynced() && s.svcCache.HasSynced() && s.ctrCache.HasSynced() }
+
+	s.handler = resolver.NewHandler(resolver.Config{
+		Zones:      append(append([]string{}, engineZones...), opts.ClusterDomain),
+		SearchZone: engineZones[0], ClusterDomain: opts.ClusterDomain, TTL: opts.TTL,
+		Records: s.recs, Caller: s.caller, Ready: func() bool { return s.ready() },
+		Forward: s.fwd.Forward, Observer: obs,
+	})
 	return s, nil
 }
 
@@ -124,14 +168,28 @@ func (s *Server) Addr() string {
 	return a
 }
 
-// Run serves until ctx ends.
+// ServeDNS answers one query (the server is an mdns.Handler).
+func (s *Server) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) { s.handler.ServeDNS(w, req) }
+
+// Run serves until ctx ends. It listens at once: until the caches have
+// synced (from a snapshot, or else from the engine) drover's own zones
+// answer SERVFAIL and everything else is forwarded.
 func (s *Server) Run(ctx context.Context) error {
-	waits := s.watch(ctx)
-	for _, w := range waits {
-		if !w(ctx) {
-			return ctx.Err()
-		}
+	ctx, cancel := context.WithCancel(ctx)
+	var caches sync.WaitGroup
+	// Caches write their final snapshot as they stop.
+	defer caches.Wait()
+	defer cancel()
+	if err := s.startCaches(ctx, &caches); err != nil {
+		return err
 	}
+	// A snapshot loads in milliseconds and a reachable engine lists in
+	// well under a second: waiting that long spares clients a burst of
+	// SERVFAIL at start, and no longer, so an engine that is away costs
+	// only this delay.
+	grace, graceDone := context.WithTimeout(ctx, SyncGrace)
+	s.waitSynced(grace)
+	graceDone()
 	pc, err := net.ListenPacket("udp", s.opts.Listen)
 	if err != nil {
 		return fmt.Errorf("dns: listening on udp %s: %w", s.opts.Listen, err)
@@ -142,125 +200,166 @@ func (s *Server) Run(ctx context.Context) error {
 		pc.Close()
 		return fmt.Errorf("dns: listening on tcp %s: %w", pc.LocalAddr(), err)
 	}
-	udp := &mdns.Server{PacketConn: pc, Handler: s, UDPSize: 65535}
-	tcp := &mdns.Server{Listener: ln, Handler: s}
+	udp := &mdns.Server{PacketConn: pc, Handler: s.handler, UDPSize: 65535}
+	tcp := &mdns.Server{Listener: ln, Handler: s.handler}
 	errc := make(chan error, 3)
 	go func() { errc <- udp.ActivateAndServe() }()
 	go func() { errc <- tcp.ActivateAndServe() }()
 	if s.opts.MetricsListen != "" {
 		mux := http.NewServeMux()
-		ok := func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }
-		mux.HandleFunc("GET /healthz", ok)
-		mux.HandleFunc("GET /readyz", ok) // it serves only once its caches synced
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+			if !s.ready() {
+				http.Error(w, "not ready: no snapshot loaded and the engine not reached yet", http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprintln(w, "ok")
+		})
 		mux.Handle("GET /metrics", promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{}))
 		hs := &http.Server{Addr: s.opts.MetricsListen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { errc <- hs.ListenAndServe() }()
 		defer hs.Close()
 	}
 	s.addr.Store(pc.LocalAddr().String())
-	s.log.Info("dns serving", "listen", pc.LocalAddr().String(), "clusterDomain", s.opts.ClusterDomain, "upstreams", s.opts.Upstreams)
+	s.log.Info("dns serving", "listen", pc.LocalAddr().String(), "clusterDomain", s.opts.ClusterDomain, "upstreams", s.opts.Upstreams, "stateDir", s.opts.StateDir)
 	if s.opts.Ready != nil {
 		s.opts.Ready <- pc.LocalAddr().String()
 	}
+	defer udp.Shutdown()
+	defer tcp.Shutdown()
 	select {
 	case <-ctx.Done():
+		return nil
 	case err := <-errc:
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
-			udp.Shutdown()
-			tcp.Shutdown()
 			return err
 		}
+		return nil
 	}
-	udp.Shutdown()
-	tcp.Shutdown()
+}
+
+// SyncGrace is how long Run waits for its caches before listening anyway.
+const SyncGrace = 500 * time.Millisecond
+
+func (s *Server) waitSynced(ctx context.Context) bool {
+	for _, w := range []func(context.Context) bool{s.stackCache.WaitForSync, s.svcCache.WaitForSync, s.ctrCache.WaitForSync} {
+		if !w(ctx) {
+			return false
+		}
+	}
+	return true
+}
+
+// startCaches points each cache at its snapshot and starts it.
+func (s *Server) startCaches(ctx context.Context, wg *sync.WaitGroup) error {
+	type runner interface {
+		Run(context.Context)
+		SetSnapshot(string)
+	}
+	caches := []struct {
+		name string
+		c    runner
+	}{{"stacks", s.stackCache}, {"services", s.svcCache}, {"containers", s.ctrCache}}
+	if dir := s.opts.StateDir; dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("dns: state dir: %w", err)
+		}
+		for _, c := range caches {
+			c.c.SetSnapshot(filepath.Join(dir, c.name+".json"))
+		}
+	}
+	for _, c := range caches {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.c.Run(ctx)
+		}()
+	}
+	go func() {
+		if !s.waitSynced(ctx) {
+			return
+		}
+		from := "engine"
+		if s.ctrCache.FromSnapshot() {
+			from = "snapshot"
+		}
+		s.log.Info("dns records complete", "from", from, "names", s.recs.Len())
+	}()
 	return nil
 }
 
-// watch keeps the engine view current and recomputes the records of what
-// a change touches.
-func (s *Server) watch(ctx context.Context) []func(context.Context) bool {
-	e, log := s.opts.Engine, s.log
-	stacks := client.NewCache(e.Stacks(), client.ListOptions{}, client.Handlers[api.Stack]{
-		OnAdd: s.setStack, OnUpdate: func(_, n *api.Stack) { s.setStack(n) }, OnDelete: s.deleteStack,
-	}, log)
-	svcs := client.NewCache(e.Services(), client.ListOptions{}, client.Handlers[api.Service]{
-		OnAdd: s.setService, OnUpdate: func(_, n *api.Service) { s.setService(n) }, OnDelete: s.deleteService,
-	}, log)
-	ctrs := client.NewCache(e.Containers(), client.ListOptions{}, client.Handlers[api.Container]{
-		OnAdd: s.setContainer, OnUpdate: func(_, n *api.Container) { s.setContainer(n) }, OnDelete: s.deleteContainer,
-	}, log)
-	go stacks.Run(ctx)
-	go svcs.Run(ctx)
-	go ctrs.Run(ctx)
-	return []func(context.Context) bool{stacks.WaitForSync, svcs.WaitForSync, ctrs.WaitForSync}
+// caller is the stack and namespace of the container at ip.
+func (s *Server) caller(ip string) (stack, ns string) {
+	s.ipMu.RLock()
+	id := s.byIP[ip]
+	s.ipMu.RUnlock()
+	c, ok := s.ctrs.Get(id)
+	if id == "" || !ok {
+		return "", ""
+	}
+	st, ok := s.stacks.Get(c.Spec.StackID)
+	if !ok {
+		return "", ""
+	}
+	ns = st.Spec.Namespace
+	if c.Spec.Kind == api.ContainerKindPod && ns == "" {
+		ns = st.Name
+	}
+	return st.Name, ns
 }
 
-func (s *Server) setStack(st *api.Stack) {
-	s.mu.Lock()
-	old := s.stacks[st.ID]
-	s.stacks[st.ID] = st
-	var redo []string
-	if old == nil || old.Name != st.Name {
-		for id, sv := range s.services {
-			if sv.Spec.StackID == st.ID {
-				redo = append(redo, id)
-			}
-		}
+func (s *Server) addStack(st *api.Stack) { s.setStack(nil, st) }
+
+// setStack: services carry their stack's name, so a new or renamed stack
+// recomputes them (services may arrive before their stack).
+func (s *Server) setStack(old, st *api.Stack) {
+	if old != nil && old.Name == st.Name {
+		return
 	}
-	s.mu.Unlock()
-	for _, id := range redo {
-		s.recomputeService(id)
+	for _, v := range s.services.ByIndex(byStack, st.ID) {
+		s.recomputeService(v.ID)
 	}
 }
 
 func (s *Server) deleteStack(st *api.Stack) {
-	s.mu.Lock()
-	delete(s.stacks, st.ID)
-	s.mu.Unlock()
+	for _, v := range s.services.ByIndex(byStack, st.ID) {
+		s.recomputeService(v.ID)
+	}
 }
 
-func (s *Server) setService(v *api.Service) {
-	s.mu.Lock()
-	s.services[v.ID] = v
-	if v.Spec.Kind == api.ServiceAlias {
-		if s.aliases[v.Spec.StackID] == nil {
-			s.aliases[v.Spec.StackID] = map[string]bool{}
-		}
-		s.aliases[v.Spec.StackID][v.ID] = true
-	}
-	s.mu.Unlock()
+func (s *Server) addService(v *api.Service) { s.setService(nil, v) }
+
+func (s *Server) setService(old, v *api.Service) {
 	s.recomputeService(v.ID)
 	s.recomputeAliases(v.Spec.StackID)
+	if old != nil && old.Spec.StackID != v.Spec.StackID {
+		s.recomputeAliases(old.Spec.StackID)
+	}
 }
 
 func (s *Server) deleteService(v *api.Service) {
-	s.mu.Lock()
-	delete(s.services, v.ID)
-	delete(s.aliases[v.Spec.StackID], v.ID)
-	s.mu.Unlock()
 	s.apply.Lock()
-	s.recs.set("svc:"+v.ID, nil)
+	s.recs.Set("svc:"+v.ID, nil)
 	s.apply.Unlock()
 	s.recomputeAliases(v.Spec.StackID)
 }
 
-func (s *Server) setContainer(c *api.Container) {
-	s.mu.Lock()
-	if old := s.ctrs[c.ID]; old != nil && s.byIP[old.Status.PrimaryIP] == c.ID {
+func (s *Server) addContainer(c *api.Container) { s.setContainer(nil, c) }
+
+func (s *Server) setContainer(old, c *api.Container) {
+	s.ipMu.Lock()
+	if old != nil && old.Status.PrimaryIP != c.Status.PrimaryIP && s.byIP[old.Status.PrimaryIP] == c.ID {
 		delete(s.byIP, old.Status.PrimaryIP)
 	}
-	s.ctrs[c.ID] = c
 	if c.Status.PrimaryIP != "" {
 		s.byIP[c.Status.PrimaryIP] = c.ID
 	}
-	if c.Spec.ServiceID != "" {
-		if s.bySvc[c.Spec.ServiceID] == nil {
-			s.bySvc[c.Spec.ServiceID] = map[string]bool{}
-		}
-		s.bySvc[c.Spec.ServiceID][c.ID] = true
+	s.ipMu.Unlock()
+	s.recomputeContainer(c.ID)
+	if old != nil && old.Spec.ServiceID != c.Spec.ServiceID && old.Spec.ServiceID != "" {
+		s.recomputeService(old.Spec.ServiceID)
+		s.recomputeAliases(old.Spec.StackID)
 	}
-	s.mu.Unlock()
-	s.recomputeContainer(c)
 	if c.Spec.ServiceID != "" {
 		s.recomputeService(c.Spec.ServiceID)
 		s.recomputeAliases(c.Spec.StackID)
@@ -268,147 +367,48 @@ func (s *Server) setContainer(c *api.Container) {
 }
 
 func (s *Server) deleteContainer(c *api.Container) {
-	s.mu.Lock()
-	delete(s.ctrs, c.ID)
+	s.ipMu.Lock()
 	if s.byIP[c.Status.PrimaryIP] == c.ID {
 		delete(s.byIP, c.Status.PrimaryIP)
 	}
-	delete(s.bySvc[c.Spec.ServiceID], c.ID)
-	s.mu.Unlock()
-	s.apply.Lock()
-	s.recs.set("ctr:"+c.ID, nil)
-	s.apply.Unlock()
+	s.ipMu.Unlock()
+	s.recomputeContainer(c.ID)
 	if c.Spec.ServiceID != "" {
 		s.recomputeService(c.Spec.ServiceID)
 		s.recomputeAliases(c.Spec.StackID)
 	}
 }
 
-// recomputeContainer: <container>.drover.internal for a serving container.
-func (s *Server) recomputeContainer(c *api.Container) {
+// recomputeContainer: <container>.<zone> from the newest copy there is
+// (none once deleted).
+func (s *Server) recomputeContainer(id string) {
 	s.apply.Lock()
 	defer s.apply.Unlock()
-	s.mu.RLock()
-	if cur := s.ctrs[c.ID]; cur != nil {
-		c = cur // the newest we have
+	var recs rrsets
+	if c, ok := s.ctrs.Get(id); ok {
+		recs = containerRecords(c)
 	}
-	s.mu.RUnlock()
-	recs := map[string]*rrset{}
-	if serving(c) && c.Spec.Kind != api.ContainerKindPod {
-		for _, z := range engineZones {
-			addA(recs, strings.ToLower(c.Name)+"."+z, net.ParseIP(c.Status.PrimaryIP))
-		}
-	}
-	s.recs.set("ctr:"+c.ID, recs)
+	s.recs.Set("ctr:"+id, recs)
 }
 
 // recomputeService rebuilds one service's names from its containers.
 func (s *Server) recomputeService(id string) {
 	s.apply.Lock()
 	defer s.apply.Unlock()
-	s.mu.RLock()
-	v := s.services[id]
-	if v == nil {
-		s.mu.RUnlock()
-		return
-	}
-	var recs map[string]*rrset
-	if v.Spec.Kind == api.ServiceKubernetes {
-		recs = kubernetesRecords(v, s.opts.ClusterDomain)
-	} else {
-		recs = s.engineServiceRecords(v)
-	}
-	s.mu.RUnlock()
-	s.recs.set("svc:"+id, recs)
-}
-
-// engineServiceRecords: <service>.<stack>.<zone> -> VIP, or the serving
-// containers; sidekicks at <sidekick>.<service>.<stack>.<zone>; external
-// services' IPs or hostname; alias services' targets. Called read-locked.
-func (s *Server) engineServiceRecords(v *api.Service) map[string]*rrset {
-	st := s.stacks[v.Spec.StackID]
-	if st == nil {
-		return nil
-	}
-	recs := map[string]*rrset{}
-	base := strings.ToLower(v.Name + "." + st.Name)
-	for _, z := range engineZones {
-		name := base + "." + z
-		switch v.Spec.Kind {
-		case api.ServiceExternal:
-			if v.Spec.Hostname != "" {
-				recs[name] = &rrset{CNAME: mdns.Fqdn(v.Spec.Hostname)}
-				continue
-			}
-			for _, ip := range v.Spec.ExternalIPs {
-				addA(recs, name, net.ParseIP(ip))
-			}
-		case api.ServiceAlias:
-			for _, target := range v.Spec.Links {
-				t, _, _ := strings.Cut(target, ":")
-				for _, other := range s.services { // alias services are few and change rarely
-					if other.Spec.StackID == v.Spec.StackID && other.Name == t && other.ID != v.ID {
-						for _, ip := range s.serviceIPs(other) {
-							addA(recs, name, ip)
-						}
-					}
-				}
-			}
-		default:
-			if v.Spec.VIP != "" {
-				addA(recs, name, net.ParseIP(v.Spec.VIP))
-				continue
-			}
-			for cid := range s.bySvc[v.ID] {
-				c := s.ctrs[cid]
-				if c == nil || !serving(c) {
-					continue
-				}
-				n := name
-				if c.Spec.LaunchConfigName != "" {
-					n = strings.ToLower(c.Spec.LaunchConfigName) + "." + name
-				}
-				addA(recs, n, net.ParseIP(c.Status.PrimaryIP))
-			}
-			if recs[name] == nil {
-				recs[name] = &rrset{} // exists, no address: NODATA
-			}
+	var recs rrsets
+	if v, ok := s.services.Get(id); ok {
+		if v.Spec.Kind == api.ServiceKubernetes {
+			recs = kubernetesRecords(v, s.opts.ClusterDomain)
+		} else {
+			recs = s.engineServiceRecords(v)
 		}
 	}
-	sortIPs(recs)
-	return recs
-}
-
-// serviceIPs are a service's answer addresses. Called read-locked.
-func (s *Server) serviceIPs(v *api.Service) []net.IP {
-	if v.Spec.VIP != "" {
-		return []net.IP{net.ParseIP(v.Spec.VIP)}
-	}
-	if v.Spec.Kind == api.ServiceExternal {
-		var out []net.IP
-		for _, ip := range v.Spec.ExternalIPs {
-			out = append(out, net.ParseIP(ip))
-		}
-		return out
-	}
-	var out []net.IP
-	for cid := range s.bySvc[v.ID] {
-		if c := s.ctrs[cid]; c != nil && serving(c) && c.Spec.LaunchConfigName == "" {
-			out = append(out, net.ParseIP(c.Status.PrimaryIP))
-		}
-	}
-	return out
+	s.recs.Set("svc:"+id, recs)
 }
 
 func (s *Server) recomputeAliases(stackID string) {
-	s.mu.RLock()
-	var ids []string
-	for id := range s.aliases[stackID] {
-		ids = append(ids, id)
-	}
-	s.mu.RUnlock()
-	for _, id := range ids {
-		s.recomputeService(id)
+	for _, v := range s.services.ByIndex(byAlias, stackID) {
+		s.recomputeService(v.ID)
 	}
 }
 
