@@ -1,6 +1,9 @@
 package api
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestSelector(t *testing.T) {
 	labels := map[string]string{"app": "web", "tier": "front", "io.rancher.scheduler.global": "true"}
@@ -20,6 +23,9 @@ func TestSelector(t *testing.T) {
 		{"app=web, tier=front", true},
 		{"io.rancher.scheduler.global=true", true},
 		{"missing!=x", true},
+		{"tier in (front,back)", true},
+		{"tier notin (front)", false},
+		{"app in (db)", false},
 	}
 	for _, tc := range cases {
 		s, err := ParseSelector(tc.sel)
@@ -30,7 +36,7 @@ func TestSelector(t *testing.T) {
 			t.Errorf("%q matches = %v, want %v", tc.sel, got, tc.want)
 		}
 	}
-	for _, bad := range []string{"a=b=c", ",", "=x", "!", "a b=c"} {
+	for _, bad := range []string{"a=b=c", "=x", "!", "a b=c", "tier in (", "k=" + strings.Repeat("v", 64)} {
 		if _, err := ParseSelector(bad); err == nil {
 			t.Errorf("%q should not parse", bad)
 		}

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	jsonpatch "gopkg.in/evanphx/json-patch.v4"
+
 	"github.com/drover/drover/api"
 )
 
@@ -260,25 +262,29 @@ func decodeInto(kind api.Kind, m map[string]any) (api.Object, *api.Error) {
 	return obj, nil
 }
 
-// mergePatch applies an RFC 7386 JSON merge patch to target in place.
-func mergePatch(target, patch map[string]any) map[string]any {
-	if target == nil {
-		target = map[string]any{}
+// mergePatch applies an RFC 7386 JSON merge patch to target (with the
+// maintained implementation client-go uses) and returns the result with
+// numbers kept as json.Number, ready for decodeInto's shape check.
+func mergePatch(target, patch map[string]any) (map[string]any, *api.Error) {
+	doc, err := json.Marshal(target)
+	if err != nil {
+		return nil, internalError(err)
 	}
-	for k, pv := range patch {
-		if pv == nil {
-			delete(target, k)
-			continue
-		}
-		pm, ok := pv.(map[string]any)
-		if !ok {
-			target[k] = pv
-			continue
-		}
-		tm, _ := target[k].(map[string]any)
-		target[k] = mergePatch(tm, pm)
+	p, err := json.Marshal(patch)
+	if err != nil {
+		return nil, api.NewError(http.StatusBadRequest, api.CodeInvalidJSON, "", "re-encoding patch: %v", err)
 	}
-	return target
+	merged, err := jsonpatch.MergePatch(doc, p)
+	if err != nil {
+		return nil, api.NewError(http.StatusBadRequest, api.CodeInvalidJSON, "", "applying merge patch: %v", err)
+	}
+	var out map[string]any
+	dec := json.NewDecoder(bytes.NewReader(merged))
+	dec.UseNumber()
+	if err := dec.Decode(&out); err != nil {
+		return nil, internalError(err)
+	}
+	return out, nil
 }
 
 func typeOf(v any) reflect.Type { return reflect.TypeOf(v) }

@@ -178,7 +178,7 @@ func filterFromQuery(r *http.Request, p *principal) (*filter, *api.Error) {
 }
 
 func (f *filter) trivial() bool {
-	return (f.scope == nil || f.scope.role != api.RoleAgent) && f.stackID == "" && f.serviceID == "" && f.hostID == "" && len(f.selector) == 0
+	return (f.scope == nil || f.scope.role != api.RoleAgent) && f.stackID == "" && f.serviceID == "" && f.hostID == "" && f.selector.Empty()
 }
 
 func (s *Server) listOrWatch(w http.ResponseWriter, r *http.Request) {
@@ -438,6 +438,7 @@ func (s *Server) updateHandler(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		m := patch
+		var aerr *api.Error
 		if r.Method == http.MethodPatch || statusOnly {
 			curJSON, _ := json.Marshal(cur)
 			var base map[string]any
@@ -454,10 +455,12 @@ func (s *Server) updateHandler(w http.ResponseWriter, r *http.Request) {
 				} else {
 					p := map[string]any{"status": st}
 					mergeConditions(base, p)
-					m = mergePatch(base, clone(p))
+					if m, aerr = mergePatch(base, p); aerr != nil {
+						return nil, nil, aerr
+					}
 				}
-			} else {
-				m = mergePatch(base, clone(patch))
+			} else if m, aerr = mergePatch(base, patch); aerr != nil {
+				return nil, nil, aerr
 			}
 		}
 		next, aerr := decodeInto(kind, m)
@@ -533,17 +536,6 @@ func (s *Server) carrySecrets(kind api.Kind, cur, next api.Object) (api.Object, 
 		return next, []byte(key), nil
 	}
 	return next, nil, nil
-}
-
-func clone(m map[string]any) map[string]any {
-	out := make(map[string]any, len(m))
-	for k, v := range m {
-		if mm, ok := v.(map[string]any); ok {
-			v = clone(mm)
-		}
-		out[k] = v
-	}
-	return out
 }
 
 func (s *Server) deleteHandler(w http.ResponseWriter, r *http.Request) {
