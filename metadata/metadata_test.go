@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -92,12 +94,14 @@ type rancherHost struct {
 }
 
 type env struct {
-	url string
-	srv *server.Server
-	eng *client.Client
-	web *api.Service
-	db  *api.Service
-	c1  *api.Container
+	url      string
+	stateDir string
+	stop     func() // stops the metadata server and waits for it
+	srv      *server.Server
+	eng      *client.Client
+	web      *api.Service
+	db       *api.Service
+	c1       *api.Container
 }
 
 func setup(t *testing.T) *env {
@@ -108,7 +112,7 @@ func setup(t *testing.T) *env {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	srv, eng := testenv.StartServer(t, server.Options{})
-	e := &env{eng: eng, srv: srv}
+	e := &env{eng: eng, srv: srv, stateDir: t.TempDir()}
 	host, err := eng.Hosts().Create(ctx, &api.Host{Meta: api.Meta{Name: "node1", Labels: map[string]string{"zone": "a"}}, Status: api.HostStatus{AgentIP: "10.0.0.1", Capacity: api.Capacity{MemoryBytes: 1 << 30, MilliCPU: 2000}}})
 	if err != nil {
 		t.Fatal(err)
@@ -130,15 +134,56 @@ func setup(t *testing.T) *env {
 			e.c1 = ct
 		}
 	}
+	e.url, e.stop = startMetadata(t, ctx, metadata.Options{Engine: eng, StateDir: e.stateDir})
+	// Everything the test made is there before the test starts.
+	waitFor(t, "the metadata server's first sync", func() bool {
+		code, body := get(t, e.url+"/latest/containers", "127.0.0.2", "")
+		return code == 200 && strings.Count(body, "\n") == 3
+	})
+	return e
+}
+
+// startMetadata runs a metadata server on a loopback port until ctx ends
+// or the returned stop is called, and gives its URL.
+func startMetadata(t *testing.T, ctx context.Context, o metadata.Options) (string, func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(ctx)
 	ready := make(chan string, 1)
-	go metadata.Run(ctx, metadata.Options{Listen: "127.0.0.1:0", Engine: eng, Logger: testenv.Logger(), TokenKey: []byte("k"), Ready: ready})
+	o.Listen, o.Logger, o.TokenKey, o.Ready = "127.0.0.1:0", testenv.Logger(), []byte("k"), ready
+	done := make(chan error, 1)
+	go func() { done <- metadata.Run(ctx, o) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("metadata server: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
 	select {
 	case addr := <-ready:
-		e.url = "http://" + addr
+		return "http://" + addr, stop
+	case err := <-done:
+		t.Fatalf("metadata server ended: %v", err)
 	case <-time.After(20 * time.Second):
-		t.Fatal("metadata not ready")
+		t.Fatal("metadata server not listening after 20s")
 	}
-	return e
+	return "", nil
+}
+
+// waitFor polls cond until it holds; the generous deadline only bounds a
+// test that would otherwise hang (speed is measured in benchmarks).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // get fetches a path as the caller with source IP from, in a format.
@@ -287,7 +332,7 @@ func TestIntegrationLongPoll(t *testing.T) {
 		done <- nv
 	}()
 	time.Sleep(300 * time.Millisecond)
-	if _, err := e.eng.Containers().Patch(context.Background(), e.c1.ID, map[string]any{"status": map[string]any{"state": "stopped"}}); err != nil {
+	if _, err := e.eng.Containers().PatchStatus(context.Background(), e.c1.ID, map[string]any{"status": map[string]any{"state": "stopped"}}); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -321,5 +366,64 @@ func TestIntegrationAnswersWithoutEngine(t *testing.T) {
 	}
 	if code, body := get(t, e.url+"/metrics", "127.0.0.2", ""); code != 200 || !strings.Contains(body, "drover_metadata_requests_total") {
 		t.Fatalf("/metrics: %d", code)
+	}
+}
+
+// A restart while the engine is away answers from the snapshot the last
+// run left, from its first request on.
+func TestIntegrationRestartFromSnapshotWithoutEngine(t *testing.T) {
+	e := setup(t)
+	if _, err := e.eng.Containers().PatchStatus(context.Background(), e.c1.ID, map[string]any{"status": map[string]any{"state": "stopped"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the change", func() bool {
+		_, body := get(t, e.url+"/latest/self/container/state", "127.0.0.2", "")
+		return body == "stopped"
+	})
+	_, before := get(t, e.url+"/latest/services", "127.0.0.2", "application/json")
+	e.stop()
+	e.srv.Close()
+
+	start := time.Now()
+	url, _ := startMetadata(t, context.Background(), metadata.Options{Engine: e.eng, StateDir: e.stateDir})
+	code, body := get(t, url+"/latest/self/container/state", "127.0.0.2", "")
+	t.Logf("first answer %s after start", time.Since(start))
+	if code != 200 || body != "stopped" {
+		t.Fatalf("first answer from the snapshot: %d %q, want the state before the restart", code, body)
+	}
+	if _, after := get(t, url+"/latest/services", "127.0.0.2", "application/json"); after != before {
+		t.Errorf("services from the snapshot differ:\n%s\nbefore:\n%s", after, before)
+	}
+	if code, body := get(t, url+"/latest/self/host/agent_ip", "127.0.0.2", ""); code != 200 || body != "10.0.0.1" {
+		t.Errorf("self host from the snapshot: %d %q", code, body)
+	}
+	if code, _ := get(t, url+"/readyz", "127.0.0.2", ""); code != 200 {
+		t.Errorf("/readyz from a snapshot: %d", code)
+	}
+}
+
+// With neither snapshot nor engine it answers at once: 503 with a reason,
+// in the asked format, never a hang.
+func TestIntegrationNoSnapshotNoEngine(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test")
+	}
+	dead := client.New(fmt.Sprintf("http://127.0.0.1:%d", testenv.FreePort(t)), "k", "s")
+	url, _ := startMetadata(t, context.Background(), metadata.Options{Engine: dead, StateDir: t.TempDir()})
+	code, body := get(t, url+"/latest/self/container", "127.0.0.2", "application/json")
+	var e struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	}
+	if err := json.Unmarshal([]byte(body), &e); code != 503 || err != nil || e.Code != 503 || !strings.Contains(e.Message, "engine") {
+		t.Errorf("JSON before any sync: %d %q", code, body)
+	}
+	if code, body := get(t, url+"/latest/version", "127.0.0.2", ""); code != 503 || !strings.Contains(body, "no snapshot") {
+		t.Errorf("text before any sync: %d %q", code, body)
+	}
+	for path, want := range map[string]int{"/healthz": 200, "/readyz": 503} {
+		if code, _ := get(t, url+path, "127.0.0.2", ""); code != want {
+			t.Errorf("%s before any sync: %d, want %d", path, code, want)
+		}
 	}
 }

@@ -4,8 +4,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
-	"sort"
 	"strconv"
 	"strings"
 
@@ -59,7 +57,7 @@ type Service struct {
 	FQDN               string            `json:"fqdn"`
 	ExternalIPs        []string          `json:"external_ips"`
 	Hostname           string            `json:"hostname"`
-	Containers         []any             `json:"containers"`
+	Containers         []any             `json:"containers,omitempty"` // added from the containers' own bytes
 	Labels             map[string]string `json:"labels"`
 	Metadata           map[string]any    `json:"metadata"`
 	Sidekicks          []string          `json:"sidekicks"`
@@ -77,7 +75,7 @@ type Stack struct {
 	Name            string `json:"name"`
 	UUID            string `json:"uuid"`
 	EnvironmentName string `json:"environment_name"`
-	Services        []any  `json:"services"`
+	Services        []any  `json:"services,omitempty"` // added from the services' own bytes
 	System          bool   `json:"system"`
 }
 
@@ -98,15 +96,6 @@ type Network struct {
 	UUID string `json:"uuid"`
 	CIDR string `json:"cidr"`
 	MTU  int    `json:"mtu"`
-}
-
-// tree turns a value into the generic map/list form paths walk. It runs
-// once per object change, never per request.
-func tree(v any) any {
-	b, _ := json.Marshal(v)
-	var out any
-	json.Unmarshal(b, &out)
-	return out
 }
 
 func nonNilStrings(s []string) []string {
@@ -159,7 +148,7 @@ func renderService(s *api.Service, stackName string) *Service {
 		VIP: s.Spec.VIP, ExternalIPs: nonNilStrings(s.Spec.ExternalIPs), Hostname: s.Spec.Hostname,
 		Labels: nonNilMap(s.Labels), Metadata: map[string]any{}, Sidekicks: []string{}, Links: map[string]string{},
 		Ports: []string{}, State: s.Status.State, HealthCheck: healthCheck(s.Spec.HealthCheck), LBConfig: s.Spec.LBConfig,
-		PrimaryServiceName: s.Name, Containers: []any{},
+		PrimaryServiceName: s.Name,
 	}
 	if out.VIP == "" {
 		out.VIP = s.Status.VIP
@@ -201,10 +190,6 @@ func serviceToken(key []byte, serviceID string) string {
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte(serviceID))
 	return hex.EncodeToString(m.Sum(nil))[:32]
-}
-
-func sortByName(items []any) {
-	sort.SliceStable(items, func(i, j int) bool { return nameOf(items[i]) < nameOf(items[j]) })
 }
 
 func nameOf(v any) string {

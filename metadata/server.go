@@ -1,8 +1,8 @@
 // Package metadata is the per-host metadata service: each container or pod,
 // identified by its source IP, reads its own container, service, stack and
 // host, and the shared views, with Rancher 1.x's paths and shapes. It serves
-// from a local cache fed by the engine's event stream, so it keeps answering
-// while the engine is away.
+// from watch caches that start from a snapshot on disk, so it answers at
+// once after a restart, with or without the engine.
 package metadata
 
 import (
@@ -13,8 +13,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +32,14 @@ import (
 // Versions are the API versions served; all carry the same data.
 var Versions = []string{"2015-07-25", "2015-12-19", "2016-07-29", "latest"}
 
+// DefaultStateDir is where the drover metadata command keeps its snapshots.
+const DefaultStateDir = "/var/lib/drover/metadata"
+
+// SyncGrace is how long Run waits for its caches before listening anyway:
+// long enough for a snapshot or a reachable engine, so clients rarely see
+// a 503 at start.
+const SyncGrace = 500 * time.Millisecond
+
 // Options configure the metadata server.
 type Options struct {
 	Listen string // default 169.254.169.250:80
@@ -36,7 +47,10 @@ type Options struct {
 	// (behind a trusted proxy only).
 	XFF    bool
 	Engine *client.Client
-	Logger *slog.Logger
+	// StateDir holds one snapshot file per collection watched, so a
+	// restart serves at once while the engine is away. "" keeps none.
+	StateDir string
+	Logger   *slog.Logger
 	// TokenKey signs services' tokens; every metadata server of a cluster
 	// must share it (default: the engine secret key in use).
 	TokenKey []byte
@@ -53,9 +67,48 @@ type Server struct {
 	requests *prometheus.CounterVec
 	metrics  http.Handler
 	synced   func() bool
+
+	stacks   *client.Cache[api.Stack, *api.Stack]
+	services *client.Cache[api.Service, *api.Service]
+	ctrs     *client.Cache[api.Container, *api.Container]
+	hosts    *client.Cache[api.Host, *api.Host]
+	nets     *client.Cache[api.Network, *api.Network]
 }
 
-// Run serves until ctx ends.
+func newServer(opts Options) *Server {
+	s := &Server{opts: opts, log: opts.Logger.With("component", "metadata"), reg: prometheus.NewRegistry()}
+	e, log := opts.Engine, s.log
+	// The state reads the caches it is fed by; they are filled in below.
+	st := newState(nil, nil, nil)
+	s.st = st
+	s.stacks = client.NewCache(e.Stacks(), client.ListOptions{}, client.Handlers[api.Stack]{OnAdd: func(n *api.Stack) { st.setStack(nil, n) }, OnUpdate: st.setStack, OnDelete: st.deleteStack}, log)
+	s.services = client.NewCache(e.Services(), client.ListOptions{}, client.Handlers[api.Service]{OnAdd: func(n *api.Service) { st.setService(nil, n) }, OnUpdate: st.setService, OnDelete: st.deleteService}, log)
+	s.ctrs = client.NewCache(e.Containers(), client.ListOptions{}, client.Handlers[api.Container]{OnAdd: func(n *api.Container) { st.setContainer(nil, n) }, OnUpdate: st.setContainer, OnDelete: st.deleteContainer}, log)
+	s.hosts = client.NewCache(e.Hosts(), client.ListOptions{}, client.Handlers[api.Host]{OnAdd: st.setHost, OnUpdate: func(_, n *api.Host) { st.setHost(n) }, OnDelete: st.deleteHost}, log)
+	s.nets = client.NewCache(e.Networks(), client.ListOptions{}, client.Handlers[api.Network]{OnAdd: st.setNetwork, OnUpdate: func(_, n *api.Network) { st.setNetwork(n) }, OnDelete: st.deleteNetwork}, log)
+	for name, fn := range serviceIndexes {
+		s.services.AddIndex(name, fn)
+	}
+	for name, fn := range containerIndexes {
+		s.ctrs.AddIndex(name, fn)
+	}
+	st.stacks, st.services, st.ctrs = s.stacks, s.services, s.ctrs
+	s.synced = func() bool {
+		return s.stacks.HasSynced() && s.services.HasSynced() && s.ctrs.HasSynced() && s.hosts.HasSynced() && s.nets.HasSynced()
+	}
+	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "drover_metadata_requests_total", Help: "Metadata requests by result code."}, []string{"code"})
+	s.reg.MustRegister(s.requests, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "drover_metadata_containers", Help: "Containers known."}, func() float64 {
+		s.st.mu.RLock()
+		defer s.st.mu.RUnlock()
+		return float64(len(s.st.ctr))
+	}))
+	s.metrics = promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})
+	return s
+}
+
+// Run serves until ctx ends. It listens at once; until its caches have
+// synced (from a snapshot, or else from the engine) it answers 503.
 func Run(ctx context.Context, opts Options) error {
 	if opts.Engine == nil {
 		return errors.New("metadata: engine credentials are required")
@@ -66,20 +119,21 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &Server{opts: opts, log: opts.Logger.With("component", "metadata"), st: newState(), reg: prometheus.NewRegistry()}
-	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "drover_metadata_requests_total", Help: "Metadata requests by result code."}, []string{"code"})
-	s.reg.MustRegister(s.requests, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	s.metrics = promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})
-	s.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "drover_metadata_containers", Help: "Containers known."}, func() float64 {
-		s.st.mu.RLock()
-		defer s.st.mu.RUnlock()
-		return float64(len(s.st.containers))
-	}))
-	caches := s.watch(ctx)
+	s := newServer(opts)
+	ctx, cancel := context.WithCancel(ctx)
+	var caches sync.WaitGroup
+	defer caches.Wait() // caches write their final snapshot as they stop
+	defer cancel()
+	if err := s.startCaches(ctx, &caches); err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", opts.Listen)
 	if err != nil {
 		return fmt.Errorf("metadata: listening on %s: %w", opts.Listen, err)
 	}
+	grace, graceDone := context.WithTimeout(ctx, SyncGrace)
+	s.waitSynced(grace)
+	graceDone()
 	srv := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -87,12 +141,7 @@ func Run(ctx context.Context, opts Options) error {
 		defer cancel()
 		srv.Shutdown(sctx)
 	}()
-	for _, wait := range caches {
-		if !wait(ctx) {
-			return ctx.Err()
-		}
-	}
-	s.log.Info("metadata serving", "listen", ln.Addr().String())
+	s.log.Info("metadata serving", "listen", ln.Addr().String(), "stateDir", opts.StateDir, "synced", s.synced())
 	if opts.Ready != nil {
 		opts.Ready <- ln.Addr().String()
 	}
@@ -102,36 +151,58 @@ func Run(ctx context.Context, opts Options) error {
 	return nil
 }
 
-// watch starts the engine caches and returns their sync waits.
-func (s *Server) watch(ctx context.Context) []func(context.Context) bool {
-	e, st, log := s.opts.Engine, s.st, s.log
-	stacks := client.NewCache(e.Stacks(), client.ListOptions{}, client.Handlers[api.Stack]{
-		OnAdd: st.setStack, OnUpdate: func(_, n *api.Stack) { st.setStack(n) }, OnDelete: func(o *api.Stack) { st.deleteStack(o, 0) },
-	}, log)
-	services := client.NewCache(e.Services(), client.ListOptions{}, client.Handlers[api.Service]{
-		OnAdd: st.setService, OnUpdate: func(_, n *api.Service) { st.setService(n) }, OnDelete: func(o *api.Service) { st.deleteService(o, 0) },
-	}, log)
-	ctrs := client.NewCache(e.Containers(), client.ListOptions{}, client.Handlers[api.Container]{
-		OnAdd: st.setContainer, OnUpdate: func(_, n *api.Container) { st.setContainer(n) }, OnDelete: func(o *api.Container) { st.deleteContainer(o, 0) },
-	}, log)
-	hosts := client.NewCache(e.Hosts(), client.ListOptions{}, client.Handlers[api.Host]{
-		OnAdd: st.setHost, OnUpdate: func(_, n *api.Host) { st.setHost(n) }, OnDelete: func(o *api.Host) { st.deleteHost(o, 0) },
-	}, log)
-	nets := client.NewCache(e.Networks(), client.ListOptions{}, client.Handlers[api.Network]{
-		OnAdd: st.setNetwork, OnUpdate: func(_, n *api.Network) { st.setNetwork(n) }, OnDelete: func(o *api.Network) { st.deleteNetwork(o, 0) },
-	}, log)
-	// Stacks and services first, so containers render with their names.
-	go stacks.Run(ctx)
-	go services.Run(ctx)
+func (s *Server) waitSynced(ctx context.Context) bool {
+	for _, w := range []func(context.Context) bool{s.stacks.WaitForSync, s.services.WaitForSync, s.ctrs.WaitForSync, s.hosts.WaitForSync, s.nets.WaitForSync} {
+		if !w(ctx) {
+			return false
+		}
+	}
+	return true
+}
+
+// startCaches points each cache at its snapshot and starts it: stacks and
+// services first, so containers render with their names once, not twice.
+func (s *Server) startCaches(ctx context.Context, wg *sync.WaitGroup) error {
+	type cache interface {
+		Run(context.Context)
+		SetSnapshot(string)
+	}
+	all := map[string]cache{"stacks": s.stacks, "services": s.services, "containers": s.ctrs, "hosts": s.hosts, "networks": s.nets}
+	if dir := s.opts.StateDir; dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("metadata: state dir: %w", err)
+		}
+		for name, c := range all {
+			c.SetSnapshot(filepath.Join(dir, name+".json"))
+		}
+	}
+	run := func(c cache) {
+		defer wg.Done()
+		c.Run(ctx)
+	}
+	wg.Add(len(all))
+	go run(s.stacks)
+	go run(s.services)
+	go run(s.hosts)
+	go run(s.nets)
 	go func() {
-		stacks.WaitForSync(ctx)
-		services.WaitForSync(ctx)
-		go ctrs.Run(ctx)
+		if s.stacks.WaitForSync(ctx) && s.services.WaitForSync(ctx) {
+			run(s.ctrs)
+			return
+		}
+		wg.Done()
 	}()
-	go hosts.Run(ctx)
-	go nets.Run(ctx)
-	s.synced = func() bool { return ctrs.HasSynced() && hosts.HasSynced() }
-	return []func(context.Context) bool{stacks.WaitForSync, services.WaitForSync, ctrs.WaitForSync, hosts.WaitForSync, nets.WaitForSync}
+	go func() {
+		if !s.waitSynced(ctx) {
+			return
+		}
+		from := "engine"
+		if s.ctrs.FromSnapshot() {
+			from = "snapshot"
+		}
+		s.log.Info("metadata complete", "from", from, "containers", s.ctrs.Len())
+	}()
+	return nil
 }
 
 func (s *Server) callerIP(r *http.Request) string {
@@ -169,7 +240,14 @@ func formatOf(r *http.Request) format {
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
-	case "/healthz", "/readyz": // it serves only once its caches synced
+	case "/healthz":
+		fmt.Fprintln(w, "ok")
+		return
+	case "/readyz":
+		if !s.synced() {
+			http.Error(w, s.notSyncedMessage(), http.StatusServiceUnavailable)
+			return
+		}
 		fmt.Fprintln(w, "ok")
 		return
 	case "/metrics":
@@ -177,7 +255,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		s.write(w, r, http.StatusMethodNotAllowed, map[string]any{"code": 405, "message": "Method not allowed"})
+		s.writeError(w, r, http.StatusMethodNotAllowed, "Method not allowed")
 		return
 	}
 	segs := splitPath(r.URL.Path)
@@ -186,11 +264,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		for i, v := range Versions {
 			vs[i] = v
 		}
-		s.write(w, r, http.StatusOK, vs)
+		s.write(w, r, http.StatusOK, answer{value: vs})
 		return
 	}
 	if !validVersion(segs[0]) {
 		s.notFound(w, r)
+		return
+	}
+	if !s.synced() {
+		w.Header().Set("Retry-After", "1")
+		s.writeError(w, r, http.StatusServiceUnavailable, s.notSyncedMessage())
 		return
 	}
 	q := r.URL.Query()
@@ -198,13 +281,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.longPoll(r, q.Get("value"), q.Get("maxWait"))
 	}
 	s.st.mu.RLock()
-	node, ok := s.walk(segs[1:], s.callerIP(r))
+	a, ok := s.resolve(segs[1:], s.callerIP(r))
 	s.st.mu.RUnlock()
 	if !ok {
 		s.notFound(w, r)
 		return
 	}
-	s.write(w, r, http.StatusOK, node)
+	s.write(w, r, http.StatusOK, a)
+}
+
+func (s *Server) notSyncedMessage() string {
+	where := "no snapshot"
+	if s.opts.StateDir != "" {
+		where = "no snapshot in " + s.opts.StateDir
+	}
+	return fmt.Sprintf("metadata has no data yet: %s, and the engine at %s has not been reached; retry shortly", where, s.opts.Engine.URL())
 }
 
 func validVersion(v string) bool {
@@ -252,41 +343,92 @@ func (s *Server) longPoll(r *http.Request, value, maxWait string) {
 	}
 }
 
-// walk follows path segments from a version's root. Called with the read lock.
-func (s *Server) walk(segs []string, ip string) (any, bool) {
-	key := s.opts.TokenKey
+// answer is what a path names: JSON already rendered (raw, with its text
+// and YAML forms when they are known without decoding it), or a value
+// decoded to walk into.
+type answer struct {
+	raw   frags
+	text  []byte
+	yaml  func() []byte
+	value any
+}
+
+// resolve follows path segments from a version's root. Lists and whole
+// objects come from rendered bytes; only a path into an object decodes
+// that one object. Called with the read lock.
+func (s *Server) resolve(segs []string, ip string) (answer, bool) {
+	st, key := s.st, s.opts.TokenKey
 	if len(segs) == 0 {
-		root := map[string]any{"version": s.st.versionString()}
-		for _, l := range []string{"containers", "services", "stacks", "hosts", "networks"} {
-			root[l] = s.st.list(l, key)
-		}
-		if self, ok := s.st.self(ip, "", key); ok {
-			root["self"] = self
-		} else {
-			root["self"] = map[string]any{}
-		}
-		return root, true
+		return s.root(ip), true
 	}
-	var node any
+	var obj frags
 	switch segs[0] {
 	case "version":
-		node = s.st.versionString()
-	case "containers", "services", "stacks", "hosts", "networks":
-		node = s.st.list(segs[0], key)
-	case "self":
-		part := ""
 		if len(segs) > 1 {
-			part = segs[1]
+			return answer{}, false
 		}
-		self, ok := s.st.self(ip, part, key)
+		return answer{value: st.versionString()}, true
+	case "containers", "services", "stacks", "hosts", "networks":
+		l := st.list(segs[0])
+		if len(segs) == 1 {
+			return answer{raw: frags{l.json}, text: l.text, yaml: func() []byte { return st.listYAML(l) }}, true
+		}
+		f, ok := l.item(segs[1])
 		if !ok {
-			return nil, false
+			return answer{}, false
 		}
-		node = self
+		obj, segs = f, segs[2:]
+	case "self":
+		c := st.selfContainer(ip)
+		if c == nil {
+			return answer{}, false
+		}
+		if len(segs) == 1 {
+			f, keys := st.self(c, key)
+			var text strings.Builder
+			for _, k := range keys {
+				text.WriteString(k + "/\n")
+			}
+			return answer{raw: f, text: []byte(text.String())}, true
+		}
+		f, ok := st.selfPart(c, segs[1], key)
+		if !ok {
+			return answer{}, false
+		}
+		obj, segs = f, segs[2:]
 	default:
-		return nil, false
+		return answer{}, false
 	}
-	for _, seg := range segs[1:] {
+	if len(segs) == 0 {
+		return answer{raw: obj}, true
+	}
+	var node any
+	if err := json.Unmarshal(obj.flat(), &node); err != nil {
+		return answer{}, false
+	}
+	node, ok := walk(node, segs)
+	return answer{value: node}, ok
+}
+
+// root is a version's whole tree.
+func (s *Server) root(ip string) answer {
+	st := s.st
+	f := frags{[]byte(`{"containers":`), st.list("containers").json, []byte(`,"hosts":`), st.list("hosts").json,
+		[]byte(`,"networks":`), st.list("networks").json, []byte(`,"self":`)}
+	if c := st.selfContainer(ip); c != nil {
+		self, _ := st.self(c, s.opts.TokenKey)
+		f = append(f, self...)
+	} else {
+		f = append(f, []byte("{}"))
+	}
+	f = append(f, []byte(`,"services":`), st.list("services").json, []byte(`,"stacks":`), st.list("stacks").json,
+		[]byte(`,"version":"`+st.versionString()+`"}`))
+	return answer{raw: f, text: []byte("containers/\nhosts/\nnetworks/\nself/\nservices/\nstacks/\nversion\n")}
+}
+
+// walk goes into maps by key and into lists by index or by name.
+func walk(node any, segs []string) (any, bool) {
+	for _, seg := range segs {
 		switch n := node.(type) {
 		case map[string]any:
 			v, ok := n[seg]
@@ -320,29 +462,75 @@ func (s *Server) walk(segs []string, ip string) (any, bool) {
 }
 
 func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
-	s.write(w, r, http.StatusNotFound, map[string]any{"code": 404, "message": "Not found"})
+	s.writeError(w, r, http.StatusNotFound, "Not found")
 }
 
-func (s *Server) write(w http.ResponseWriter, r *http.Request, code int, node any) {
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, code int, msg string) {
 	s.requests.WithLabelValues(strconv.Itoa(code)).Inc()
 	switch formatOf(r) {
 	case formatJSON:
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(code)
-		json.NewEncoder(w).Encode(node)
+		json.NewEncoder(w).Encode(map[string]any{"code": code, "message": msg})
 	case formatYAML:
 		w.Header().Set("Content-Type", "application/yaml")
 		w.WriteHeader(code)
-		b, _ := yaml.Marshal(node)
+		b, _ := yaml.Marshal(map[string]any{"code": code, "message": msg})
 		w.Write(b)
 	default:
 		w.Header().Set("Content-Type", "text/plain")
 		w.WriteHeader(code)
-		if code == http.StatusNotFound {
-			fmt.Fprint(w, "Not found")
+		fmt.Fprint(w, msg)
+	}
+}
+
+func (s *Server) write(w http.ResponseWriter, r *http.Request, code int, a answer) {
+	s.requests.WithLabelValues(strconv.Itoa(code)).Inc()
+	f := formatOf(r)
+	if a.raw != nil {
+		switch {
+		case f == formatJSON:
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("Content-Length", strconv.Itoa(a.raw.size()+1))
+			w.WriteHeader(code)
+			for _, b := range a.raw {
+				w.Write(b)
+			}
+			w.Write([]byte("\n"))
+			return
+		case f == formatText && a.text != nil:
+			w.Header().Set("Content-Type", "text/plain")
+			w.Header().Set("Content-Length", strconv.Itoa(len(a.text)))
+			w.WriteHeader(code)
+			w.Write(a.text)
+			return
+		case f == formatYAML && a.yaml != nil:
+			b := a.yaml()
+			w.Header().Set("Content-Type", "application/yaml")
+			w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+			w.WriteHeader(code)
+			w.Write(b)
 			return
 		}
-		writeText(w, node)
+		if err := json.Unmarshal(a.raw.flat(), &a.value); err != nil {
+			s.writeError(w, r, http.StatusInternalServerError, "rendering: "+err.Error())
+			return
+		}
+	}
+	switch f {
+	case formatJSON:
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		json.NewEncoder(w).Encode(a.value)
+	case formatYAML:
+		w.Header().Set("Content-Type", "application/yaml")
+		w.WriteHeader(code)
+		b, _ := yaml.Marshal(a.value)
+		w.Write(b)
+	default:
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(code)
+		writeText(w, a.value)
 	}
 }
 

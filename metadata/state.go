@@ -1,48 +1,107 @@
 package metadata
 
 import (
+	"bytes"
+	"encoding/json"
 	"sort"
 	"strconv"
 	"sync"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/drover/drover/api"
 )
 
-// state is the metadata tree, kept current one object at a time: a change
-// re-renders that object only (O(1) for a container); the full lists are
-// rebuilt lazily, on the next request that reads them.
+// frags is a JSON value held as pieces that point into objects' rendered
+// bytes, so nesting a container into its service, stack and lists copies
+// no bytes. Pieces are never modified once made.
+type frags [][]byte
+
+func (f frags) size() int {
+	n := 0
+	for _, b := range f {
+		n += len(b)
+	}
+	return n
+}
+
+func (f frags) flat() []byte {
+	if len(f) == 1 {
+		return f[0]
+	}
+	out := make([]byte, 0, f.size())
+	for _, b := range f {
+		out = append(out, b...)
+	}
+	return out
+}
+
+// node is one object rendered in Rancher's shape.
+type node struct {
+	name string
+	id   string
+	json []byte // for services and stacks: without their members
+	// what its rendering depends on, to invalidate on change
+	stackID, serviceID, hostID string
+}
+
+var (
+	openObj   = []byte("{")
+	closeObj  = []byte("}")
+	comma     = []byte(",")
+	openList  = []byte("[")
+	closeList = []byte("]")
+	emptyList = []byte("[]")
+)
+
+// list is a full list view, built once per change of its members.
+type list struct {
+	items  []listItem // by name, then id
+	byName map[string]int
+	json   []byte
+	text   []byte
+	yaml   []byte // made on first ask
+}
+
+type listItem struct {
+	name, id string
+	body     frags
+}
+
+// state is the metadata tree. A change renders the one object it touches
+// (a container: about 10 µs) and drops the views that contain it; a view
+// (a service with its containers, a stack with its services, a full list)
+// is put together from rendered bytes on the first read after a change and
+// then served as is, never rendered per request.
 type state struct {
 	mu      sync.RWMutex
 	version int64
 	changed chan struct{} // closed and replaced on every change
 
-	stacks     map[string]*api.Stack
-	services   map[string]*api.Service
-	containers map[string]*api.Container
-	hosts      map[string]*api.Host
-	networks   map[string]*api.Network
+	stacks   store[api.Stack]
+	services store[api.Service]
+	ctrs     store[api.Container]
 
-	ctrNode   map[string]any
-	svcNode   map[string]map[string]any
-	hostNode  map[string]any
-	byIP      map[string]string          // primary IP -> container id
-	svcCtrs   map[string]map[string]bool // service id -> container ids
-	stackSvcs map[string]map[string]bool // stack id -> service ids
+	ctr   map[string]*node
+	svc   map[string]*node
+	stack map[string]*node
+	host  map[string]*node
+	net   map[string]*node
+	byIP  map[string]string // primary IP -> container id
 
-	// lists caches the full list views ("containers", ...): dropped by a
-	// change (under mu's write lock), rebuilt by a reader (under mu's read
-	// lock and listMu).
-	listMu sync.Mutex
-	lists  map[string][]any
+	// views are built by readers (under mu's read lock and viewMu) and
+	// dropped by writers (under mu's write lock).
+	viewMu     sync.Mutex
+	svcViews   map[string]frags
+	stackViews map[string]frags
+	lists      map[string]*list
 }
 
-func newState() *state {
+func newState(stacks store[api.Stack], services store[api.Service], ctrs store[api.Container]) *state {
 	return &state{
-		changed: make(chan struct{}), stacks: map[string]*api.Stack{}, services: map[string]*api.Service{},
-		containers: map[string]*api.Container{}, hosts: map[string]*api.Host{}, networks: map[string]*api.Network{},
-		ctrNode: map[string]any{}, svcNode: map[string]map[string]any{}, hostNode: map[string]any{},
-		byIP: map[string]string{}, svcCtrs: map[string]map[string]bool{}, stackSvcs: map[string]map[string]bool{},
-		lists: map[string][]any{},
+		changed: make(chan struct{}), stacks: stacks, services: services, ctrs: ctrs,
+		ctr: map[string]*node{}, svc: map[string]*node{}, stack: map[string]*node{}, host: map[string]*node{}, net: map[string]*node{},
+		byIP: map[string]string{}, svcViews: map[string]frags{}, stackViews: map[string]frags{}, lists: map[string]*list{},
 	}
 }
 
@@ -60,250 +119,375 @@ func (s *state) bump(rev int64, lists ...string) {
 	s.changed = make(chan struct{})
 }
 
-func (s *state) names(c *api.Container) (stack, service string) {
-	if st := s.stacks[c.Spec.StackID]; st != nil {
-		stack = st.Name
+// dropService forgets the views holding a service. Called locked.
+func (s *state) dropService(id string) {
+	delete(s.svcViews, id)
+	if n := s.svc[id]; n != nil {
+		delete(s.stackViews, n.stackID)
 	}
-	if sv := s.services[c.Spec.ServiceID]; sv != nil {
-		service = sv.Name
-	}
-	return
 }
 
-func (s *state) setContainer(c *api.Container) {
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic("metadata: rendering: " + err.Error()) // plain structs of strings and numbers
+	}
+	return b
+}
+
+// renderContainer renders c with the names of its stack and service, as
+// they are now. Called locked.
+func (s *state) renderContainer(c *api.Container) {
+	var stackName, serviceName string
+	if st, ok := s.stacks.Get(c.Spec.StackID); ok {
+		stackName = st.Name
+	}
+	if sv, ok := s.services.Get(c.Spec.ServiceID); ok {
+		serviceName = sv.Name
+	}
+	s.ctr[c.ID] = &node{name: c.Name, id: c.ID, json: mustJSON(renderContainer(c, stackName, serviceName)),
+		stackID: c.Spec.StackID, serviceID: c.Spec.ServiceID, hostID: c.Spec.HostID}
+}
+
+func (s *state) renderService(v *api.Service) {
+	stackName := ""
+	if st, ok := s.stacks.Get(v.Spec.StackID); ok {
+		stackName = st.Name
+	}
+	s.svc[v.ID] = &node{name: v.Name, id: v.ID, json: mustJSON(renderService(v, stackName)), stackID: v.Spec.StackID}
+}
+
+func (s *state) setContainer(old, c *api.Container) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.putContainer(c)
-	s.bump(c.Revision, "containers", "services", "stacks")
-}
-
-func (s *state) putContainer(c *api.Container) {
-	if old := s.containers[c.ID]; old != nil && old.Status.PrimaryIP != "" && s.byIP[old.Status.PrimaryIP] == c.ID {
+	if old != nil && old.Status.PrimaryIP != c.Status.PrimaryIP && s.byIP[old.Status.PrimaryIP] == c.ID {
 		delete(s.byIP, old.Status.PrimaryIP)
 	}
-	s.containers[c.ID] = c
-	stack, service := s.names(c)
-	s.ctrNode[c.ID] = tree(renderContainer(c, stack, service))
+	if prev := s.ctr[c.ID]; prev != nil {
+		s.dropService(prev.serviceID)
+		delete(s.stackViews, prev.stackID)
+	}
+	s.renderContainer(c)
 	if c.Status.PrimaryIP != "" {
 		s.byIP[c.Status.PrimaryIP] = c.ID
 	}
-	if c.Spec.ServiceID != "" {
-		if s.svcCtrs[c.Spec.ServiceID] == nil {
-			s.svcCtrs[c.Spec.ServiceID] = map[string]bool{}
-		}
-		s.svcCtrs[c.Spec.ServiceID][c.ID] = true
-	}
+	s.dropService(c.Spec.ServiceID)
+	delete(s.stackViews, c.Spec.StackID)
+	s.bump(c.Revision, "containers", "services", "stacks")
 }
 
-func (s *state) deleteContainer(c *api.Container, rev int64) {
+func (s *state) deleteContainer(c *api.Container) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old := s.containers[c.ID]; old != nil && s.byIP[old.Status.PrimaryIP] == c.ID {
-		delete(s.byIP, old.Status.PrimaryIP)
+	if s.byIP[c.Status.PrimaryIP] == c.ID {
+		delete(s.byIP, c.Status.PrimaryIP)
 	}
-	delete(s.containers, c.ID)
-	delete(s.ctrNode, c.ID)
-	delete(s.svcCtrs[c.Spec.ServiceID], c.ID)
-	s.bump(rev, "containers", "services", "stacks")
+	if prev := s.ctr[c.ID]; prev != nil {
+		s.dropService(prev.serviceID)
+		delete(s.stackViews, prev.stackID)
+	}
+	delete(s.ctr, c.ID)
+	s.bump(0, "containers", "services", "stacks")
 }
 
-func (s *state) setService(v *api.Service) {
+func (s *state) setService(old, v *api.Service) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := s.services[v.ID]
-	s.services[v.ID] = v
-	stack := ""
-	if st := s.stacks[v.Spec.StackID]; st != nil {
-		stack = st.Name
-	}
-	s.svcNode[v.ID] = tree(renderService(v, stack)).(map[string]any)
-	if s.stackSvcs[v.Spec.StackID] == nil {
-		s.stackSvcs[v.Spec.StackID] = map[string]bool{}
-	}
-	s.stackSvcs[v.Spec.StackID][v.ID] = true
+	s.dropService(v.ID) // under its old stack
+	s.renderService(v)
+	s.dropService(v.ID)
+	lists := []string{"services", "stacks"}
 	if old == nil || old.Name != v.Name {
 		// Its containers carry its name.
-		for id := range s.svcCtrs[v.ID] {
-			s.putContainer(s.containers[id])
+		for _, c := range s.ctrs.ByIndex(byService, v.ID) {
+			s.renderContainer(c)
 		}
+		lists = append(lists, "containers")
 	}
-	s.bump(v.Revision, "containers", "services", "stacks")
+	s.bump(v.Revision, lists...)
 }
 
-func (s *state) deleteService(v *api.Service, rev int64) {
+func (s *state) deleteService(v *api.Service) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.services, v.ID)
-	delete(s.svcNode, v.ID)
-	delete(s.stackSvcs[v.Spec.StackID], v.ID)
-	s.bump(rev, "services", "stacks")
+	s.dropService(v.ID)
+	delete(s.svc, v.ID)
+	s.bump(0, "services", "stacks")
 }
 
-func (s *state) setStack(st *api.Stack) {
+func (s *state) setStack(old, st *api.Stack) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	old := s.stacks[st.ID]
-	s.stacks[st.ID] = st
-	// Services (and their containers) may have arrived before their stack:
-	// a new stack, like a renamed one, re-renders what carries its name.
+	s.stack[st.ID] = &node{name: st.Name, id: st.ID, json: mustJSON(&Stack{Name: st.Name, UUID: st.ID, EnvironmentName: "default", System: st.Labels["io.drover.system"] == "true"})}
+	delete(s.stackViews, st.ID)
+	lists := []string{"stacks"}
+	// Services and containers may have arrived before their stack: a new
+	// stack, like a renamed one, re-renders what carries its name.
 	if old == nil || old.Name != st.Name {
-		for id := range s.stackSvcs[st.ID] {
-			v := s.services[id]
-			s.svcNode[id] = tree(renderService(v, st.Name)).(map[string]any)
-			for cid := range s.svcCtrs[id] {
-				s.putContainer(s.containers[cid])
-			}
+		for _, v := range s.services.ByIndex(byStack, st.ID) {
+			s.renderService(v)
+			delete(s.svcViews, v.ID)
 		}
+		for _, c := range s.ctrs.ByIndex(byStack, st.ID) {
+			s.renderContainer(c)
+		}
+		lists = append(lists, "services", "containers")
 	}
-	s.bump(st.Revision, "stacks", "services", "containers")
+	s.bump(st.Revision, lists...)
 }
 
-func (s *state) deleteStack(st *api.Stack, rev int64) {
+func (s *state) deleteStack(st *api.Stack) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.stacks, st.ID)
-	s.bump(rev, "stacks")
+	delete(s.stack, st.ID)
+	delete(s.stackViews, st.ID)
+	s.bump(0, "stacks")
 }
 
 func (s *state) setHost(h *api.Host) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.hosts[h.ID] = h
-	s.hostNode[h.ID] = tree(renderHost(h))
+	s.host[h.ID] = &node{name: h.Name, id: h.ID, json: mustJSON(renderHost(h))}
 	s.bump(h.Revision, "hosts")
 }
 
-func (s *state) deleteHost(h *api.Host, rev int64) {
+func (s *state) deleteHost(h *api.Host) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.hosts, h.ID)
-	delete(s.hostNode, h.ID)
-	s.bump(rev, "hosts")
+	delete(s.host, h.ID)
+	s.bump(0, "hosts")
 }
 
 func (s *state) setNetwork(n *api.Network) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.networks[n.ID] = n
+	s.net[n.ID] = &node{name: n.Name, id: n.ID, json: mustJSON(&Network{Name: n.Name, UUID: n.ID, CIDR: n.Spec.CIDR, MTU: n.Spec.MTU})}
 	s.bump(n.Revision, "networks")
 }
 
-func (s *state) deleteNetwork(n *api.Network, rev int64) {
+func (s *state) deleteNetwork(n *api.Network) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.networks, n.ID)
-	s.bump(rev, "networks")
+	delete(s.net, n.ID)
+	s.bump(0, "networks")
 }
 
-// serviceNode is a service with its containers; called with at least a
-// read lock.
-func (s *state) serviceNode(id string, withToken bool, key []byte) map[string]any {
-	base := s.svcNode[id]
-	if base == nil {
-		return nil
+// byNameThenID sorts like every Rancher list: by name; the id only makes
+// equal names come out the same way every time.
+func byNameThenID(items []listItem) {
+	sort.Slice(items, func(i, j int) bool {
+		if items[i].name != items[j].name {
+			return items[i].name < items[j].name
+		}
+		return items[i].id < items[j].id
+	})
+}
+
+// withMembers is a head (a service or stack rendered alone) with its
+// members' JSON added under key.
+func withMembers(head []byte, key string, members []listItem) frags {
+	byNameThenID(members)
+	out := make(frags, 0, 2*len(members)+3)
+	out = append(out, head[:len(head)-1], []byte(`,"`+key+`":[`))
+	for i, m := range members {
+		if i > 0 {
+			out = append(out, comma)
+		}
+		out = append(out, m.body...)
 	}
-	out := make(map[string]any, len(base)+1)
-	for k, v := range base {
-		out[k] = v
+	return append(out, closeList, closeObj)
+}
+
+// serviceView is a service with its containers. Called with the read
+// lock and viewMu held.
+func (s *state) serviceView(id string) (frags, bool) {
+	if f, ok := s.svcViews[id]; ok {
+		return f, true
 	}
-	ctrs := make([]any, 0, len(s.svcCtrs[id]))
-	for cid := range s.svcCtrs[id] {
-		if n := s.ctrNode[cid]; n != nil {
-			ctrs = append(ctrs, n)
+	head := s.svc[id]
+	if head == nil {
+		return nil, false
+	}
+	var members []listItem
+	for _, c := range s.ctrs.ByIndex(byService, id) {
+		if n := s.ctr[c.ID]; n != nil {
+			members = append(members, listItem{n.name, n.id, frags{n.json}})
 		}
 	}
-	sortByName(ctrs)
-	out["containers"] = ctrs
-	if withToken {
-		out["token"] = serviceToken(key, id)
-	}
-	return out
+	f := withMembers(head.json, "containers", members)
+	s.svcViews[id] = f
+	return f, true
 }
 
-func (s *state) stackNode(id string, key []byte) map[string]any {
-	st := s.stacks[id]
-	if st == nil {
-		return nil
+// stackView is a stack with its services and theirs containers. Called
+// with the read lock and viewMu held.
+func (s *state) stackView(id string) (frags, bool) {
+	if f, ok := s.stackViews[id]; ok {
+		return f, true
 	}
-	svcs := make([]any, 0, len(s.stackSvcs[id]))
-	for sid := range s.stackSvcs[id] {
-		if n := s.serviceNode(sid, false, key); n != nil {
-			svcs = append(svcs, n)
+	head := s.stack[id]
+	if head == nil {
+		return nil, false
+	}
+	var members []listItem
+	for _, v := range s.services.ByIndex(byStack, id) {
+		if f, ok := s.serviceView(v.ID); ok {
+			members = append(members, listItem{s.svc[v.ID].name, v.ID, f})
 		}
 	}
-	sortByName(svcs)
-	return map[string]any{"name": st.Name, "uuid": st.ID, "environment_name": "default", "services": svcs, "system": st.Labels["io.drover.system"] == "true"}
+	f := withMembers(head.json, "services", members)
+	s.stackViews[id] = f
+	return f, true
 }
 
-// list returns a full list view, rebuilding it if a change invalidated it.
-// Called with the read lock held.
-func (s *state) list(name string, key []byte) []any {
-	s.listMu.Lock()
-	defer s.listMu.Unlock()
+// list returns a full list view. Called with the read lock held.
+func (s *state) list(name string) *list {
+	s.viewMu.Lock()
+	defer s.viewMu.Unlock()
 	if l, ok := s.lists[name]; ok {
 		return l
 	}
-	var out []any
+	var items []listItem
+	plain := func(m map[string]*node) {
+		items = make([]listItem, 0, len(m))
+		for _, n := range m {
+			items = append(items, listItem{n.name, n.id, frags{n.json}})
+		}
+	}
 	switch name {
 	case "containers":
-		for _, n := range s.ctrNode {
-			out = append(out, n)
-		}
+		plain(s.ctr)
+	case "hosts":
+		plain(s.host)
+	case "networks":
+		plain(s.net)
 	case "services":
-		for id := range s.services {
-			out = append(out, s.serviceNode(id, false, key))
+		for id, n := range s.svc {
+			f, _ := s.serviceView(id)
+			items = append(items, listItem{n.name, id, f})
 		}
 	case "stacks":
-		for id := range s.stacks {
-			out = append(out, s.stackNode(id, key))
-		}
-	case "hosts":
-		for _, n := range s.hostNode {
-			out = append(out, n)
-		}
-	case "networks":
-		for _, n := range s.networks {
-			out = append(out, tree(&Network{Name: n.Name, UUID: n.ID, CIDR: n.Spec.CIDR, MTU: n.Spec.MTU}))
+		for id, n := range s.stack {
+			f, _ := s.stackView(id)
+			items = append(items, listItem{n.name, id, f})
 		}
 	}
-	if out == nil {
-		out = []any{}
+	byNameThenID(items)
+	l := &list{items: items, byName: make(map[string]int, len(items))}
+	size := 2
+	for i, it := range items {
+		size += it.body.size() + 1
+		if _, dup := l.byName[it.name]; !dup {
+			l.byName[it.name] = i
+		}
 	}
-	sortByName(out)
-	s.lists[name] = out
-	return out
+	var text bytes.Buffer
+	l.json = make([]byte, 0, size)
+	l.json = append(l.json, '[')
+	for i, it := range items {
+		if i > 0 {
+			l.json = append(l.json, ',')
+		}
+		for _, b := range it.body {
+			l.json = append(l.json, b...)
+		}
+		text.WriteString(strconv.Itoa(i))
+		if it.name != "" {
+			text.WriteByte('=')
+			text.WriteString(it.name)
+		}
+		text.WriteByte('\n')
+	}
+	l.json = append(l.json, ']')
+	l.text = text.Bytes()
+	s.lists[name] = l
+	return l
 }
 
-// self builds the caller's own view; only, if part is set, that part
-// (container, service, stack or host), so self/container/primary_ip does not
-// pay for rendering the caller's whole stack.
-func (s *state) self(ip, part string, key []byte) (map[string]any, bool) {
-	id, ok := s.byIP[ip]
+// listYAML is a list's YAML, made once per change. Called with the read
+// lock held.
+func (s *state) listYAML(l *list) []byte {
+	s.viewMu.Lock()
+	defer s.viewMu.Unlock()
+	if l.yaml == nil {
+		l.yaml, _ = yaml.JSONToYAML(l.json)
+	}
+	return l.yaml
+}
+
+// item finds a list's item by index or by name (the first of that name).
+func (l *list) item(seg string) (frags, bool) {
+	if i, err := strconv.Atoi(seg); err == nil {
+		if i < 0 || i >= len(l.items) {
+			return nil, false
+		}
+		return l.items[i].body, true
+	}
+	i, ok := l.byName[seg]
 	if !ok {
 		return nil, false
 	}
-	c := s.containers[id]
-	out := map[string]any{}
-	want := func(p string) bool { return part == "" || part == p }
-	if want("container") {
-		out["container"] = s.ctrNode[id]
+	return l.items[i].body, true
+}
+
+// self parts a caller reads, as JSON. Called with the read lock held.
+func (s *state) selfContainer(ip string) *node {
+	id, ok := s.byIP[ip]
+	if !ok {
+		return nil
 	}
-	if want("service") && c.Spec.ServiceID != "" {
-		if n := s.serviceNode(c.Spec.ServiceID, true, key); n != nil {
-			out["service"] = n
+	return s.ctr[id]
+}
+
+func (s *state) selfPart(c *node, part string, key []byte) (frags, bool) {
+	switch part {
+	case "container":
+		return frags{c.json}, true
+	case "service":
+		if c.serviceID == "" {
+			return nil, false
+		}
+		s.viewMu.Lock()
+		f, ok := s.serviceView(c.serviceID)
+		s.viewMu.Unlock()
+		if !ok {
+			return nil, false
+		}
+		// Only the service's own containers see its token.
+		tok := []byte(`],"token":"` + serviceToken(key, c.serviceID) + `"}`)
+		return append(f[:len(f)-2:len(f)-2], tok), true
+	case "stack":
+		s.viewMu.Lock()
+		defer s.viewMu.Unlock()
+		return s.stackView(c.stackID)
+	case "host":
+		if h := s.host[c.hostID]; h != nil {
+			return frags{h.json}, true
 		}
 	}
-	if want("stack") {
-		if n := s.stackNode(c.Spec.StackID, key); n != nil {
-			out["stack"] = n
+	return nil, false
+}
+
+var selfParts = []string{"container", "host", "service", "stack"}
+
+// self is the caller's whole view, keyed by part. Called with the read
+// lock held.
+func (s *state) self(c *node, key []byte) (frags, []string) {
+	out := frags{openObj}
+	var keys []string
+	for _, p := range selfParts {
+		f, ok := s.selfPart(c, p, key)
+		if !ok {
+			continue
 		}
-	}
-	if want("host") {
-		if n := s.hostNode[c.Spec.HostID]; n != nil {
-			out["host"] = n
+		if len(keys) > 0 {
+			out = append(out, comma)
 		}
+		out = append(out, []byte(`"`+p+`":`))
+		out = append(out, f...)
+		keys = append(keys, p)
 	}
-	return out, true
+	return append(out, closeObj), keys
 }
 
 func (s *state) versionString() string { return strconv.FormatInt(s.version, 10) }
