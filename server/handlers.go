@@ -341,7 +341,7 @@ func (s *Server) createHandler(w http.ResponseWriter, r *http.Request) {
 		writeError(w, invalid("type", "is %q in collection %s, got %q", kind.Type, kind.Collection, t))
 		return
 	}
-	obj, aerr := decodeInto(kind, m)
+	obj, aerr := decodeChecked(kind, m, body)
 	if aerr != nil {
 		writeError(w, aerr)
 		return
