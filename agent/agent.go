@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"sync"
@@ -22,10 +21,11 @@ import (
 	dockerclient "github.com/docker/docker/client"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/drover/drover/api"
 	"github.com/drover/drover/client"
+	"github.com/drover/drover/internal/backoff"
+	"github.com/drover/drover/internal/lifecycle"
 )
 
 // Options configure an agent.
@@ -113,23 +113,16 @@ func Run(ctx context.Context, opts Options) error {
 	run(a.watchDocker)
 	run(a.health.run)
 	if a.opts.Listen != "" {
-		ln, err := net.Listen("tcp", a.opts.Listen)
-		if err != nil {
-			return fmt.Errorf("agent: listening on %s: %w", a.opts.Listen, err)
-		}
-		mux := http.NewServeMux()
-		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		ops := &lifecycle.Ops{Listen: a.opts.Listen, Gatherer: a.reg, Ready: func() error {
 			if !a.ctrs.HasSynced() {
-				http.Error(w, "not synced with the engine yet", http.StatusServiceUnavailable)
-				return
+				return errors.New("not synced with the engine yet")
 			}
-			fmt.Fprintln(w, "ok")
-		})
-		mux.Handle("GET /metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}))
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go srv.Serve(ln)
-		defer srv.Close()
+			return nil
+		}}
+		if err := ops.Start(); err != nil {
+			return fmt.Errorf("agent: %w", err)
+		}
+		defer ops.Stop()
 	}
 	a.log.Info("agent running", "hostId", a.host.ID)
 	a.reconcileLoop(ctx)
@@ -153,7 +146,7 @@ func (a *Agent) register(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("agent: docker is not reachable: %w", err)
 	}
-	delay := time.Second
+	retry := backoff.New(time.Second, 30*time.Second)
 	for {
 		resp, err := anon.Register(ctx, api.RegisterRequest{Token: a.opts.Token, Name: a.opts.Name, AgentIP: a.opts.IP, Hostname: info.Name, Labels: a.opts.Labels})
 		if err == nil {
@@ -165,14 +158,9 @@ func (a *Agent) register(ctx context.Context) error {
 		if api.IsStatus(err, http.StatusUnauthorized) || api.IsStatus(err, http.StatusUnprocessableEntity) || api.IsStatus(err, http.StatusBadRequest) {
 			return fmt.Errorf("agent: registration refused: %w", err)
 		}
-		a.log.Warn("engine not reachable; retrying registration", "err", err, "in", delay)
-		select {
-		case <-ctx.Done():
+		a.log.Warn("engine not reachable; retrying registration", "err", err)
+		if !retry.Wait(ctx) {
 			return ctx.Err()
-		case <-time.After(delay):
-		}
-		if delay *= 2; delay > 30*time.Second {
-			delay = 30 * time.Second
 		}
 	}
 }

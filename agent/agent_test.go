@@ -11,9 +11,9 @@ import (
 
 	"github.com/drover/drover/agent"
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/client"
 	"github.com/drover/drover/controllers"
 	"github.com/drover/drover/controllers/hostlifecycle"
-	"github.com/drover/drover/client"
 	"github.com/drover/drover/internal/testenv"
 	"github.com/drover/drover/server"
 )

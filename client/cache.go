@@ -5,13 +5,13 @@ import (
 	"errors"
 	"hash/maphash"
 	"log/slog"
-	"math/rand/v2"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/internal/backoff"
 )
 
 // Handlers are called from the cache's one goroutine, in revision order. Keep
@@ -154,7 +154,7 @@ func (c *Cache[T, PT]) ByIndex(name, value string) []*T {
 
 // Run keeps the cache current until ctx ends.
 func (c *Cache[T, PT]) Run(ctx context.Context) {
-	backoff := newBackoff()
+	backoff := backoff.New(100*time.Millisecond, 5*time.Second)
 	needList := true
 	if c.snapPath != "" {
 		// With a snapshot the cache answers at once and catches up by
@@ -175,7 +175,7 @@ func (c *Cache[T, PT]) Run(ctx context.Context) {
 		if needList {
 			if err := c.relist(ctx); err != nil {
 				c.log.Warn("list failed; retrying", "err", err)
-				backoff.wait(ctx)
+				backoff.Wait(ctx)
 				continue
 			}
 			needList = false
@@ -190,7 +190,7 @@ func (c *Cache[T, PT]) Run(ctx context.Context) {
 			continue
 		}
 		c.log.Debug("watch ended; reconnecting", "err", err, "revision", c.Revision())
-		backoff.wait(ctx)
+		backoff.Wait(ctx)
 	}
 }
 
@@ -261,7 +261,7 @@ func (c *Cache[T, PT]) call(f func(), ok bool) {
 
 // watch applies events until the stream ends. It reports whether the server
 // asked for a resync.
-func (c *Cache[T, PT]) watch(ctx context.Context, backoff *backoff) (bool, error) {
+func (c *Cache[T, PT]) watch(ctx context.Context, backoff *backoff.Backoff) (bool, error) {
 	// Resume one revision early: a revision can hold several events (a
 	// cascade delete) and the stream may have broken between them. Events
 	// already applied are recognised by revision and skipped.
@@ -278,14 +278,14 @@ func (c *Cache[T, PT]) watch(ctx context.Context, backoff *backoff) (bool, error
 		ev, err := w.Next()
 		var fe *FrameError
 		if errors.As(err, &fe) {
-			backoff.reset()
+			backoff.Reset()
 			c.skip(fe)
 			continue
 		}
 		if err != nil {
 			return false, err
 		}
-		backoff.reset()
+		backoff.Reset()
 		switch ev.Name {
 		case api.EventChange, api.EventRemove:
 			c.fromSnap.Store(false)
@@ -400,23 +400,5 @@ func (c *Cache[T, PT]) unindex(id string, obj *T) {
 				delete(c.indices[name], v)
 			}
 		}
-	}
-}
-
-// backoff is a jittered exponential delay from 100ms to 5s.
-type backoff struct{ d time.Duration }
-
-func newBackoff() *backoff { return &backoff{d: 100 * time.Millisecond} }
-
-func (b *backoff) reset() { b.d = 100 * time.Millisecond }
-
-func (b *backoff) wait(ctx context.Context) {
-	d := b.d/2 + rand.N(b.d/2+1)
-	select {
-	case <-time.After(d):
-	case <-ctx.Done():
-	}
-	if b.d *= 2; b.d > 5*time.Second {
-		b.d = 5 * time.Second
 	}
 }

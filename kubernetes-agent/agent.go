@@ -14,14 +14,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/informers"
@@ -34,6 +30,7 @@ import (
 
 	"github.com/drover/drover/api"
 	"github.com/drover/drover/client"
+	"github.com/drover/drover/internal/lifecycle"
 )
 
 // Options configure the agent.
@@ -134,22 +131,16 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer a.broadcaster.Shutdown()
 	g, ctx := errgroup.WithContext(ctx)
 	if a.opts.Listen != "" {
-		srv, ln, err := a.serveHTTP()
-		if err != nil {
-			return err
-		}
-		g.Go(func() error {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				return err
+		ops := &lifecycle.Ops{Listen: a.opts.Listen, Gatherer: a.opts.Registry, Ready: func() error {
+			if !a.hosts.HasSynced() || !a.ctrs.HasSynced() {
+				return errors.New("engine caches not synced")
 			}
 			return nil
-		})
-		g.Go(func() error {
-			<-ctx.Done()
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			return srv.Shutdown(sctx)
-		})
+		}}
+		if err := ops.Start(); err != nil {
+			return fmt.Errorf("kubernetes-agent: %w", err)
+		}
+		defer ops.Stop()
 	}
 	a.factory.Start(ctx.Done())
 	for _, c := range []interface{ Run(context.Context) }{a.stacks, a.services, a.ctrs, a.hosts} {
@@ -183,23 +174,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	return err
 }
 
-func (a *Agent) serveHTTP() (*http.Server, net.Listener, error) {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !a.hosts.HasSynced() || !a.ctrs.HasSynced() {
-			http.Error(w, "engine caches not synced", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(a.opts.Registry, promhttp.HandlerOpts{}))
-	ln, err := net.Listen("tcp", a.opts.Listen)
-	if err != nil {
-		return nil, nil, fmt.Errorf("kubernetes-agent: listening on %s: %w", a.opts.Listen, err)
-	}
-	return &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, ln, nil
-}
 
 // warningLogger sends the API server's warnings to the structured log.
 type warningLogger struct{ log *slog.Logger }
