@@ -174,7 +174,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	return err
 }
 
-
 // warningLogger sends the API server's warnings to the structured log.
 type warningLogger struct{ log *slog.Logger }
 

@@ -12,8 +12,8 @@ import (
 
 	"github.com/drover/drover/agent"
 	"github.com/drover/drover/api"
-	"github.com/drover/drover/controllers"
 	"github.com/drover/drover/client"
+	"github.com/drover/drover/controllers"
 	"github.com/drover/drover/internal/testenv"
 	"github.com/drover/drover/server"
 )

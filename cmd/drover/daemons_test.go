@@ -44,8 +44,8 @@ func TestIntegrationDaemonProcesses(t *testing.T) {
 		stopped string
 	}{
 		{"agent", []string{"agent", "--server", srv.URL(), "--token", tok.Status.Token, "--name", "proc-host", "--listen", agentHTTP}, agentHTTP, "go_goroutines", "agent stopped"},
-		{"dns", []string{"dns", "--listen", fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), "--upstream", "127.0.0.1:1", "--metrics-listen", dnsMetrics, "--credentials", creds}, dnsMetrics, "drover_dns_cache_hits_total", ""},
-		{"metadata", []string{"metadata", "--listen", mdAddr, "--credentials", creds}, mdAddr, "drover_metadata_containers", ""},
+		{"dns", []string{"dns", "--listen", fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), "--upstream", "127.0.0.1:1", "--metrics-listen", dnsMetrics, "--credentials", creds, "--state-dir", t.TempDir()}, dnsMetrics, "drover_dns_cache_hits_total", ""},
+		{"metadata", []string{"metadata", "--listen", mdAddr, "--credentials", creds, "--state-dir", t.TempDir()}, mdAddr, "drover_metadata_containers", ""},
 	}
 	for _, d := range daemons {
 		t.Run(d.name, func(t *testing.T) {

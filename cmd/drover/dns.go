@@ -22,6 +22,7 @@ func runDNS(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.StringVar(&upstreams, "upstream", "", "upstream servers IP:PORT,... (default: this host's /etc/resolv.conf, never itself)")
 	fs.UintVar(&ttl, "ttl", 5, "TTL of drover's own answers, in seconds")
 	fs.StringVar(&o.MetricsListen, "metrics-listen", "127.0.0.1:9153", "address for /healthz and /metrics (empty: none)")
+	fs.StringVar(&o.StateDir, "state-dir", dns.DefaultStateDir, "where to keep snapshots of the engine's objects, so a restart answers at once while the engine is away (empty: none)")
 	lf := addLogFlags(fs)
 	if done, err := parseFlags(fs, args); done {
 		return err

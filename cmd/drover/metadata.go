@@ -20,6 +20,7 @@ func runMetadata(ctx context.Context, args []string, _, stderr io.Writer) error 
 	ef := engineFlags(fs)
 	fs.StringVar(&o.Listen, "listen", "169.254.169.250:80", "address to serve metadata on")
 	fs.BoolVar(&o.XFF, "xff", false, "identify callers by X-Forwarded-For (only behind a trusted proxy)")
+	fs.StringVar(&o.StateDir, "state-dir", metadata.DefaultStateDir, "where to keep snapshots of the engine's objects, so a restart answers at once while the engine is away (empty: none)")
 	fs.StringVar(&tokenKey, "token-key", os.Getenv("DROVER_METADATA_TOKEN_KEY"), "key signing service tokens, shared by every metadata server (default: the engine secret key); env DROVER_METADATA_TOKEN_KEY")
 	lf := addLogFlags(fs)
 	if done, err := parseFlags(fs, args); done {
