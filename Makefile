@@ -48,7 +48,8 @@ lint: deps
 ## fuzz: run each fuzz target for FUZZTIME (default 30s).
 FUZZTIME ?= 30s
 fuzz:
-	$(GO) test -run XXX -fuzz FuzzDecodeObject -fuzztime $(FUZZTIME) ./server/
+	$(GO) test -run XXX -fuzz FuzzDecodeObject -fuzztime $(FUZZTIME) ./apiserver/
+	$(GO) test -run XXX -fuzz FuzzMergePatch -fuzztime $(FUZZTIME) ./apiserver/
 	$(GO) test -run XXX -fuzz FuzzParseSelector -fuzztime $(FUZZTIME) ./api/
 	$(GO) test -run XXX -fuzz FuzzSplitData -fuzztime $(FUZZTIME) ./client/
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime $(FUZZTIME) ./stacks/

@@ -11,18 +11,18 @@ import (
 
 	"github.com/drover/drover/agent"
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/client"
 	"github.com/drover/drover/controllers"
 	"github.com/drover/drover/controllers/hostlifecycle"
 	"github.com/drover/drover/internal/testenv"
-	"github.com/drover/drover/server"
 )
 
 // cluster is an engine with its scheduler and several agents sharing the
 // local Docker Engine (each manages only its own containers: a test setup).
 type cluster struct {
 	t      testing.TB
-	srv    *server.Server
+	srv    *apiserver.Server
 	eng    *client.Client
 	token  string
 	agents map[string]context.CancelFunc
@@ -37,7 +37,7 @@ func newClusterTB(t testing.TB) *cluster {
 		t.Skip("integration test (real Docker Engine); run without -short")
 	}
 	testenv.BuildTestImage(t)
-	srv, eng := testenv.StartServer(t, server.Options{})
+	srv, eng := testenv.StartServer(t, apiserver.Options{})
 	testenv.StartControllers(t, srv, controllers.Options{HostLifecycle: hostlifecycle.Options{DisconnectAfter: 2 * time.Second, LostAfter: 4 * time.Second}})
 	tok, err := eng.RegistrationTokens().Create(context.Background(), &api.RegistrationToken{})
 	if err != nil {

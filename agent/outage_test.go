@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/client"
 	"github.com/drover/drover/internal/testenv"
-	"github.com/drover/drover/server"
 )
 
 const small = `services:
@@ -49,7 +49,7 @@ func TestIntegrationEngineOutage(t *testing.T) {
 	c.srv.Close()
 	time.Sleep(500 * time.Millisecond)
 	// The controllers of the first server keep running and reconnect.
-	c.srv, c.eng = testenv.StartServer(t, server.Options{DataDir: data, Listen: addr})
+	c.srv, c.eng = testenv.StartServer(t, apiserver.Options{DataDir: data, Listen: addr})
 	eventually(t, "deploy completes after the restart", 60*time.Second, func() error {
 		api1, err := c.running(st.ID, "api")
 		if err != nil || len(api1) != 4 {
@@ -83,7 +83,7 @@ func TestIntegrationEngineOutage(t *testing.T) {
 		return nil
 	})
 	time.Sleep(2 * time.Second)
-	c.srv, c.eng = testenv.StartServer(t, server.Options{DataDir: data, Listen: addr})
+	c.srv, c.eng = testenv.StartServer(t, apiserver.Options{DataDir: data, Listen: addr})
 	eventually(t, "status catches up when the engine returns", 30*time.Second, func() error {
 		ct, err := c.eng.Containers().Get(ctx, victim.ID)
 		if err != nil || ct.Status.StartCount <= victim.Status.StartCount || ct.Status.State != api.ContainerRunning {

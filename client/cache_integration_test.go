@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/client"
 	"github.com/drover/drover/internal/testenv"
-	"github.com/drover/drover/server"
 )
 
 // The cache against a real engine (embedded or external etcd), with the
@@ -59,7 +59,7 @@ func mustDelete(t *testing.T, c *client.Client, n *api.Network) {
 // collector needed in the test.
 func TestIntegrationCacheListAndWatch(t *testing.T) {
 	integration(t)
-	_, c := testenv.StartServer(t, server.Options{PingInterval: 200 * time.Millisecond})
+	_, c := testenv.StartServer(t, apiserver.Options{PingInterval: 200 * time.Millisecond})
 	a := mustNetwork(t, c, "a")
 	b := mustNetwork(t, c, "b")
 	var rec recorder
@@ -101,7 +101,7 @@ func TestIntegrationCacheListAndWatch(t *testing.T) {
 // ping bookmarks, though no event it gets moves it.
 func TestIntegrationCachePingBookmark(t *testing.T) {
 	integration(t)
-	_, c := testenv.StartServer(t, server.Options{PingInterval: 200 * time.Millisecond})
+	_, c := testenv.StartServer(t, apiserver.Options{PingInterval: 200 * time.Millisecond})
 	web, err := c.Networks().Create(context.Background(), &api.Network{Meta: api.Meta{Name: "web", Labels: map[string]string{"tier": "web"}}})
 	if err != nil {
 		t.Fatal(err)
@@ -131,9 +131,9 @@ func TestIntegrationCacheResync(t *testing.T) {
 	ctx := context.Background()
 	cluster := testenv.StartEtcdCluster(t, 1)
 	dir := t.TempDir()
-	opts := server.Options{EtcdEndpoints: cluster.Endpoints(), DataDir: dir, RingSize: 2, PingInterval: 200 * time.Millisecond}
+	opts := apiserver.Options{EtcdEndpoints: cluster.Endpoints(), DataDir: dir, RingSize: 2, PingInterval: 200 * time.Millisecond}
 	s1, c1 := testenv.StartServer(t, opts)
-	_, c2 := testenv.StartServer(t, server.Options{EtcdEndpoints: cluster.Endpoints()})
+	_, c2 := testenv.StartServer(t, apiserver.Options{EtcdEndpoints: cluster.Endpoints()})
 	keep := mustNetwork(t, c2, "keep")
 	changed := mustNetwork(t, c2, "changed")
 	gone := mustNetwork(t, c2, "gone")
@@ -195,7 +195,7 @@ func TestIntegrationCacheSnapshot(t *testing.T) {
 	dataDir := t.TempDir()
 	snapDir := t.TempDir()
 	path := filepath.Join(snapDir, "networks.json")
-	opts := server.Options{DataDir: dataDir, PingInterval: 200 * time.Millisecond}
+	opts := apiserver.Options{DataDir: dataDir, PingInterval: 200 * time.Millisecond}
 	s, c := testenv.StartServer(t, opts)
 	opts.Listen = strings.TrimPrefix(s.URL(), "http://")
 	n1 := mustNetwork(t, c, "n1")

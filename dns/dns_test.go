@@ -16,10 +16,10 @@ import (
 	mdns "github.com/miekg/dns"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/client"
 	"github.com/drover/drover/dns"
 	"github.com/drover/drover/internal/testenv"
-	"github.com/drover/drover/server"
 )
 
 // upstream is a second DNS server the test starts, to forward to.
@@ -63,7 +63,7 @@ func upstream(t *testing.T) string {
 type env struct {
 	addr     string
 	metrics  string
-	srv      *server.Server
+	srv      *apiserver.Server
 	stateDir string
 	stop     func() // stops the dns server and waits for it
 	eng      *client.Client
@@ -79,7 +79,7 @@ func setup(t *testing.T, upstreams ...string) *env {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	srv, eng := testenv.StartServer(t, server.Options{})
+	srv, eng := testenv.StartServer(t, apiserver.Options{})
 	e := &env{eng: eng, srv: srv, ctrs: map[string]*api.Container{}, stateDir: t.TempDir()}
 	e.stack, _ = eng.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: "shop"}})
 	nsStack, _ := eng.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: "prod"}, Spec: api.StackSpec{Kind: api.StackKubernetes, Namespace: "prod"}})

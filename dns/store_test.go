@@ -55,15 +55,6 @@ func (m *memStore[T]) put(o *T) (old *T) {
 	return old
 }
 
-func (m *memStore[T]) remove(o *T) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if old := m.items[m.id(o)]; old != nil {
-		m.file(old, false)
-	}
-	delete(m.items, m.id(o))
-}
-
 func (m *memStore[T]) Get(id string) (*T, bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -106,7 +97,3 @@ func newTestServer() *testServer {
 func (t *testServer) putStack(o *api.Stack)         { t.setStack(t.st.put(o), o) }
 func (t *testServer) putService(o *api.Service)     { t.setService(t.svc.put(o), o) }
 func (t *testServer) putContainer(o *api.Container) { t.setContainer(t.ctr.put(o), o) }
-func (t *testServer) removeContainer(o *api.Container) {
-	t.ctr.remove(o)
-	t.deleteContainer(o)
-}

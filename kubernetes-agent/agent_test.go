@@ -15,17 +15,17 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/client"
 	"github.com/drover/drover/internal/testenv"
 	kubernetesagent "github.com/drover/drover/kubernetes-agent"
-	"github.com/drover/drover/server"
 )
 
 type env struct {
 	t      testing.TB
 	kube   *testenv.Kube
 	dir    string
-	srv    *server.Server
+	srv    *apiserver.Server
 	eng    *client.Client
 	cancel context.CancelFunc
 	done   chan error
@@ -37,7 +37,7 @@ func setup(t testing.TB, opts testenv.KubeOptions) *env {
 		t.Skip("integration test (real kube-apiserver, real engine); run without -short")
 	}
 	e := &env{t: t, kube: testenv.StartKube(t, opts), dir: t.TempDir()}
-	e.srv, e.eng = testenv.StartServer(t, server.Options{DataDir: e.dir})
+	e.srv, e.eng = testenv.StartServer(t, apiserver.Options{DataDir: e.dir})
 	e.startAgent()
 	t.Cleanup(e.stopAgent)
 	return e

@@ -11,8 +11,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/internal/testenv"
-	"github.com/drover/drover/server"
 )
 
 // Stop the agent; change both sides; start it again: the two sides match
@@ -123,7 +123,7 @@ func TestIntegrationRecoversFromRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second)
-	e.srv, _ = testenv.StartServer(t, server.Options{DataDir: e.dir, Listen: addr})
+	e.srv, _ = testenv.StartServer(t, apiserver.Options{DataDir: e.dir, Listen: addr})
 	if _, err := k.CoreV1().Pods("app").Create(ctx, pod("app", "after-engine-restart", "", nil), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

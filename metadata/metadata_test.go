@@ -16,10 +16,10 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/client"
 	"github.com/drover/drover/internal/testenv"
 	"github.com/drover/drover/metadata"
-	"github.com/drover/drover/server"
 )
 
 // Rancher's client types (go-rancher-metadata), as a client written against
@@ -97,7 +97,7 @@ type env struct {
 	url      string
 	stateDir string
 	stop     func() // stops the metadata server and waits for it
-	srv      *server.Server
+	srv      *apiserver.Server
 	eng      *client.Client
 	web      *api.Service
 	db       *api.Service
@@ -111,7 +111,7 @@ func setup(t *testing.T) *env {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	srv, eng := testenv.StartServer(t, server.Options{})
+	srv, eng := testenv.StartServer(t, apiserver.Options{})
 	e := &env{eng: eng, srv: srv, stateDir: t.TempDir()}
 	host, err := eng.Hosts().Create(ctx, &api.Host{Meta: api.Meta{Name: "node1", Labels: map[string]string{"zone": "a"}}, Status: api.HostStatus{AgentIP: "10.0.0.1", Capacity: api.Capacity{MemoryBytes: 1 << 30, MilliCPU: 2000}}})
 	if err != nil {

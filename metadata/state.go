@@ -49,9 +49,7 @@ var (
 	openObj   = []byte("{")
 	closeObj  = []byte("}")
 	comma     = []byte(",")
-	openList  = []byte("[")
 	closeList = []byte("]")
-	emptyList = []byte("[]")
 )
 
 // list is a full list view, built once per change of its members.

@@ -12,10 +12,10 @@ import (
 
 	"github.com/drover/drover/agent"
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/client"
 	"github.com/drover/drover/controllers"
 	"github.com/drover/drover/internal/testenv"
-	"github.com/drover/drover/server"
 )
 
 // A Rancher 1.x stack (docker-compose.yml + rancher-compose.yml, io.rancher
@@ -26,7 +26,7 @@ func TestIntegrationCLIStackLifecycle(t *testing.T) {
 		t.Skip("integration test (real Docker Engine)")
 	}
 	testenv.BuildTestImage(t)
-	srv, eng := testenv.StartServer(t, server.Options{})
+	srv, eng := testenv.StartServer(t, apiserver.Options{})
 	testenv.StartControllers(t, srv, controllers.Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	tok, err := eng.RegistrationTokens().Create(ctx, &api.RegistrationToken{})

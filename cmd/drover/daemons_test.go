@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/internal/testenv"
-	"github.com/drover/drover/server"
 )
 
 // The real binary runs agent, dns and metadata: each becomes ready, serves
@@ -23,7 +23,7 @@ func TestIntegrationDaemonProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	srv, eng := testenv.StartServer(t, server.Options{})
+	srv, eng := testenv.StartServer(t, apiserver.Options{})
 	tok, err := eng.RegistrationTokens().Create(context.Background(), &api.RegistrationToken{})
 	if err != nil {
 		t.Fatal(err)

@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/internal/testenv"
-	"github.com/drover/drover/server"
 )
 
 func TestRunCommands(t *testing.T) {
@@ -101,7 +101,7 @@ func TestIntegrationKubernetesAgentProcess(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	kube := testenv.StartKube(t, testenv.KubeOptions{})
-	srv, _ := testenv.StartServer(t, server.Options{})
+	srv, _ := testenv.StartServer(t, apiserver.Options{})
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "drover")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {

@@ -9,15 +9,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/controllers"
 	"github.com/drover/drover/internal/lifecycle"
-	"github.com/drover/drover/server"
 )
 
 func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs := flag.NewFlagSet("drover server", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var o server.Options
+	var o apiserver.Options
 	var endpoints string
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:8080", "address to serve the API on")
 	fs.StringVar(&o.DataDir, "data-dir", "/var/lib/drover", "directory for credentials.json and the embedded etcd")
@@ -55,7 +55,7 @@ func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
 	// their lease and another server takes over at once.
 	srvCtx, stopServer := context.WithCancel(context.Background())
 	defer stopServer()
-	srv, err := server.Start(srvCtx, o)
+	srv, err := apiserver.Start(srvCtx, o)
 	if err != nil {
 		return err
 	}

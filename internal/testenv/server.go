@@ -10,10 +10,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/client"
 	"github.com/drover/drover/controllers"
 	"github.com/drover/drover/controllers/gc"
-	"github.com/drover/drover/server"
 )
 
 // Logger returns a logger for tests: quiet unless DROVER_TEST_LOG=debug.
@@ -29,7 +29,7 @@ func Logger() *slog.Logger {
 // StartServer starts a drover server on a free loopback port with its own
 // data dir (or opts.DataDir) and returns it with an admin client. The server
 // is closed at cleanup if the test has not closed it.
-func StartServer(t testing.TB, opts server.Options) (*server.Server, *client.Client) {
+func StartServer(t testing.TB, opts apiserver.Options) (*apiserver.Server, *client.Client) {
 	t.Helper()
 	if opts.DataDir == "" {
 		opts.DataDir = t.TempDir()
@@ -40,7 +40,7 @@ func StartServer(t testing.TB, opts server.Options) (*server.Server, *client.Cli
 	if opts.Logger == nil {
 		opts.Logger = Logger()
 	}
-	s, err := server.Start(context.Background(), opts)
+	s, err := apiserver.Start(context.Background(), opts)
 	if err != nil {
 		t.Fatalf("starting drover server: %v", err)
 	}
@@ -71,7 +71,7 @@ func StartServer(t testing.TB, opts server.Options) (*server.Server, *client.Cli
 
 // StartControllers runs every controller (as `drover server` does) against
 // srv until the test ends, and returns their write counters' registry.
-func StartControllers(t testing.TB, srv *server.Server, o controllers.Options) *prometheus.Registry {
+func StartControllers(t testing.TB, srv *apiserver.Server, o controllers.Options) *prometheus.Registry {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	o.Credentials, o.Registry = srv.ControllerCredentialsPath(), reg

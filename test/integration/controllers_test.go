@@ -24,6 +24,7 @@ import (
 
 	"github.com/drover/drover/agent"
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/client"
 	"github.com/drover/drover/controllers"
 	"github.com/drover/drover/controllers/hostlifecycle"
@@ -31,7 +32,6 @@ import (
 	"github.com/drover/drover/internal/testenv"
 	kubernetesagent "github.com/drover/drover/kubernetes-agent"
 	"github.com/drover/drover/metadata"
-	"github.com/drover/drover/server"
 )
 
 const stackFile = `services:
@@ -117,7 +117,7 @@ func TestIntegrationAllControllersSettle(t *testing.T) {
 	}
 	testenv.BuildTestImage(t)
 	kube := testenv.StartKube(t, testenv.KubeOptions{ControllerManager: true})
-	srv, eng := testenv.StartServer(t, server.Options{})
+	srv, eng := testenv.StartServer(t, apiserver.Options{})
 	ctrlReg := testenv.StartControllers(t, srv, controllers.Options{HostLifecycle: hostlifecycle.Options{DisconnectAfter: 10 * time.Second}})
 	kaReg := prometheus.NewRegistry()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -254,7 +254,7 @@ func TestIntegrationAllControllersSettle(t *testing.T) {
 	}
 }
 
-func readCreds(t *testing.T, srv *server.Server) *api.Credentials {
+func readCreds(t *testing.T, srv *apiserver.Server) *api.Credentials {
 	t.Helper()
 	b, err := os.ReadFile(srv.CredentialsPath())
 	if err != nil {

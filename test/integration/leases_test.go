@@ -13,12 +13,12 @@ import (
 
 	"github.com/drover/drover/agent"
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/client"
 	"github.com/drover/drover/controllers"
 	"github.com/drover/drover/controllers/hostlifecycle"
 	"github.com/drover/drover/internal/testenv"
 	"github.com/drover/drover/metadata"
-	"github.com/drover/drover/server"
 )
 
 // 500 hosts renew their leases as agents do, for 60 s: liveness is lease
@@ -32,7 +32,7 @@ func TestIntegrationHostLeasesWriteNoHosts(t *testing.T) {
 	const hosts, every, soak = 500, 5 * time.Second, 60 * time.Second
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	srv, eng := testenv.StartServer(t, server.Options{})
+	srv, eng := testenv.StartServer(t, apiserver.Options{})
 	testenv.StartControllers(t, srv, controllers.Options{NoScheduler: true, HostLifecycle: hostlifecycle.Options{DisconnectAfter: 4 * every}})
 	mdReady := make(chan string, 1)
 	mdDone := make(chan error, 1)

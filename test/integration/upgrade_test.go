@@ -8,11 +8,11 @@ import (
 
 	"github.com/drover/drover/agent"
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/client"
 	"github.com/drover/drover/controllers"
 	"github.com/drover/drover/internal/testenv"
 	"github.com/drover/drover/scheduler"
-	"github.com/drover/drover/server"
 )
 
 // The placement and upgrade controllers together roll a service to a new
@@ -34,7 +34,7 @@ func TestIntegrationRollingUpgrades(t *testing.T) {
 func rollingUpgrade(t *testing.T, startFirst bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	srv, eng := testenv.StartServer(t, server.Options{})
+	srv, eng := testenv.StartServer(t, apiserver.Options{})
 	testenv.StartControllers(t, srv, controllers.Options{})
 	tok, err := eng.RegistrationTokens().Create(ctx, &api.RegistrationToken{})
 	if err != nil {

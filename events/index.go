@@ -1,4 +1,4 @@
-package server
+package events
 
 import "github.com/drover/drover/api"
 
@@ -12,7 +12,7 @@ import "github.com/drover/drover/api"
 // filed under a key that every event it can match carries: see hostKey and
 // eventHostKeys, which follow filter.matches and principal.canSee.
 type subIndex struct {
-	all   map[*subscription]struct{}
+	all   map[*Subscription]struct{}
 	colls map[string]*subBucket // by collection; otherCollections for the rest
 }
 
@@ -22,15 +22,15 @@ type subIndex struct {
 const otherCollections = "/"
 
 type subBucket struct {
-	any    map[*subscription]struct{}            // every event of the collection
-	byHost map[string]map[*subscription]struct{} // only events that carry this host
+	any    map[*Subscription]struct{}            // every event of the collection
+	byHost map[string]map[*Subscription]struct{} // only events that carry this host
 }
 
 // subSlot is one place a subscriber is filed: host "" is the any set.
 type subSlot struct{ coll, host string }
 
 func newSubIndex() subIndex {
-	return subIndex{all: map[*subscription]struct{}{}, colls: map[string]*subBucket{}}
+	return subIndex{all: map[*Subscription]struct{}{}, colls: map[string]*subBucket{}}
 }
 
 func isKnownCollection(coll string) bool {
@@ -40,14 +40,14 @@ func isKnownCollection(coll string) bool {
 
 // hostKey is the host every object of coll that f matches belongs to, or ""
 // when f may match objects of any host.
-func (f *filter) hostKey(coll string) string {
-	if f.hostID != "" {
-		return f.hostID // filter.matches: Spec.HostID == hostID, whatever the collection
+func (f *Filter) hostKey(coll string) string {
+	if f.HostID != "" {
+		return f.HostID // filter.matches: Spec.HostID == hostID, whatever the collection
 	}
-	if f.scope != nil && f.scope.role == api.RoleAgent {
+	if f.Scope != nil && f.Scope.OwnHost() != "" {
 		switch coll {
 		case "hosts", "containers", "leases": // principal.canSee
-			return f.scope.hostID
+			return f.Scope.OwnHost()
 		}
 	}
 	return ""
@@ -79,7 +79,7 @@ func eventHostKeys(ev *event, keys *[3]string) []string {
 	return out
 }
 
-func (x *subIndex) add(s *subscription) {
+func (x *subIndex) add(s *Subscription) {
 	if _, ok := x.all[s]; ok {
 		return
 	}
@@ -88,7 +88,7 @@ func (x *subIndex) add(s *subscription) {
 	file := func(coll, host string) {
 		b := x.colls[coll]
 		if b == nil {
-			b = &subBucket{any: map[*subscription]struct{}{}, byHost: map[string]map[*subscription]struct{}{}}
+			b = &subBucket{any: map[*Subscription]struct{}{}, byHost: map[string]map[*Subscription]struct{}{}}
 			x.colls[coll] = b
 		}
 		if host == "" {
@@ -96,15 +96,15 @@ func (x *subIndex) add(s *subscription) {
 		} else {
 			set := b.byHost[host]
 			if set == nil {
-				set = map[*subscription]struct{}{}
+				set = map[*Subscription]struct{}{}
 				b.byHost[host] = set
 			}
 			set[s] = struct{}{}
 		}
 		s.slots = append(s.slots, subSlot{coll, host})
 	}
-	if f.collections != nil {
-		for coll, want := range f.collections {
+	if f.Collections != nil {
+		for coll, want := range f.Collections {
 			if want && f.allowsCollection(coll) {
 				file(coll, f.hostKey(coll))
 			}
@@ -119,7 +119,7 @@ func (x *subIndex) add(s *subscription) {
 	file(otherCollections, f.hostKey(otherCollections))
 }
 
-func (x *subIndex) remove(s *subscription) {
+func (x *subIndex) remove(s *Subscription) {
 	if _, ok := x.all[s]; !ok {
 		return
 	}
@@ -143,7 +143,7 @@ func (x *subIndex) remove(s *subscription) {
 
 // each calls fn for every subscriber ev may concern, once each. fn may
 // remove the subscriber it is given.
-func (x *subIndex) each(ev *event, fn func(*subscription)) {
+func (x *subIndex) each(ev *event, fn func(*Subscription)) {
 	var keys [3]string
 	hosts := eventHostKeys(ev, &keys)
 	visit := func(b *subBucket) {

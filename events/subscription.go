@@ -1,4 +1,4 @@
-package server
+package events
 
 import (
 	"context"
@@ -18,9 +18,9 @@ import (
 // without ever blocking and queues only those its filter matches: a
 // subscriber whose queue is full is cut off with a reason instead of making
 // the server hold an unbounded backlog.
-type subscription struct {
-	hub         *hub
-	filter      *filter
+type Subscription struct {
+	hub         *Hub
+	filter      *Filter
 	ch          chan delivery
 	backlog     []*event
 	minRev      int64     // live events at or below this were in the backlog
@@ -46,7 +46,7 @@ type delivery struct {
 // offer is called with the hub locked. It queues what the subscriber is to
 // send for ev, if anything, and reports false when the subscriber is too slow
 // and has been cut off.
-func (s *subscription) offer(ev *event) bool {
+func (s *Subscription) offer(ev *event) bool {
 	if ev.rev <= s.minRev {
 		return true
 	}
@@ -63,19 +63,19 @@ func (s *subscription) offer(ev *event) bool {
 	}
 }
 
-func (s *subscription) kill(name, cause string) {
+func (s *Subscription) kill(name, cause string) {
 	s.once.Do(func() {
 		s.deathName, s.deathCause = name, cause
 		close(s.dead)
 	})
 }
 
-// frameSink writes frames to a client: WebSocket or newline-delimited JSON.
+// Sink writes frames to a client: WebSocket or newline-delimited JSON.
 // writeFrame may buffer; flush sends what is buffered. The stream flushes
 // whenever its queue runs empty, so a burst costs one write, not one per event.
-type frameSink interface {
-	writeFrame(frame []byte) error
-	flush() error
+type Sink interface {
+	WriteFrame(frame []byte) error
+	Flush() error
 }
 
 // flushCoalesce is the shortest time between two flushes of one stream.
@@ -84,8 +84,8 @@ const flushCoalesce = 5 * time.Millisecond
 // stream sends events to sink until ctx ends, the subscriber is cut off or
 // sink fails. It never returns while events it owes are unsent, except on
 // those three conditions.
-func (s *subscription) stream(ctx context.Context, sink frameSink, pingEvery time.Duration) error {
-	defer s.hub.unsubscribe(s)
+func (s *Subscription) Stream(ctx context.Context, sink Sink, pingEvery time.Duration) error {
+	defer s.hub.Unsubscribe(s)
 	if s.catchUpFrom != 0 {
 		resynced, err := s.catchUp(ctx, sink, pingEvery)
 		if err != nil || resynced {
@@ -94,13 +94,13 @@ func (s *subscription) stream(ctx context.Context, sink frameSink, pingEvery tim
 	}
 	for _, ev := range s.backlog {
 		if f, ok := s.filter.frame(ev); ok {
-			if err := sink.writeFrame(f); err != nil {
+			if err := sink.WriteFrame(f); err != nil {
 				return err
 			}
 		}
 	}
 	s.backlog = nil
-	if err := sink.flush(); err != nil {
+	if err := sink.Flush(); err != nil {
 		return err
 	}
 	// The backlog held everything up to minRev the hub will not queue.
@@ -117,7 +117,7 @@ func (s *subscription) stream(ctx context.Context, sink frameSink, pingEvery tim
 	dirty := false
 	flush := func() error {
 		dirty, lastFlush = false, time.Now()
-		return sink.flush()
+		return sink.Flush()
 	}
 	defer func() {
 		if flushTimer != nil {
@@ -127,11 +127,11 @@ func (s *subscription) stream(ctx context.Context, sink frameSink, pingEvery tim
 	for {
 		select {
 		case d := <-s.ch:
-			if err := sink.writeFrame(d.frame); err != nil {
+			if err := sink.WriteFrame(d.frame); err != nil {
 				return err
 			}
 			dirty = true
-			s.hub.metrics.delivered.Inc()
+			s.hub.metrics.Delivered.Inc()
 			if len(s.ch) == 0 && flushC == nil {
 				if wait := flushCoalesce - time.Since(lastFlush); wait <= 0 {
 					if err := flush(); err != nil {
@@ -154,7 +154,7 @@ func (s *subscription) stream(ctx context.Context, sink frameSink, pingEvery tim
 				}
 			}
 		case <-t.C:
-			if err := sink.writeFrame(pingFrame(s.bookmark())); err != nil {
+			if err := sink.WriteFrame(pingFrame(s.bookmark())); err != nil {
 				return err
 			}
 			if err := flush(); err != nil {
@@ -166,7 +166,7 @@ func (s *subscription) stream(ctx context.Context, sink frameSink, pingEvery tim
 			for {
 				select {
 				case d := <-s.ch:
-					if err := sink.writeFrame(d.frame); err != nil {
+					if err := sink.WriteFrame(d.frame); err != nil {
 						return err
 					}
 				default:
@@ -174,10 +174,10 @@ func (s *subscription) stream(ctx context.Context, sink frameSink, pingEvery tim
 				}
 			}
 			b, _ := json.Marshal(api.Event{Name: s.deathName, Message: s.deathCause})
-			if err := sink.writeFrame(b); err != nil {
+			if err := sink.WriteFrame(b); err != nil {
 				return err
 			}
-			return sink.flush()
+			return sink.Flush()
 		case <-ctx.Done():
 			return nil
 		}
@@ -190,7 +190,7 @@ func (s *subscription) stream(ctx context.Context, sink frameSink, pingEvery tim
 // the same lock as it moves that revision; otherwise the last mark stands
 // (the next queued event may share a revision with the last one sent).
 // Marks never go backwards.
-func (s *subscription) bookmark() int64 {
+func (s *Subscription) bookmark() int64 {
 	h := s.hub
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -214,7 +214,7 @@ func pingFrame(rev int64) []byte {
 // catchUp replays history from etcd until the hub's ring reaches back far
 // enough to take over. It reports whether it sent a resync instead. Pings go
 // out meanwhile, marked with the revision replayed so far.
-func (s *subscription) catchUp(ctx context.Context, sink frameSink, pingEvery time.Duration) (bool, error) {
+func (s *Subscription) catchUp(ctx context.Context, sink Sink, pingEvery time.Duration) (bool, error) {
 	h := s.hub
 	delivered := s.catchUpFrom
 	s.mark = delivered
@@ -223,8 +223,8 @@ func (s *subscription) catchUp(ctx context.Context, sink frameSink, pingEvery ti
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	objPrefix := h.st.prefix + "o/"
-	wch := h.st.cli.Watch(wctx, objPrefix, clientv3.WithPrefix(), clientv3.WithRev(delivered+1), clientv3.WithPrevKV(), clientv3.WithProgressNotify())
+	objPrefix := h.objPrefix
+	wch := h.cli.Watch(wctx, objPrefix, clientv3.WithPrefix(), clientv3.WithRev(delivered+1), clientv3.WithPrevKV(), clientv3.WithProgressNotify())
 	idle := time.NewTimer(300 * time.Millisecond)
 	defer idle.Stop()
 	ping := time.NewTicker(pingEvery)
@@ -241,10 +241,10 @@ func (s *subscription) catchUp(ctx context.Context, sink frameSink, pingEvery ti
 			if err := wr.Err(); err != nil {
 				if errors.Is(err, rpctypes.ErrCompacted) {
 					b, _ := json.Marshal(api.Event{Name: api.EventResync, Message: "revision " + strconv.FormatInt(s.catchUpFrom, 10) + " is older than the store keeps (compacted at " + strconv.FormatInt(wr.CompactRevision, 10) + "); list again and watch from the list's revision"})
-					if err := sink.writeFrame(b); err != nil {
+					if err := sink.WriteFrame(b); err != nil {
 						return true, err
 					}
-					return true, sink.flush()
+					return true, sink.Flush()
 				}
 				return false, err
 			}
@@ -254,13 +254,13 @@ func (s *subscription) catchUp(ctx context.Context, sink frameSink, pingEvery ti
 					continue
 				}
 				if f, ok := s.filter.frame(ev); ok {
-					if err := sink.writeFrame(f); err != nil {
+					if err := sink.WriteFrame(f); err != nil {
 						return false, err
 					}
 				}
 				delivered = ev.rev
 			}
-			if err := sink.flush(); err != nil {
+			if err := sink.Flush(); err != nil {
 				return false, err
 			}
 			if wr.IsProgressNotify() && wr.Header.Revision > delivered {
@@ -272,15 +272,15 @@ func (s *subscription) catchUp(ctx context.Context, sink frameSink, pingEvery ti
 			idle.Reset(300 * time.Millisecond)
 		case <-idle.C:
 			// No news: ask etcd how far this watch has got.
-			_ = h.st.cli.RequestProgress(wctx)
+			_ = h.cli.RequestProgress(wctx)
 			idle.Reset(300 * time.Millisecond)
 		case <-ping.C:
 			// A watch response is written whole before delivered moves.
 			s.mark = max(s.mark, delivered)
-			if err := sink.writeFrame(pingFrame(s.mark)); err != nil {
+			if err := sink.WriteFrame(pingFrame(s.mark)); err != nil {
 				return false, err
 			}
-			if err := sink.flush(); err != nil {
+			if err := sink.Flush(); err != nil {
 				return false, err
 			}
 		case <-s.dead:
@@ -288,5 +288,15 @@ func (s *subscription) catchUp(ctx context.Context, sink frameSink, pingEvery ti
 		case <-ctx.Done():
 			return false, nil
 		}
+	}
+}
+
+// Death says why the hub cut the subscriber off, if it did.
+func (s *Subscription) Death() (cause string, dead bool) {
+	select {
+	case <-s.dead: // closed after deathCause is set: no race
+		return s.deathCause, true
+	default:
+		return "", false
 	}
 }

@@ -1,4 +1,4 @@
-package server
+package apiserver
 
 import (
 	"bytes"
@@ -17,6 +17,7 @@ import (
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/store"
 )
 
 // decodeBody reads a JSON object body into a generic map, with errors that
@@ -284,7 +285,7 @@ func decodeChecked(kind api.Kind, m map[string]any, body []byte) (api.Object, *a
 func mergePatch(target, patch map[string]any) (map[string]any, *api.Error) {
 	doc, err := json.Marshal(target)
 	if err != nil {
-		return nil, internalError(err)
+		return nil, store.InternalError(err)
 	}
 	p, err := json.Marshal(patch)
 	if err != nil {
@@ -298,7 +299,7 @@ func mergePatch(target, patch map[string]any) (map[string]any, *api.Error) {
 	dec := json.NewDecoder(bytes.NewReader(merged))
 	dec.UseNumber()
 	if err := dec.Decode(&out); err != nil {
-		return nil, internalError(err)
+		return nil, store.InternalError(err)
 	}
 	return out, nil
 }

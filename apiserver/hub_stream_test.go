@@ -1,4 +1,4 @@
-package server_test
+package apiserver_test
 
 import (
 	"bufio"
@@ -19,9 +19,9 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/client"
 	"github.com/drover/drover/internal/testenv"
-	"github.com/drover/drover/server"
 )
 
 // stream collects every frame of one NDJSON watch or WebSocket, pings
@@ -166,7 +166,7 @@ func parallel(t *testing.T, n, workers int, fn func(i int) error) {
 func TestIntegrationHostFilteredSubscriberSurvivesBurst(t *testing.T) {
 	integration(t)
 	ctx := context.Background()
-	s, c := testenv.StartServer(t, server.Options{SubscriberBuffer: 16, PingInterval: 500 * time.Millisecond})
+	s, c := testenv.StartServer(t, apiserver.Options{SubscriberBuffer: 16, PingInterval: 500 * time.Millisecond})
 	creds := readCreds(t, s)
 	tok, err := c.RegistrationTokens().Create(ctx, &api.RegistrationToken{})
 	if err != nil {
@@ -262,7 +262,7 @@ func TestIntegrationHostFilteredSubscriberSurvivesBurst(t *testing.T) {
 func TestIntegrationLabelFilteredSubscriberGetsExactlyItsEvents(t *testing.T) {
 	integration(t)
 	ctx := context.Background()
-	s, c := testenv.StartServer(t, server.Options{PingInterval: 200 * time.Millisecond})
+	s, c := testenv.StartServer(t, apiserver.Options{PingInterval: 200 * time.Millisecond})
 	creds := readCreds(t, s)
 	ws := subscribeWS(t, s.URL(), "types=container&labelSelector=tier=web", creds.AccessKey, creds.SecretKey)
 	nd := watchNDJSON(t, s.URL(), "/v1/containers?watch=true&labelSelector=tier%3Dweb", creds.AccessKey, creds.SecretKey)
@@ -366,7 +366,7 @@ func checkBookmarks(t *testing.T, name string, st *stream, until int64) int {
 func TestIntegrationPingsCarryRevisionBookmarks(t *testing.T) {
 	integration(t)
 	ctx := context.Background()
-	s, c := testenv.StartServer(t, server.Options{PingInterval: 20 * time.Millisecond, RingSize: 5})
+	s, c := testenv.StartServer(t, apiserver.Options{PingInterval: 20 * time.Millisecond, RingSize: 5})
 	creds := readCreds(t, s)
 	first := mustStack(t, c, "bookmarks")
 	// History the catching-up watcher replays from etcd (the ring holds 5).
@@ -443,7 +443,7 @@ func TestIntegrationStreamWriteDeadline(t *testing.T) {
 	logs := &syncBuffer{}
 	// The queue is long enough for every event: only the deadline can end
 	// these streams.
-	s, c := testenv.StartServer(t, server.Options{
+	s, c := testenv.StartServer(t, apiserver.Options{
 		StreamWriteTimeout: 500 * time.Millisecond, SubscriberBuffer: 1000, MaxBodyBytes: 1 << 20,
 		Logger: slog.New(slog.NewJSONHandler(logs, nil)),
 	})
@@ -529,7 +529,7 @@ func TestIntegrationStreamWriteDeadline(t *testing.T) {
 // the server's own origin are accepted.
 func TestIntegrationWebSocketOriginChecked(t *testing.T) {
 	integration(t)
-	s, _ := testenv.StartServer(t, server.Options{})
+	s, _ := testenv.StartServer(t, apiserver.Options{})
 	creds := readCreds(t, s)
 	u := "ws" + strings.TrimPrefix(s.URL(), "http") + "/v1/subscribe?types=stack"
 	for _, tc := range []struct {
@@ -574,7 +574,7 @@ func TestIntegrationWebSocketOriginChecked(t *testing.T) {
 func TestIntegrationStreamsRefuseUnreadableCollections(t *testing.T) {
 	integration(t)
 	ctx := context.Background()
-	s, c := testenv.StartServer(t, server.Options{})
+	s, c := testenv.StartServer(t, apiserver.Options{})
 	key, err := c.APIKeys().Create(ctx, &api.APIKey{Meta: api.Meta{Name: "svc"}, Spec: api.APIKeySpec{Role: api.RoleService}})
 	if err != nil {
 		t.Fatal(err)

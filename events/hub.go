@@ -1,4 +1,4 @@
-package server
+package events
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/store"
 )
 
 // event is one object change, with its frame encoded once for every
@@ -25,7 +26,7 @@ type event struct {
 	id         string
 	remove     bool
 	frame      []byte // {"name":...,"revision":N,"resource":{...}}
-	cur, prev  eventFields
+	cur, prev  Fields
 	hasPrev    bool
 
 	asRemoveOnce sync.Once
@@ -42,8 +43,8 @@ func (ev *event) removalFrame() []byte {
 	return ev.asRemove
 }
 
-// eventFields are the parts of an object subscribers filter on.
-type eventFields struct {
+// Fields are the parts of an object subscribers filter on.
+type Fields struct {
 	Labels map[string]string `json:"labels"`
 	Spec   struct {
 		StackID   string `json:"stackId"`
@@ -59,12 +60,16 @@ type eventFields struct {
 // only to the subscribers the index says it may concern, and queued only for
 // those whose filter matches it, so a subscriber's queue holds what it will
 // send and nothing else.
-type hub struct {
-	st       *store
-	log      *slog.Logger
-	metrics  *metrics
-	onChange func(*event)    // auth cache invalidation
-	onReset  func(rev int64) // the hub skipped history: caches built from events must drop everything
+type Hub struct {
+	cli       *clientv3.Client
+	objPrefix string // the store's object keys: <prefix><collection>/<id>
+	log       *slog.Logger
+	metrics   *Metrics
+	// OnChange is told of every object change (the auth cache drops changed
+	// keys); OnReset that the hub skipped history, so caches built from
+	// events must drop everything. Set both before Run.
+	OnChange func(collection, id string, rev int64)
+	OnReset  func(rev int64)
 
 	mu       sync.Mutex
 	lastRev  int64    // last revision processed
@@ -75,13 +80,15 @@ type hub struct {
 	closed   bool
 }
 
-func newHub(st *store, log *slog.Logger, m *metrics, ringSize int) *hub {
-	return &hub{st: st, log: log, metrics: m, ringSize: ringSize, subs: newSubIndex()}
+// New returns a hub over the objects under objPrefix in the store cli
+// reaches; Run starts it.
+func New(cli *clientv3.Client, objPrefix string, log *slog.Logger, m *Metrics, ringSize int) *Hub {
+	return &Hub{cli: cli, objPrefix: objPrefix, log: log, metrics: m, ringSize: ringSize, subs: newSubIndex()}
 }
 
 // run watches the store from its current revision until ctx ends.
-func (h *hub) run(ctx context.Context, ready chan<- struct{}) error {
-	resp, err := h.st.cli.Get(ctx, h.st.prefix+"o/", clientv3.WithCountOnly())
+func (h *Hub) Run(ctx context.Context, ready chan<- struct{}) error {
+	resp, err := h.cli.Get(ctx, h.objPrefix, clientv3.WithCountOnly())
 	if err != nil {
 		return err
 	}
@@ -94,7 +101,7 @@ func (h *hub) run(ctx context.Context, ready chan<- struct{}) error {
 		from := h.lastRev + 1
 		h.mu.Unlock()
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		wch := h.st.cli.Watch(wctx, h.st.prefix+"o/", clientv3.WithPrefix(), clientv3.WithRev(from), clientv3.WithPrevKV())
+		wch := h.cli.Watch(wctx, h.objPrefix, clientv3.WithPrefix(), clientv3.WithRev(from), clientv3.WithPrevKV())
 		for wr := range wch {
 			if err := wr.Err(); err != nil {
 				if errors.Is(err, rpctypes.ErrCompacted) {
@@ -112,15 +119,15 @@ func (h *hub) run(ctx context.Context, ready chan<- struct{}) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-	h.close("server shutting down")
+	h.Close("server shutting down")
 	return nil
 }
 
 // reset handles a hub that fell behind compaction: every subscriber is told
 // to resync, and the hub starts again from the current revision.
-func (h *hub) reset(compactRev int64) {
+func (h *Hub) reset(compactRev int64) {
 	h.log.Warn("store history compacted under the event hub; subscribers must resync", "compactRevision", compactRev)
-	resp, err := h.st.cli.Get(context.Background(), h.st.prefix+"o/", clientv3.WithCountOnly())
+	resp, err := h.cli.Get(context.Background(), h.objPrefix, clientv3.WithCountOnly())
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.subs.all {
@@ -131,15 +138,15 @@ func (h *hub) reset(compactRev int64) {
 	if err == nil {
 		h.lastRev, h.floor = resp.Header.Revision, resp.Header.Revision
 	}
-	if h.onReset != nil {
-		h.onReset(h.lastRev)
+	if h.OnReset != nil {
+		h.OnReset(h.lastRev)
 	}
 }
 
-func (h *hub) publish(evs []*clientv3.Event) {
+func (h *Hub) publish(evs []*clientv3.Event) {
 	batch := make([]*event, 0, len(evs))
 	for _, e := range evs {
-		if ev := convertEvent(h.st.prefix+"o/", e); ev != nil {
+		if ev := convertEvent(h.objPrefix, e); ev != nil {
 			batch = append(batch, ev)
 		}
 	}
@@ -151,13 +158,13 @@ func (h *hub) publish(evs []*clientv3.Event) {
 	for _, ev := range batch {
 		h.ring = append(h.ring, ev)
 		h.lastRev = ev.rev
-		if h.onChange != nil {
-			h.onChange(ev)
+		if h.OnChange != nil {
+			h.OnChange(ev.collection, ev.id, ev.rev)
 		}
-		h.subs.each(ev, func(s *subscription) {
+		h.subs.each(ev, func(s *Subscription) {
 			if !s.offer(ev) {
 				h.subs.remove(s)
-				h.metrics.slowSubscribers.Inc()
+				h.metrics.SlowSubscribers.Inc()
 			}
 		})
 	}
@@ -170,7 +177,7 @@ func (h *hub) publish(evs []*clientv3.Event) {
 		}
 		h.ring = append(h.ring[:0:0], h.ring[over:]...)
 	}
-	h.metrics.events.Add(float64(len(batch)))
+	h.metrics.Events.Add(float64(len(batch)))
 }
 
 // convertEvent turns an etcd event into a hub event, or nil for keys that
@@ -188,11 +195,11 @@ func convertEvent(objPrefix string, e *clientv3.Event) *event {
 		if e.PrevKv == nil {
 			return nil
 		}
-		resource = withRevision(e.PrevKv.Value, e.PrevKv.ModRevision)
+		resource = store.WithRevision(e.PrevKv.Value, e.PrevKv.ModRevision)
 		_ = json.Unmarshal(e.PrevKv.Value, &ev.cur)
 		ev.prev, ev.hasPrev = ev.cur, true
 	} else {
-		resource = withRevision(e.Kv.Value, e.Kv.ModRevision)
+		resource = store.WithRevision(e.Kv.Value, e.Kv.ModRevision)
 		_ = json.Unmarshal(e.Kv.Value, &ev.cur)
 		if e.PrevKv != nil {
 			_ = json.Unmarshal(e.PrevKv.Value, &ev.prev)
@@ -221,8 +228,8 @@ func encodeFrame(remove bool, rev int64, resource []byte) []byte {
 // subscribe registers a subscriber that wants every event after since
 // (0: from now). If the ring no longer reaches back that far, the
 // subscription first replays from etcd.
-func (h *hub) subscribe(since int64, f *filter, buffer int) *subscription {
-	s := &subscription{hub: h, filter: f, ch: make(chan delivery, buffer), dead: make(chan struct{})}
+func (h *Hub) Subscribe(since int64, f *Filter, buffer int) *Subscription {
+	s := &Subscription{hub: h, filter: f, ch: make(chan delivery, buffer), dead: make(chan struct{})}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -247,7 +254,7 @@ func (h *hub) subscribe(since int64, f *filter, buffer int) *subscription {
 	return s
 }
 
-func (h *hub) ringAfter(rev int64) []*event {
+func (h *Hub) ringAfter(rev int64) []*event {
 	// binary search for the first event with rev > since
 	lo, hi := 0, len(h.ring)
 	for lo < hi {
@@ -263,7 +270,7 @@ func (h *hub) ringAfter(rev int64) []*event {
 
 // join attaches a catching-up subscription to the live stream once it has
 // delivered everything up to a revision the ring still holds.
-func (h *hub) join(s *subscription, delivered int64) bool {
+func (h *Hub) join(s *Subscription, delivered int64) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed || delivered < h.floor {
@@ -277,13 +284,13 @@ func (h *hub) join(s *subscription, delivered int64) bool {
 	return true
 }
 
-func (h *hub) unsubscribe(s *subscription) {
+func (h *Hub) Unsubscribe(s *Subscription) {
 	h.mu.Lock()
 	h.subs.remove(s)
 	h.mu.Unlock()
 }
 
-func (h *hub) close(reason string) {
+func (h *Hub) Close(reason string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.closed = true
@@ -293,7 +300,7 @@ func (h *hub) close(reason string) {
 	h.subs = newSubIndex()
 }
 
-func (h *hub) subscribers() int {
+func (h *Hub) Subscribers() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.subs.len()

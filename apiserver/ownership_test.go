@@ -1,13 +1,13 @@
-package server_test
+package apiserver_test
 
 import (
 	"context"
 	"testing"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/client"
 	"github.com/drover/drover/internal/testenv"
-	"github.com/drover/drover/server"
 )
 
 // Spec and status have different writers: a write through one path never
@@ -15,7 +15,7 @@ import (
 func TestIntegrationStatusSubresource(t *testing.T) {
 	integration(t)
 	ctx := context.Background()
-	_, c := testenv.StartServer(t, server.Options{})
+	_, c := testenv.StartServer(t, apiserver.Options{})
 	st := mustStack(t, c, "gen")
 	if st.Generation != 1 {
 		t.Fatalf("new object generation = %d, want 1", st.Generation)
@@ -63,7 +63,7 @@ func TestIntegrationStatusSubresource(t *testing.T) {
 func TestIntegrationFinalizers(t *testing.T) {
 	integration(t)
 	ctx := context.Background()
-	_, c := testenv.StartServer(t, server.Options{})
+	_, c := testenv.StartServer(t, apiserver.Options{})
 	n, err := c.Networks().Create(ctx, &api.Network{Meta: api.Meta{Name: "held", Finalizers: []string{"example.com/cleanup"}}})
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package server
+package store
 
 import (
 	"bytes"
@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -18,12 +19,13 @@ import (
 
 const idAlphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
 
-// newID returns prefix-xxxxxxxxxxxx with 62 bits of randomness: DNS-label safe.
-func newID(prefix string) string {
+// NewID returns prefix-xxxxxxxxxxxx with 62 bits of randomness: DNS-label safe.
+func NewID(prefix string) string {
 	return prefix + "-" + randomString(12, idAlphabet)
 }
 
-func randomString(n int, alphabet string) string {
+func randomString(n int, alphabet string) string { // see auth.RandomString
+
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
 		panic(err) // crypto/rand never fails on Linux
@@ -34,19 +36,21 @@ func randomString(n int, alphabet string) string {
 	return string(b)
 }
 
-func internalError(err error) *api.Error {
+// InternalError is the API error for a store answer that makes no sense.
+func InternalError(err error) *api.Error {
 	return api.NewError(http.StatusInternalServerError, api.CodeInternal, "", "store: %v", err)
 }
 
-func storeError(err error) *api.Error {
+// Unavailable is the API error for a store that did not answer.
+func Unavailable(err error) *api.Error {
 	if err == context.Canceled || err == context.DeadlineExceeded {
 		return api.NewError(http.StatusServiceUnavailable, api.CodeUnavailable, "", "store did not answer in time: %v", err)
 	}
 	return api.NewError(http.StatusServiceUnavailable, api.CodeUnavailable, "", "store unavailable: %v", err)
 }
 
-// encodeStored renders an object as stored: without revision.
-func encodeStored(obj api.Object) []byte {
+// EncodeStored renders an object as stored: without revision.
+func EncodeStored(obj api.Object) []byte {
 	m := obj.GetMeta()
 	rev := m.Revision
 	m.Revision = 0
@@ -58,7 +62,7 @@ func encodeStored(obj api.Object) []byte {
 	return b
 }
 
-func decodeStored(kind api.Kind, raw []byte, rev int64) (api.Object, error) {
+func DecodeStored(kind api.Kind, raw []byte, rev int64) (api.Object, error) {
 	obj := kind.New()
 	if err := json.Unmarshal(raw, obj); err != nil {
 		return nil, fmt.Errorf("decoding stored %s: %w", kind.Type, err)
@@ -70,7 +74,7 @@ func decodeStored(kind api.Kind, raw []byte, rev int64) (api.Object, error) {
 // refChecks returns the comparisons that make a write fail unless every
 // referenced parent exists and is not being deleted, and the index entries
 // to write with it.
-func (s *Server) refChecks(coll string, obj api.Object, only func(ref) bool) ([]clientv3.Cmp, []clientv3.Op, []ref) {
+func (s *Store) refChecks(coll string, obj api.Object, only func(ref) bool) ([]clientv3.Cmp, []clientv3.Op, []ref) {
 	var cmps []clientv3.Cmp
 	var ops []clientv3.Op
 	var used []ref
@@ -81,10 +85,10 @@ func (s *Server) refChecks(coll string, obj api.Object, only func(ref) bool) ([]
 			continue
 		}
 		cmps = append(cmps,
-			clientv3.Compare(clientv3.CreateRevision(s.st.objectKey(r.parent, pid)), ">", 0),
-			clientv3.Compare(clientv3.CreateRevision(s.st.markerKey(r.parent, pid)), "=", 0))
+			clientv3.Compare(clientv3.CreateRevision(s.ObjectKey(r.parent, pid)), ">", 0),
+			clientv3.Compare(clientv3.CreateRevision(s.MarkerKey(r.parent, pid)), "=", 0))
 		if r.indexed != nil && r.indexed(obj) {
-			ops = append(ops, clientv3.OpPut(s.st.indexPrefix(coll, r.parent, pid)+id, ""))
+			ops = append(ops, clientv3.OpPut(s.IndexPrefix(coll, r.parent, pid)+id, ""))
 		}
 		used = append(used, r)
 	}
@@ -92,17 +96,17 @@ func (s *Server) refChecks(coll string, obj api.Object, only func(ref) bool) ([]
 }
 
 // explainRefFailure finds which reference made a write fail.
-func (s *Server) explainRefFailure(ctx context.Context, obj api.Object, used []ref) *api.Error {
+func (s *Store) explainRefFailure(ctx context.Context, obj api.Object, used []ref) *api.Error {
 	for _, r := range used {
 		pid := r.get(obj)
-		if _, _, err := s.st.get(ctx, r.parent, pid); err == errNotFound {
+		if _, _, err := s.Get(ctx, r.parent, pid); err == ErrNotFound {
 			return api.NewError(http.StatusUnprocessableEntity, api.CodeInvalidReference, r.field, "%s: %s %q does not exist", r.field, strings.TrimSuffix(r.parent, "s"), pid)
 		} else if err != nil {
-			return storeError(err)
+			return Unavailable(err)
 		}
-		resp, err := s.st.cli.Get(ctx, s.st.markerKey(r.parent, pid))
+		resp, err := s.Cli.Get(ctx, s.MarkerKey(r.parent, pid))
 		if err != nil {
-			return storeError(err)
+			return Unavailable(err)
 		}
 		if len(resp.Kvs) > 0 {
 			return api.NewError(http.StatusConflict, api.CodeInvalidReference, r.field, "%s: %s %q is being deleted", r.field, strings.TrimSuffix(r.parent, "s"), pid)
@@ -121,30 +125,29 @@ func nameTaken(coll string, obj api.Object) *api.Error {
 
 // create stores a new object with its name and reference index entries, and
 // its secret if any, in one transaction.
-func (s *Server) create(ctx context.Context, kind api.Kind, obj api.Object, secret []byte) ([]byte, int64, *api.Error) {
+func (s *Store) Create(ctx context.Context, kind api.Kind, obj api.Object, secret []byte) ([]byte, int64, *api.Error) {
 	m := obj.GetMeta()
 	if m.ID == "" {
-		m.ID = newID(kind.IDPrefix)
+		m.ID = NewID(kind.IDPrefix)
 	}
 	m.Type = kind.Type
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	m.CreatedAt, m.UpdatedAt, m.Revision = now, now, 0
 	m.Generation, m.DeletionTimestamp = 1, nil
-	normalize(kind.Collection, obj)
-	if err := validate(kind.Collection, obj); err != nil {
+	if err := s.Check(kind.Collection, obj); err != nil {
 		return nil, 0, err
 	}
 	if err := s.denormalize(ctx, kind.Collection, obj); err != nil {
 		return nil, 0, err
 	}
-	key := s.st.objectKey(kind.Collection, m.ID)
+	key := s.ObjectKey(kind.Collection, m.ID)
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}
-	stored := encodeStored(obj)
+	stored := EncodeStored(obj)
 	ops := []clientv3.Op{clientv3.OpPut(key, string(stored))}
 	scope, unique := nameScope(kind.Collection, obj)
 	var nk string
 	if unique {
-		nk = s.st.nameKey(kind.Collection, scope, m.Name)
+		nk = s.NameKey(kind.Collection, scope, m.Name)
 		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(nk), "=", 0))
 		ops = append(ops, clientv3.OpPut(nk, m.ID))
 	}
@@ -152,15 +155,15 @@ func (s *Server) create(ctx context.Context, kind api.Kind, obj api.Object, secr
 	cmps = append(cmps, rc...)
 	ops = append(ops, ro...)
 	if secret != nil {
-		ops = append(ops, clientv3.OpPut(s.st.secretKey(kind.Collection, m.ID), string(secret)))
+		ops = append(ops, clientv3.OpPut(s.SecretKey(kind.Collection, m.ID), string(secret)))
 	}
-	resp, err := s.st.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+	resp, err := s.Cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
-		return nil, 0, storeError(err)
+		return nil, 0, Unavailable(err)
 	}
 	if !resp.Succeeded {
 		if unique {
-			if r, err := s.st.cli.Get(ctx, nk); err == nil && len(r.Kvs) > 0 {
+			if r, err := s.Cli.Get(ctx, nk); err == nil && len(r.Kvs) > 0 {
 				return nil, 0, nameTaken(kind.Collection, obj)
 			}
 		}
@@ -169,7 +172,7 @@ func (s *Server) create(ctx context.Context, kind api.Kind, obj api.Object, secr
 		}
 		return nil, 0, api.NewError(http.StatusConflict, api.CodeConflict, "", "concurrent change; retry")
 	}
-	s.metrics.writes.WithLabelValues(kind.Collection, "create").Inc()
+	s.writes.WithLabelValues(kind.Collection, "create").Inc()
 	return stored, resp.Header.Revision, nil
 }
 
@@ -180,20 +183,20 @@ type mutateFunc func(cur api.Object) (api.Object, []byte, *api.Error)
 // update applies fn to the current object and stores the result if the
 // object did not change meanwhile. With expectRev != 0 a changed object is a
 // 409; without, the read-modify-write is retried.
-func (s *Server) update(ctx context.Context, kind api.Kind, id string, expectRev int64, fn mutateFunc) ([]byte, int64, *api.Error) {
+func (s *Store) Update(ctx context.Context, kind api.Kind, id string, expectRev int64, fn mutateFunc) ([]byte, int64, *api.Error) {
 	for attempt := 0; ; attempt++ {
-		raw, rev, err := s.st.get(ctx, kind.Collection, id)
-		if err == errNotFound {
+		raw, rev, err := s.Get(ctx, kind.Collection, id)
+		if err == ErrNotFound {
 			return nil, 0, api.NewError(http.StatusNotFound, api.CodeNotFound, "", "%s %q not found", kind.Type, id)
 		} else if err != nil {
-			return nil, 0, storeError(err)
+			return nil, 0, Unavailable(err)
 		}
 		if expectRev != 0 && expectRev != rev {
 			return nil, 0, api.NewError(http.StatusConflict, api.CodeConflict, "revision", "revision %d is not current (%d): read the object again and reapply your change", expectRev, rev)
 		}
-		cur, derr := decodeStored(kind, raw, rev)
+		cur, derr := DecodeStored(kind, raw, rev)
 		if derr != nil {
-			return nil, 0, internalError(derr)
+			return nil, 0, InternalError(derr)
 		}
 		next, secret, aerr := fn(cur)
 		if aerr != nil {
@@ -212,7 +215,7 @@ func (s *Server) update(ctx context.Context, kind api.Kind, id string, expectRev
 	}
 }
 
-func (s *Server) commitUpdate(ctx context.Context, kind api.Kind, cur, next api.Object, secret []byte) ([]byte, int64, *api.Error, bool) {
+func (s *Store) commitUpdate(ctx context.Context, kind api.Kind, cur, next api.Object, secret []byte) ([]byte, int64, *api.Error, bool) {
 	cm, nm := cur.GetMeta(), next.GetMeta()
 	if nm.ID != "" && nm.ID != cm.ID {
 		return nil, 0, invalid("id", "is immutable (%q)", cm.ID), false
@@ -221,8 +224,7 @@ func (s *Server) commitUpdate(ctx context.Context, kind api.Kind, cur, next api.
 		return nil, 0, invalid("type", "is %q and cannot change", cm.Type), false
 	}
 	nm.ID, nm.Type, nm.CreatedAt, nm.UpdatedAt, nm.Revision = cm.ID, cm.Type, cm.CreatedAt, cm.UpdatedAt, 0
-	normalize(kind.Collection, next)
-	if err := validate(kind.Collection, next); err != nil {
+	if err := s.Check(kind.Collection, next); err != nil {
 		return nil, 0, err, false
 	}
 	// References never change, except that a settable-once one may be set.
@@ -241,15 +243,15 @@ func (s *Server) commitUpdate(ctx context.Context, kind api.Kind, cur, next api.
 	if specChanged(cur, next) {
 		nm.Generation = cm.Generation + 1
 	}
-	if bytes.Equal(encodeStored(cur), encodeStored(next)) && secret == nil {
-		return encodeStored(cur), cm.Revision, nil, false // nothing to write
+	if bytes.Equal(EncodeStored(cur), EncodeStored(next)) && secret == nil {
+		return EncodeStored(cur), cm.Revision, nil, false // nothing to write
 	}
 	nm.UpdatedAt = time.Now().UTC().Truncate(time.Millisecond)
-	key := s.st.objectKey(kind.Collection, cm.ID)
-	stored := encodeStored(next)
+	key := s.ObjectKey(kind.Collection, cm.ID)
+	stored := EncodeStored(next)
 	if nm.Deleting() && len(nm.Finalizers) == 0 {
 		// The last finalizer went: the object goes now.
-		rev, aerr, retry := s.purge(ctx, kind, cur)
+		rev, aerr, retry := s.Purge(ctx, kind, cur)
 		return stored, rev, aerr, retry
 	}
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", cm.Revision)}
@@ -258,19 +260,19 @@ func (s *Server) commitUpdate(ctx context.Context, kind api.Kind, cur, next api.
 	nscope, _ := nameScope(kind.Collection, next)
 	renamed := unique && (cm.Name != nm.Name || oscope != nscope)
 	if renamed {
-		nk := s.st.nameKey(kind.Collection, nscope, nm.Name)
+		nk := s.NameKey(kind.Collection, nscope, nm.Name)
 		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(nk), "=", 0))
-		ops = append(ops, clientv3.OpDelete(s.st.nameKey(kind.Collection, oscope, cm.Name)), clientv3.OpPut(nk, cm.ID))
+		ops = append(ops, clientv3.OpDelete(s.NameKey(kind.Collection, oscope, cm.Name)), clientv3.OpPut(nk, cm.ID))
 	}
 	rc, ro, used := s.refChecks(kind.Collection, next, func(r ref) bool { return newlySet[r.field] })
 	cmps = append(cmps, rc...)
 	ops = append(ops, ro...)
 	if secret != nil {
-		ops = append(ops, clientv3.OpPut(s.st.secretKey(kind.Collection, cm.ID), string(secret)))
+		ops = append(ops, clientv3.OpPut(s.SecretKey(kind.Collection, cm.ID), string(secret)))
 	}
-	resp, err := s.st.cli.Txn(ctx).If(cmps...).Then(ops...).Else(clientv3.OpGet(key, clientv3.WithKeysOnly())).Commit()
+	resp, err := s.Cli.Txn(ctx).If(cmps...).Then(ops...).Else(clientv3.OpGet(key, clientv3.WithKeysOnly())).Commit()
 	if err != nil {
-		return nil, 0, storeError(err), false
+		return nil, 0, Unavailable(err), false
 	}
 	if !resp.Succeeded {
 		kvs := resp.Responses[0].GetResponseRange().Kvs
@@ -285,7 +287,7 @@ func (s *Server) commitUpdate(ctx context.Context, kind api.Kind, cur, next api.
 		}
 		return nil, 0, nil, true
 	}
-	s.metrics.writes.WithLabelValues(kind.Collection, "update").Inc()
+	s.writes.WithLabelValues(kind.Collection, "update").Inc()
 	return stored, resp.Header.Revision, nil, false
 }
 
@@ -298,20 +300,20 @@ func (s *Server) commitUpdate(ctx context.Context, kind api.Kind, cur, next api.
 // object goes with the last one. Nothing cascades inside the request, and a
 // deletion cut short by a crash is simply picked up again by the collector.
 // Other objects go at once. gone says which happened.
-func (s *Server) remove(ctx context.Context, kind api.Kind, id string, expectRev int64) (stored []byte, rev int64, gone bool, aerr *api.Error) {
+func (s *Store) Remove(ctx context.Context, kind api.Kind, id string, expectRev int64) (stored []byte, rev int64, gone bool, aerr *api.Error) {
 	for attempt := 0; attempt < 20; attempt++ {
-		raw, rev, err := s.st.get(ctx, kind.Collection, id)
-		if err == errNotFound {
+		raw, rev, err := s.Get(ctx, kind.Collection, id)
+		if err == ErrNotFound {
 			return nil, 0, false, api.NewError(http.StatusNotFound, api.CodeNotFound, "", "%s %q not found", kind.Type, id)
 		} else if err != nil {
-			return nil, 0, false, storeError(err)
+			return nil, 0, false, Unavailable(err)
 		}
 		if expectRev != 0 && expectRev != rev {
 			return nil, 0, false, api.NewError(http.StatusConflict, api.CodeConflict, "revision", "revision %d is not current (%d)", expectRev, rev)
 		}
-		obj, derr := decodeStored(kind, raw, rev)
+		obj, derr := DecodeStored(kind, raw, rev)
 		if derr != nil {
-			return nil, 0, false, internalError(derr)
+			return nil, 0, false, InternalError(derr)
 		}
 		m := obj.GetMeta()
 		if m.Deleting() {
@@ -319,7 +321,7 @@ func (s *Server) remove(ctx context.Context, kind api.Kind, id string, expectRev
 		}
 		hasDependents := len(childRefs(kind.Collection)) > 0
 		if !hasDependents && len(m.Finalizers) == 0 {
-			newRev, aerr, retry := s.purge(ctx, kind, obj)
+			newRev, aerr, retry := s.Purge(ctx, kind, obj)
 			if retry {
 				continue
 			}
@@ -330,15 +332,15 @@ func (s *Server) remove(ctx context.Context, kind api.Kind, id string, expectRev
 		if hasDependents {
 			m.Finalizers = append(m.Finalizers, api.FinalizerDependents)
 		}
-		key := s.st.objectKey(kind.Collection, id)
-		stored := encodeStored(obj)
-		resp, err := s.st.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-			Then(clientv3.OpPut(key, string(stored)), clientv3.OpPut(s.st.markerKey(kind.Collection, id), "")).Commit()
+		key := s.ObjectKey(kind.Collection, id)
+		stored := EncodeStored(obj)
+		resp, err := s.Cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+			Then(clientv3.OpPut(key, string(stored)), clientv3.OpPut(s.MarkerKey(kind.Collection, id), "")).Commit()
 		if err != nil {
-			return nil, 0, false, storeError(err)
+			return nil, 0, false, Unavailable(err)
 		}
 		if resp.Succeeded {
-			s.metrics.writes.WithLabelValues(kind.Collection, "delete").Inc()
+			s.writes.WithLabelValues(kind.Collection, "delete").Inc()
 			return stored, resp.Header.Revision, false, nil
 		}
 		if expectRev != 0 {
@@ -351,38 +353,38 @@ func (s *Server) remove(ctx context.Context, kind api.Kind, id string, expectRev
 // purge removes an object with its name, index, marker and secret keys, if
 // it is still at the revision read. retry says it changed meanwhile. A
 // host's agent keys go with it: only the server reads keys.
-func (s *Server) purge(ctx context.Context, kind api.Kind, obj api.Object) (int64, *api.Error, bool) {
+func (s *Store) Purge(ctx context.Context, kind api.Kind, obj api.Object) (int64, *api.Error, bool) {
 	m := obj.GetMeta()
-	key := s.st.objectKey(kind.Collection, m.ID)
-	ops := []clientv3.Op{clientv3.OpDelete(key), clientv3.OpDelete(s.st.markerKey(kind.Collection, m.ID)), clientv3.OpDelete(s.st.secretKey(kind.Collection, m.ID))}
+	key := s.ObjectKey(kind.Collection, m.ID)
+	ops := []clientv3.Op{clientv3.OpDelete(key), clientv3.OpDelete(s.MarkerKey(kind.Collection, m.ID)), clientv3.OpDelete(s.SecretKey(kind.Collection, m.ID))}
 	if scope, unique := nameScope(kind.Collection, obj); unique {
-		nk := s.st.nameKey(kind.Collection, scope, m.Name)
+		nk := s.NameKey(kind.Collection, scope, m.Name)
 		// Delete the name entry only if it is ours.
 		ops = append(ops, clientv3.OpTxn([]clientv3.Cmp{clientv3.Compare(clientv3.Value(nk), "=", m.ID)}, []clientv3.Op{clientv3.OpDelete(nk)}, nil))
 	}
 	for _, r := range refs[kind.Collection] {
 		if pid := r.get(obj); pid != "" && r.indexed != nil && r.indexed(obj) {
-			ops = append(ops, clientv3.OpDelete(s.st.indexPrefix(kind.Collection, r.parent, pid)+m.ID))
+			ops = append(ops, clientv3.OpDelete(s.IndexPrefix(kind.Collection, r.parent, pid)+m.ID))
 		}
 	}
 	if kind.Collection == "hosts" {
-		prefix := s.st.indexPrefix("apikeys", "hosts", m.ID)
-		if _, err := s.st.list(ctx, prefix, true, func(k string, _ []byte, _ int64) error {
+		prefix := s.IndexPrefix("apikeys", "hosts", m.ID)
+		if _, err := s.List(ctx, prefix, true, func(k string, _ []byte, _ int64) error {
 			kid := strings.TrimPrefix(k, prefix)
-			ops = append(ops, clientv3.OpDelete(k), clientv3.OpDelete(s.st.objectKey("apikeys", kid)), clientv3.OpDelete(s.st.secretKey("apikeys", kid)))
+			ops = append(ops, clientv3.OpDelete(k), clientv3.OpDelete(s.ObjectKey("apikeys", kid)), clientv3.OpDelete(s.SecretKey("apikeys", kid)))
 			return nil
 		}); err != nil {
-			return 0, storeError(err), false
+			return 0, Unavailable(err), false
 		}
 	}
-	resp, err := s.st.cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", m.Revision)).Then(ops...).Commit()
+	resp, err := s.Cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", m.Revision)).Then(ops...).Commit()
 	if err != nil {
-		return 0, storeError(err), false
+		return 0, Unavailable(err), false
 	}
 	if !resp.Succeeded {
 		return 0, nil, true
 	}
-	s.metrics.writes.WithLabelValues(kind.Collection, "delete").Inc()
+	s.writes.WithLabelValues(kind.Collection, "delete").Inc()
 	return resp.Header.Revision, nil, false
 }
 
@@ -390,22 +392,22 @@ func (s *Server) purge(ctx context.Context, kind api.Kind, obj api.Object) (int6
 // container of a service belongs to that service's stack. A service's stack
 // never changes and ids are never reused, so the answer is remembered; the
 // create's transaction still checks that the service exists.
-func (s *Server) denormalize(ctx context.Context, coll string, obj api.Object) *api.Error {
+func (s *Store) denormalize(ctx context.Context, coll string, obj api.Object) *api.Error {
 	c, ok := obj.(*api.Container)
 	if !ok || c.Spec.ServiceID == "" {
 		return nil
 	}
 	stackID, known := s.serviceStacks.get(c.Spec.ServiceID)
 	if !known {
-		raw, _, err := s.st.get(ctx, "services", c.Spec.ServiceID)
-		if err == errNotFound {
+		raw, _, err := s.Get(ctx, "services", c.Spec.ServiceID)
+		if err == ErrNotFound {
 			return api.NewError(http.StatusUnprocessableEntity, api.CodeInvalidReference, "spec.serviceId", "spec.serviceId: service %q does not exist", c.Spec.ServiceID)
 		} else if err != nil {
-			return storeError(err)
+			return Unavailable(err)
 		}
 		var svc api.Service
 		if err := json.Unmarshal(raw, &svc); err != nil {
-			return internalError(err)
+			return InternalError(err)
 		}
 		stackID = svc.Spec.StackID
 		s.serviceStacks.put(c.Spec.ServiceID, stackID)
@@ -439,4 +441,17 @@ func (m *idMap) put(id, v string) {
 		m.m = map[string]string{}
 	}
 	m.m[id] = v
+}
+
+func part(obj api.Object, name string) reflect.Value {
+	return reflect.ValueOf(obj).Elem().FieldByName(name)
+}
+
+// specChanged says whether a write moves the generation.
+func specChanged(cur, next api.Object) bool {
+	return !api.SameJSON(part(cur, "Spec").Interface(), part(next, "Spec").Interface())
+}
+
+func invalid(field, format string, args ...any) *api.Error {
+	return api.NewError(http.StatusUnprocessableEntity, api.CodeInvalidField, field, field+": "+format, args...)
 }

@@ -1,4 +1,4 @@
-package server
+package apiserver
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/auth"
+	"github.com/drover/drover/store"
 )
 
 // register serves POST /v1/hosts/register: an agent presents a registration
@@ -43,13 +45,13 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	for attempt := 0; ; attempt++ {
 		id, err := s.lookupName(r.Context(), "hosts", "-", req.Name)
 		if err != nil {
-			writeError(w, storeError(err))
+			writeError(w, store.Unavailable(err))
 			return
 		}
 		var stored []byte
 		var rev int64
 		if id != "" {
-			stored, rev, aerr = s.update(r.Context(), hostsKind, id, 0, func(cur api.Object) (api.Object, []byte, *api.Error) {
+			stored, rev, aerr = s.st.Update(r.Context(), hostsKind, id, 0, func(cur api.Object) (api.Object, []byte, *api.Error) {
 				h := cur.(*api.Host)
 				if req.AgentIP != "" {
 					h.Status.AgentIP = req.AgentIP
@@ -62,7 +64,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		} else {
 			h := &api.Host{Meta: api.Meta{Name: req.Name, Labels: req.Labels}}
 			h.Status = api.HostStatus{State: api.HostRegistering, AgentIP: req.AgentIP, Hostname: req.Hostname}
-			stored, rev, aerr = s.create(r.Context(), hostsKind, h, nil)
+			stored, rev, aerr = s.st.Create(r.Context(), hostsKind, h, nil)
 			if aerr != nil && aerr.Code == api.CodeNameTaken && attempt == 0 {
 				continue // registered concurrently: take that one
 			}
@@ -78,23 +80,23 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	// The host's liveness lease, which its agent renews.
 	leasesKind, _ := api.KindByCollection("leases")
 	lease := &api.Lease{Meta: api.Meta{Name: api.HostLeaseName(host.ID)}, Spec: api.LeaseSpec{HostID: host.ID, HolderIdentity: host.Name, LeaseDurationSeconds: 40}}
-	if _, _, aerr := s.create(r.Context(), leasesKind, lease, nil); aerr != nil && aerr.Code != api.CodeNameTaken {
+	if _, _, aerr := s.st.Create(r.Context(), leasesKind, lease, nil); aerr != nil && aerr.Code != api.CodeNameTaken {
 		writeError(w, aerr)
 		return
 	}
 	// Revoke the host's earlier agent keys, then issue a new one.
 	keysKind, _ := api.KindByCollection("apikeys")
-	prefix := s.st.indexPrefix("apikeys", "hosts", host.ID)
+	prefix := s.st.IndexPrefix("apikeys", "hosts", host.ID)
 	var old []string
-	if _, err := s.st.list(r.Context(), prefix, true, func(key string, _ []byte, _ int64) error {
+	if _, err := s.st.List(r.Context(), prefix, true, func(key string, _ []byte, _ int64) error {
 		old = append(old, strings.TrimPrefix(key, prefix))
 		return nil
 	}); err != nil {
-		writeError(w, storeError(err))
+		writeError(w, store.Unavailable(err))
 		return
 	}
 	for _, id := range old {
-		if _, _, _, aerr := s.remove(r.Context(), keysKind, id, 0); aerr != nil && aerr.Status != http.StatusNotFound {
+		if _, _, _, aerr := s.st.Remove(r.Context(), keysKind, id, 0); aerr != nil && aerr.Status != http.StatusNotFound {
 			writeError(w, aerr)
 			return
 		}
@@ -115,16 +117,16 @@ func (s *Server) tokenValid(ctx context.Context, token string) bool {
 	if !ok || id == "" || secret == "" || strings.Contains(id, "/") {
 		return false
 	}
-	resp, err := s.st.cli.Get(ctx, s.st.secretKey("registrationtokens", id))
+	resp, err := s.st.Cli.Get(ctx, s.st.SecretKey("registrationtokens", id))
 	if err != nil || len(resp.Kvs) == 0 {
 		return false
 	}
-	return secretMatches(string(resp.Kvs[0].Value), secret)
+	return auth.SecretMatches(string(resp.Kvs[0].Value), secret)
 }
 
 // lookupName returns the id holding a unique name, or "".
 func (s *Server) lookupName(ctx context.Context, coll, scope, name string) (string, error) {
-	resp, err := s.st.cli.Get(ctx, s.st.nameKey(coll, scope, name))
+	resp, err := s.st.Cli.Get(ctx, s.st.NameKey(coll, scope, name))
 	if err != nil || len(resp.Kvs) == 0 {
 		return "", err
 	}

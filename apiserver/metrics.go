@@ -1,18 +1,18 @@
-package server
+package apiserver
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/drover/drover/events"
 )
 
 type metrics struct {
-	reg             *prometheus.Registry
-	requests        *prometheus.CounterVec
-	duration        *prometheus.HistogramVec
-	writes          *prometheus.CounterVec
-	events          prometheus.Counter
-	delivered       prometheus.Counter
-	slowSubscribers prometheus.Counter
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	writes   *prometheus.CounterVec
+	hub      *events.Metrics
 }
 
 func newMetrics() *metrics {
@@ -28,17 +28,9 @@ func newMetrics() *metrics {
 		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "drover_server_store_writes_total", Help: "Objects written to the store, by collection and operation.",
 		}, []string{"collection", "op"}),
-		events: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "drover_server_events_total", Help: "Object changes seen on the store watch.",
-		}),
-		delivered: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "drover_server_events_delivered_total", Help: "Event frames delivered to subscribers.",
-		}),
-		slowSubscribers: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "drover_server_slow_subscribers_total", Help: "Subscribers disconnected for falling too far behind.",
-		}),
+		hub: events.NewMetrics(),
 	}
-	m.reg.MustRegister(m.requests, m.duration, m.writes, m.events, m.delivered, m.slowSubscribers,
+	m.reg.MustRegister(m.requests, m.duration, m.writes, m.hub.Events, m.hub.Delivered, m.hub.SlowSubscribers,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -1,4 +1,4 @@
-package server_test
+package apiserver_test
 
 import (
 	"bufio"
@@ -15,9 +15,9 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/client"
 	"github.com/drover/drover/internal/testenv"
-	"github.com/drover/drover/server"
 )
 
 type frame struct {
@@ -32,7 +32,7 @@ type frame struct {
 	} `json:"resource"`
 }
 
-func dialWS(t *testing.T, s *server.Server, query string) *websocket.Conn {
+func dialWS(t *testing.T, s *apiserver.Server, query string) *websocket.Conn {
 	t.Helper()
 	creds := readCreds(t, s)
 	u := "ws" + strings.TrimPrefix(s.URL(), "http") + "/v1/subscribe?" + query
@@ -68,7 +68,7 @@ func nextEvent(t *testing.T, conn *websocket.Conn) frame {
 func TestIntegrationWebSocketEvents(t *testing.T) {
 	integration(t)
 	ctx := context.Background()
-	s, c := testenv.StartServer(t, server.Options{PingInterval: 200 * time.Millisecond})
+	s, c := testenv.StartServer(t, apiserver.Options{PingInterval: 200 * time.Millisecond})
 	conn := dialWS(t, s, "types=stack,container")
 	st := mustStack(t, c, "ev")
 	mustService(t, c, st.ID, "web") // type not subscribed: must not arrive
@@ -114,7 +114,7 @@ func TestIntegrationWebSocketEvents(t *testing.T) {
 }
 
 // watchLines opens an NDJSON watch and returns a channel of its frames.
-func watchLines(t *testing.T, s *server.Server, path string) (<-chan frame, func()) {
+func watchLines(t *testing.T, s *apiserver.Server, path string) (<-chan frame, func()) {
 	t.Helper()
 	creds := readCreds(t, s)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -160,7 +160,7 @@ func recv(t *testing.T, ch <-chan frame) frame {
 func TestIntegrationWatchCatchUpFromStore(t *testing.T) {
 	integration(t)
 	ctx := context.Background()
-	s, c := testenv.StartServer(t, server.Options{RingSize: 5})
+	s, c := testenv.StartServer(t, apiserver.Options{RingSize: 5})
 	first := mustStack(t, c, "s0")
 	var want []string
 	for i := 1; i < 60; i++ {
@@ -202,7 +202,7 @@ func TestIntegrationSlowSubscriberIsCutOff(t *testing.T) {
 	ctx := context.Background()
 	// The write timeout is long: this test is about the queue, and the
 	// client reads nothing until all is written.
-	s, c := testenv.StartServer(t, server.Options{SubscriberBuffer: 10, MaxBodyBytes: 1 << 20, StreamWriteTimeout: 10 * time.Minute})
+	s, c := testenv.StartServer(t, apiserver.Options{SubscriberBuffer: 10, MaxBodyBytes: 1 << 20, StreamWriteTimeout: 10 * time.Minute})
 	creds := readCreds(t, s)
 	// A subscriber that never reads.
 	req, _ := http.NewRequest("GET", s.URL()+"/v1/stacks?watch=true", nil)
@@ -253,7 +253,7 @@ func TestIntegrationRestartWhileWatching(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	dir := t.TempDir()
-	s, c := testenv.StartServer(t, server.Options{DataDir: dir, PingInterval: 500 * time.Millisecond})
+	s, c := testenv.StartServer(t, apiserver.Options{DataDir: dir, PingInterval: 500 * time.Millisecond})
 	addr := strings.TrimPrefix(s.URL(), "http://")
 
 	var mu sync.Mutex
@@ -294,7 +294,7 @@ func TestIntegrationRestartWhileWatching(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(500 * time.Millisecond)
-	testenv.StartServer(t, server.Options{DataDir: dir, Listen: addr, PingInterval: 500 * time.Millisecond})
+	testenv.StartServer(t, apiserver.Options{DataDir: dir, Listen: addr, PingInterval: 500 * time.Millisecond})
 	time.Sleep(time.Second)
 	close(stopWriting)
 	wg.Wait()
@@ -336,7 +336,7 @@ func TestIntegrationResyncAfterCompaction(t *testing.T) {
 	integration(t)
 	ctx := context.Background()
 	cluster := testenv.StartEtcdCluster(t, 1)
-	s, c := testenv.StartServer(t, server.Options{EtcdEndpoints: cluster.Endpoints(), RingSize: 2})
+	s, c := testenv.StartServer(t, apiserver.Options{EtcdEndpoints: cluster.Endpoints(), RingSize: 2})
 	first := mustStack(t, c, "a")
 	var last *api.Stack
 	for i := 0; i < 10; i++ {
@@ -360,8 +360,8 @@ func TestIntegrationCacheRelistsAfterCompaction(t *testing.T) {
 	defer cancel()
 	cluster := testenv.StartEtcdCluster(t, 1)
 	dir := t.TempDir()
-	s1, c1 := testenv.StartServer(t, server.Options{EtcdEndpoints: cluster.Endpoints(), DataDir: dir, RingSize: 2})
-	_, c2 := testenv.StartServer(t, server.Options{EtcdEndpoints: cluster.Endpoints()})
+	s1, c1 := testenv.StartServer(t, apiserver.Options{EtcdEndpoints: cluster.Endpoints(), DataDir: dir, RingSize: 2})
+	_, c2 := testenv.StartServer(t, apiserver.Options{EtcdEndpoints: cluster.Endpoints()})
 	doomed := mustStack(t, c2, "doomed")
 	cache := client.NewCache(c1.Stacks(), client.ListOptions{}, client.Handlers[api.Stack]{}, testenv.Logger())
 	go cache.Run(ctx)
@@ -380,7 +380,7 @@ func TestIntegrationCacheRelistsAfterCompaction(t *testing.T) {
 	if _, err := cluster.Client(t).Compact(ctx, last.Revision+1); err != nil {
 		t.Fatal(err)
 	}
-	testenv.StartServer(t, server.Options{EtcdEndpoints: cluster.Endpoints(), DataDir: dir, Listen: addr, RingSize: 2})
+	testenv.StartServer(t, apiserver.Options{EtcdEndpoints: cluster.Endpoints(), DataDir: dir, Listen: addr, RingSize: 2})
 	deadline := time.Now().Add(20 * time.Second)
 	for cache.Relists.Load() < 2 || cache.Len() != 10 {
 		if time.Now().After(deadline) {

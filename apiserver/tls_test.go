@@ -1,4 +1,4 @@
-package server_test
+package apiserver_test
 
 import (
 	"context"
@@ -18,9 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/client"
 	"github.com/drover/drover/internal/testenv"
-	"github.com/drover/drover/server"
 )
 
 func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
@@ -49,7 +49,7 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.
 func TestIntegrationTLS(t *testing.T) {
 	integration(t)
 	certFile, keyFile, pool := selfSigned(t, t.TempDir())
-	s, _ := testenv.StartServer(t, server.Options{TLSCert: certFile, TLSKey: keyFile})
+	s, _ := testenv.StartServer(t, apiserver.Options{TLSCert: certFile, TLSKey: keyFile})
 	if !strings.HasPrefix(s.URL(), "https://") {
 		t.Fatalf("server URL %s is not https", s.URL())
 	}

@@ -1,4 +1,4 @@
-package server_test
+package apiserver_test
 
 import (
 	"context"
@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/client"
 	"github.com/drover/drover/internal/testenv"
-	"github.com/drover/drover/server"
 )
 
 func integration(t *testing.T) {
@@ -46,7 +46,7 @@ func raw(t *testing.T, url, method, path, body string, creds *api.Credentials) (
 	return resp.StatusCode, b
 }
 
-func readCreds(t *testing.T, s *server.Server) *api.Credentials {
+func readCreds(t *testing.T, s *apiserver.Server) *api.Credentials {
 	t.Helper()
 	b, err := os.ReadFile(s.CredentialsPath())
 	if err != nil {
@@ -81,7 +81,7 @@ func mustService(t *testing.T, c *client.Client, stackID, name string) *api.Serv
 func TestIntegrationCRUD(t *testing.T) {
 	integration(t)
 	ctx := context.Background()
-	s, c := testenv.StartServer(t, server.Options{})
+	s, c := testenv.StartServer(t, apiserver.Options{})
 	st := mustStack(t, c, "web")
 	if st.ID == "" || st.Revision == 0 || st.Type != "stack" || st.Spec.Kind != api.StackCompose {
 		t.Fatalf("created stack lacks server fields or defaults: %+v", st)
@@ -159,7 +159,7 @@ func TestIntegrationCRUD(t *testing.T) {
 
 func TestIntegrationBadInput(t *testing.T) {
 	integration(t)
-	s, c := testenv.StartServer(t, server.Options{MaxBodyBytes: 64 << 10})
+	s, c := testenv.StartServer(t, apiserver.Options{MaxBodyBytes: 64 << 10})
 	creds := readCreds(t, s)
 	st := mustStack(t, c, "web")
 	svc := mustService(t, c, st.ID, "app")
@@ -229,7 +229,7 @@ func TestIntegrationBadInput(t *testing.T) {
 func TestIntegrationAuth(t *testing.T) {
 	integration(t)
 	ctx := context.Background()
-	s, admin := testenv.StartServer(t, server.Options{})
+	s, admin := testenv.StartServer(t, apiserver.Options{})
 	creds := readCreds(t, s)
 	if fi, err := os.Stat(s.CredentialsPath()); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("credentials.json mode = %v, %v; want 0600", fi.Mode().Perm(), err)
@@ -344,7 +344,7 @@ func TestIntegrationAuth(t *testing.T) {
 func TestIntegrationCascadeDelete(t *testing.T) {
 	integration(t)
 	ctx := context.Background()
-	_, c := testenv.StartServer(t, server.Options{})
+	_, c := testenv.StartServer(t, apiserver.Options{})
 	host, err := c.Hosts().Create(ctx, &api.Host{Meta: api.Meta{Name: "h1"}})
 	if err != nil {
 		t.Fatal(err)
@@ -416,7 +416,7 @@ func TestIntegrationCascadeDelete(t *testing.T) {
 func TestIntegrationConcurrentUpdates(t *testing.T) {
 	integration(t)
 	ctx := context.Background()
-	s, c := testenv.StartServer(t, server.Options{})
+	s, c := testenv.StartServer(t, apiserver.Options{})
 	st := mustStack(t, c, "race")
 	const writers = 20
 	var wg sync.WaitGroup
@@ -453,11 +453,11 @@ func TestIntegrationConcurrentUpdates(t *testing.T) {
 func TestIntegrationCredentialsReusedAcrossRestart(t *testing.T) {
 	integration(t)
 	dir := t.TempDir()
-	s1, c1 := testenv.StartServer(t, server.Options{DataDir: dir})
+	s1, c1 := testenv.StartServer(t, apiserver.Options{DataDir: dir})
 	st := mustStack(t, c1, "persist")
 	first := readCreds(t, s1)
 	s1.Close()
-	s2, c2 := testenv.StartServer(t, server.Options{DataDir: dir})
+	s2, c2 := testenv.StartServer(t, apiserver.Options{DataDir: dir})
 	second := readCreds(t, s2)
 	if first.AccessKey != second.AccessKey || first.SecretKey != second.SecretKey {
 		t.Fatal("restart replaced the bootstrap admin key")

@@ -1,4 +1,4 @@
-package server
+package apiserver
 
 import (
 	"bufio"
@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/events"
 )
 
 func parseSince(r *http.Request) (int64, *api.Error) {
@@ -85,12 +86,12 @@ func (d deadlineWriter) Write(b []byte) (int, error) {
 	return d.w.Write(b)
 }
 
-func (n *ndjsonSink) writeFrame(b []byte) error {
+func (n *ndjsonSink) WriteFrame(b []byte) error {
 	n.bw.Write(b)
 	return n.bw.WriteByte('\n')
 }
 
-func (n *ndjsonSink) flush() error {
+func (n *ndjsonSink) Flush() error {
 	if err := n.bw.Flush(); err != nil {
 		return err
 	}
@@ -100,7 +101,7 @@ func (n *ndjsonSink) flush() error {
 	return n.rc.Flush()
 }
 
-func (s *Server) watchNDJSON(w http.ResponseWriter, r *http.Request, f *filter) {
+func (s *Server) watchNDJSON(w http.ResponseWriter, r *http.Request, f *events.Filter) {
 	since, aerr := parseSince(r)
 	if aerr != nil {
 		writeError(w, aerr)
@@ -110,14 +111,14 @@ func (s *Server) watchNDJSON(w http.ResponseWriter, r *http.Request, f *filter) 
 		writeError(w, api.NewError(http.StatusInternalServerError, api.CodeInternal, "", "streaming unsupported"))
 		return
 	}
-	sub := s.hub.subscribe(since, f, s.opts.SubscriberBuffer)
+	sub := s.hub.Subscribe(since, f, s.opts.SubscriberBuffer)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
 	sink := newNDJSONSink(w, s.streamWriteTimeout())
-	err := sink.flush()
+	err := sink.Flush()
 	if err == nil {
-		err = sub.stream(r.Context(), sink, s.opts.PingInterval)
+		err = sub.Stream(r.Context(), sink, s.opts.PingInterval)
 	}
 	s.streamEnded(r, err)
 }
@@ -130,10 +131,10 @@ func (s *Server) streamEnded(r *http.Request, err error) {
 	}
 	var ne net.Error
 	if errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
-		s.metrics.slowSubscribers.Inc()
+		s.metrics.hub.SlowSubscribers.Inc()
 		key := ""
 		if p := principalFrom(r.Context()); p != nil {
-			key = p.accessKey
+			key = p.AccessKey
 		}
 		s.log.Info("event stream cut off: the client took no data within the write timeout", "key", key, "remote", r.RemoteAddr, "timeout", s.streamWriteTimeout())
 		return
@@ -165,9 +166,9 @@ type wsSink struct {
 	timeout time.Duration
 }
 
-func (wsSink) flush() error { return nil } // each message is written whole
+func (wsSink) Flush() error { return nil } // each message is written whole
 
-func (ws wsSink) writeFrame(b []byte) error {
+func (ws wsSink) WriteFrame(b []byte) error {
 	ws.c.SetWriteDeadline(time.Now().Add(ws.timeout))
 	return ws.c.WriteMessage(websocket.TextMessage, b)
 }
@@ -187,7 +188,7 @@ func (s *Server) subscribeWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if types := r.URL.Query().Get("types"); types != "" {
-		f.collections = map[string]bool{}
+		f.Collections = map[string]bool{}
 		for _, t := range strings.Split(types, ",") {
 			t = strings.TrimSpace(t)
 			k, ok := api.KindByType(t)
@@ -197,11 +198,11 @@ func (s *Server) subscribeWS(w http.ResponseWriter, r *http.Request) {
 					return
 				}
 			}
-			if !p.canRead(k.Collection) {
+			if !p.CanRead(k.Collection) {
 				writeError(w, forbidden(p, "read "+k.Collection))
 				return
 			}
-			f.collections[k.Collection] = true
+			f.Collections[k.Collection] = true
 		}
 	}
 	since, aerr := parseSince(r)
@@ -226,13 +227,11 @@ func (s *Server) subscribeWS(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}()
-	sub := s.hub.subscribe(since, f, s.opts.SubscriberBuffer)
-	err = sub.stream(ctx, wsSink{conn, s.streamWriteTimeout()}, s.opts.PingInterval)
+	sub := s.hub.Subscribe(since, f, s.opts.SubscriberBuffer)
+	err = sub.Stream(ctx, wsSink{conn, s.streamWriteTimeout()}, s.opts.PingInterval)
 	msg := websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")
-	select {
-	case <-sub.dead: // closed before deathCause is read: no race
-		msg = websocket.FormatCloseMessage(websocket.CloseTryAgainLater, truncate(sub.deathCause, 120))
-	default:
+	if cause, dead := sub.Death(); dead {
+		msg = websocket.FormatCloseMessage(websocket.CloseTryAgainLater, truncate(cause, 120))
 	}
 	conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
 	s.streamEnded(r, err)

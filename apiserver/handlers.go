@@ -1,4 +1,4 @@
-package server
+package apiserver
 
 import (
 	"bufio"
@@ -14,14 +14,17 @@ import (
 	"time"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/auth"
+	"github.com/drover/drover/events"
+	"github.com/drover/drover/store"
 )
 
 type ctxKey int
 
 const principalKey ctxKey = 0
 
-func principalFrom(ctx context.Context) *principal {
-	p, _ := ctx.Value(principalKey).(*principal)
+func principalFrom(ctx context.Context) *auth.Principal {
+	p, _ := ctx.Value(principalKey).(*auth.Principal)
 	return p
 }
 
@@ -99,7 +102,7 @@ func (s *Server) authed(next http.Handler) http.Handler {
 
 func adminOnly(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if p := principalFrom(r.Context()); p.role != api.RoleAdmin {
+		if p := principalFrom(r.Context()); p.Role != api.RoleAdmin {
 			writeError(w, forbidden(p, "profile the server"))
 			return
 		}
@@ -123,7 +126,7 @@ func writeRaw(w http.ResponseWriter, status int, body []byte) {
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
-	if _, err := s.st.cli.Get(ctx, s.st.prefix+"ready"); err != nil {
+	if _, err := s.st.Cli.Get(ctx, s.st.Prefix+"ready"); err != nil {
 		http.Error(w, "store unreachable: "+err.Error(), http.StatusServiceUnavailable)
 		return
 	}
@@ -145,7 +148,7 @@ func (s *Server) index(w http.ResponseWriter, r *http.Request) {
 }
 
 // kindFor resolves the {collection} path segment and checks read access.
-func kindFor(w http.ResponseWriter, r *http.Request) (api.Kind, *principal, bool) {
+func kindFor(w http.ResponseWriter, r *http.Request) (api.Kind, *auth.Principal, bool) {
 	coll := r.PathValue("collection")
 	kind, ok := api.KindByCollection(coll)
 	if !ok {
@@ -157,7 +160,7 @@ func kindFor(w http.ResponseWriter, r *http.Request) (api.Kind, *principal, bool
 		return kind, nil, false
 	}
 	p := principalFrom(r.Context())
-	if !p.canRead(coll) {
+	if !p.CanRead(coll) {
 		writeError(w, forbidden(p, "read "+coll))
 		return kind, nil, false
 	}
@@ -165,20 +168,21 @@ func kindFor(w http.ResponseWriter, r *http.Request) (api.Kind, *principal, bool
 }
 
 // filterFromQuery builds the list/watch filter from query parameters.
-func filterFromQuery(r *http.Request, p *principal) (*filter, *api.Error) {
+func filterFromQuery(r *http.Request, p *auth.Principal) (*events.Filter, *api.Error) {
 	q := r.URL.Query()
 	// The principal's read rights apply to every list and stream.
-	f := &filter{stackID: q.Get("stackId"), serviceID: q.Get("serviceId"), hostID: q.Get("hostId"), scope: p}
+	f := &events.Filter{StackID: q.Get("stackId"), ServiceID: q.Get("serviceId"), HostID: q.Get("hostId"), Scope: p}
 	sel, err := api.ParseSelector(q.Get("labelSelector"))
 	if err != nil {
 		return nil, api.NewError(http.StatusBadRequest, api.CodeInvalidField, "labelSelector", "labelSelector: %v", err)
 	}
-	f.selector = sel
+	f.Selector = sel
 	return f, nil
 }
 
-func (f *filter) trivial() bool {
-	return (f.scope == nil || f.scope.role != api.RoleAgent) && f.stackID == "" && f.serviceID == "" && f.hostID == "" && f.selector.Empty()
+// trivial says whether a list needs no filtering at all.
+func trivial(f *events.Filter) bool {
+	return (f.Scope == nil || f.Scope.OwnHost() == "") && f.StackID == "" && f.ServiceID == "" && f.HostID == "" && f.Selector.Empty()
 }
 
 func (s *Server) listOrWatch(w http.ResponseWriter, r *http.Request) {
@@ -192,7 +196,7 @@ func (s *Server) listOrWatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if r.URL.Query().Get("watch") == "true" {
-		f.collections = map[string]bool{kind.Collection: true}
+		f.Collections = map[string]bool{kind.Collection: true}
 		s.watchNDJSON(w, r, f)
 		return
 	}
@@ -207,19 +211,19 @@ func (s *Server) listOrWatch(w http.ResponseWriter, r *http.Request) {
 		started = true
 	}
 	first := true
-	trivial := f.trivial()
+	trivial := trivial(f)
 	name := r.URL.Query().Get("name")
-	rev, err := s.st.list(r.Context(), s.st.objectPrefix(kind.Collection), false, func(key string, value []byte, modRev int64) error {
+	rev, err := s.st.List(r.Context(), s.st.ObjectPrefix(kind.Collection), false, func(key string, value []byte, modRev int64) error {
 		if !trivial || name != "" {
 			var fl struct {
-				eventFields
+				events.Fields
 				Name string `json:"name"`
 			}
 			if err := json.Unmarshal(value, &fl); err != nil {
 				return err
 			}
 			id := key[strings.LastIndexByte(key, '/')+1:]
-			if !f.matches(kind.Collection, id, &fl.eventFields) || (name != "" && fl.Name != name) {
+			if !f.Matches(kind.Collection, id, &fl.Fields) || (name != "" && fl.Name != name) {
 				return nil
 			}
 		}
@@ -230,12 +234,12 @@ func (s *Server) listOrWatch(w http.ResponseWriter, r *http.Request) {
 			bw.WriteByte(',')
 		}
 		first = false
-		writeWithRevision(bw, value, modRev)
+		store.WriteWithRevision(bw, value, modRev)
 		return nil
 	})
 	if err != nil {
 		if !started {
-			writeError(w, storeError(err))
+			writeError(w, store.Unavailable(err))
 			return
 		}
 		// Headers are gone: break the JSON so no client mistakes a partial list for a whole one.
@@ -257,23 +261,23 @@ func (s *Server) getHandler(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	raw, rev, err := s.st.get(r.Context(), kind.Collection, id)
-	if err == errNotFound {
+	raw, rev, err := s.st.Get(r.Context(), kind.Collection, id)
+	if err == store.ErrNotFound {
 		writeError(w, api.NewError(http.StatusNotFound, api.CodeNotFound, "", "%s %q not found", kind.Type, id))
 		return
 	} else if err != nil {
-		writeError(w, storeError(err))
+		writeError(w, store.Unavailable(err))
 		return
 	}
-	if p.role == api.RoleAgent {
-		var fl eventFields
+	if p.Role == api.RoleAgent {
+		var fl events.Fields
 		json.Unmarshal(raw, &fl)
-		if !p.canSee(kind.Collection, id, fl.Spec.HostID) {
+		if !p.CanSee(kind.Collection, id, fl.Spec.HostID) {
 			writeError(w, forbidden(p, "read "+kind.Type+" "+id))
 			return
 		}
 	}
-	writeRaw(w, http.StatusOK, withRevision(raw, rev))
+	writeRaw(w, http.StatusOK, store.WithRevision(raw, rev))
 }
 
 // readBody reads a size-limited body.
@@ -315,7 +319,7 @@ func (s *Server) createHandler(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if !p.canWrite(kind.Collection, r.Method, false) {
+	if !p.CanWrite(kind.Collection, r.Method, false) {
 		writeError(w, forbidden(p, "create "+kind.Collection))
 		return
 	}
@@ -359,7 +363,7 @@ func (s *Server) createHandler(w http.ResponseWriter, r *http.Request) {
 		writeRaw(w, http.StatusCreated, b)
 		return
 	}
-	writeRaw(w, http.StatusCreated, withRevision(stored, rev))
+	writeRaw(w, http.StatusCreated, store.WithRevision(stored, rev))
 }
 
 // createWithSecrets creates obj, handling the kinds that carry secrets. The
@@ -367,16 +371,16 @@ func (s *Server) createHandler(w http.ResponseWriter, r *http.Request) {
 func (s *Server) createWithSecrets(ctx context.Context, kind api.Kind, obj api.Object) ([]byte, int64, func(api.Object), *api.Error) {
 	switch o := obj.(type) {
 	case *api.APIKey:
-		o.ID = newID(kind.IDPrefix)
-		secret := newSecret()
+		o.ID = store.NewID(kind.IDPrefix)
+		secret := auth.NewSecret()
 		o.Status = api.APIKeyStatus{AccessKey: o.ID}
-		stored, rev, err := s.create(ctx, kind, o, []byte(hashSecret(secret)))
+		stored, rev, err := s.st.Create(ctx, kind, o, []byte(auth.HashSecret(secret)))
 		return stored, rev, func(x api.Object) { x.(*api.APIKey).Status.SecretKey = secret }, err
 	case *api.RegistrationToken:
-		o.ID = newID(kind.IDPrefix)
-		secret := newSecret()
+		o.ID = store.NewID(kind.IDPrefix)
+		secret := auth.NewSecret()
 		o.Status = api.RegistrationTokenStatus{}
-		stored, rev, err := s.create(ctx, kind, o, []byte(hashSecret(secret)))
+		stored, rev, err := s.st.Create(ctx, kind, o, []byte(auth.HashSecret(secret)))
 		return stored, rev, func(x api.Object) { x.(*api.RegistrationToken).Status.Token = o.ID + "." + secret }, err
 	case *api.Certificate:
 		if o.Spec.Key == "" {
@@ -388,10 +392,10 @@ func (s *Server) createWithSecrets(ctx context.Context, kind api.Kind, obj api.O
 		}
 		key := o.Spec.Key
 		o.Spec.Key, o.Status = "", st
-		stored, rev, aerr := s.create(ctx, kind, o, []byte(key))
+		stored, rev, aerr := s.st.Create(ctx, kind, o, []byte(key))
 		return stored, rev, nil, aerr
 	}
-	stored, rev, err := s.create(ctx, kind, obj, nil)
+	stored, rev, err := s.st.Create(ctx, kind, obj, nil)
 	return stored, rev, nil, err
 }
 
@@ -401,11 +405,11 @@ func (s *Server) updateHandler(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	statusOnly := strings.HasSuffix(r.Pattern, "/status")
-	if !p.canWrite(kind.Collection, r.Method, statusOnly) {
+	if !p.CanWrite(kind.Collection, r.Method, statusOnly) {
 		what := "update " + kind.Collection
 		if statusOnly {
 			what = "update the status of " + kind.Collection
-		} else if p.role == api.RoleAgent {
+		} else if p.Role == api.RoleAgent {
 			what += " (agents write only /status)"
 		}
 		writeError(w, forbidden(p, what))
@@ -431,9 +435,9 @@ func (s *Server) updateHandler(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr)
 		return
 	}
-	stored, rev, aerr := s.update(r.Context(), kind, id, expectRev, func(cur api.Object) (api.Object, []byte, *api.Error) {
-		if p.role == api.RoleAgent {
-			if !p.canSee(kind.Collection, id, hostOf(cur)) {
+	stored, rev, aerr := s.st.Update(r.Context(), kind, id, expectRev, func(cur api.Object) (api.Object, []byte, *api.Error) {
+		if p.Role == api.RoleAgent {
+			if !p.CanSee(kind.Collection, id, hostOf(cur)) {
 				return nil, nil, forbidden(p, "update "+kind.Type+" "+id)
 			}
 		}
@@ -486,7 +490,7 @@ func (s *Server) updateHandler(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	writeRaw(w, http.StatusOK, withRevision(stored, rev))
+	writeRaw(w, http.StatusOK, store.WithRevision(stored, rev))
 }
 
 // hostOf is the host an object is tied to, for an agent's rights.
@@ -515,7 +519,7 @@ func (s *Server) carrySecrets(kind api.Kind, cur, next api.Object) (api.Object, 
 		c := cur.(*api.APIKey)
 		n.Status = c.Status
 		if n.Spec.Role != c.Spec.Role || n.Spec.HostID != c.Spec.HostID {
-			return nil, nil, invalid("spec.role", "an API key's role and host cannot change; create a new key")
+			return nil, nil, invalid("spec.Role", "an API key's role and host cannot change; create a new key")
 		}
 	case *api.RegistrationToken:
 		n.Status = cur.(*api.RegistrationToken).Status
@@ -543,7 +547,7 @@ func (s *Server) deleteHandler(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if !p.canWrite(kind.Collection, r.Method, false) {
+	if !p.CanWrite(kind.Collection, r.Method, false) {
 		writeError(w, forbidden(p, "delete "+kind.Collection))
 		return
 	}
@@ -556,17 +560,17 @@ func (s *Server) deleteHandler(w http.ResponseWriter, r *http.Request) {
 		}
 		expectRev = n
 	}
-	raw, rev, gone, aerr := s.remove(r.Context(), kind, r.PathValue("id"), expectRev)
+	raw, rev, gone, aerr := s.st.Remove(r.Context(), kind, r.PathValue("id"), expectRev)
 	if aerr != nil {
 		writeError(w, aerr)
 		return
 	}
 	if !gone {
 		// Marked for deletion; the garbage collector and finalizers finish it.
-		writeRaw(w, http.StatusAccepted, withRevision(raw, rev))
+		writeRaw(w, http.StatusAccepted, store.WithRevision(raw, rev))
 		return
 	}
-	writeRaw(w, http.StatusOK, withRevision(raw, rev))
+	writeRaw(w, http.StatusOK, store.WithRevision(raw, rev))
 }
 
 // Hijack lets WebSocket upgrades through the instrumentation wrapper.

@@ -1,4 +1,4 @@
-package server
+package apiserver
 
 import (
 	"net/http"
@@ -38,11 +38,6 @@ func onlyStatus(kind api.Kind, cur, next api.Object) api.Object {
 	reflect.ValueOf(out).Elem().Set(reflect.ValueOf(cur).Elem())
 	part(out, "Status").Set(part(next, "Status"))
 	return out
-}
-
-// specChanged says whether a write moves the generation.
-func specChanged(cur, next api.Object) bool {
-	return !api.SameJSON(part(cur, "Spec").Interface(), part(next, "Spec").Interface())
 }
 
 // carryServerMeta copies the fields only the server sets from the stored

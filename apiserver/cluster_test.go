@@ -1,4 +1,4 @@
-package server_test
+package apiserver_test
 
 import (
 	"context"
@@ -8,9 +8,9 @@ import (
 	"time"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/client"
 	"github.com/drover/drover/internal/testenv"
-	"github.com/drover/drover/server"
 )
 
 // Two servers on one external 3-member etcd cluster: writes through one are
@@ -21,8 +21,8 @@ func TestIntegrationExternalEtcdCluster(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cluster := testenv.StartEtcdCluster(t, 3)
-	_, a := testenv.StartServer(t, server.Options{EtcdEndpoints: cluster.Endpoints()})
-	_, b := testenv.StartServer(t, server.Options{EtcdEndpoints: cluster.Endpoints()})
+	_, a := testenv.StartServer(t, apiserver.Options{EtcdEndpoints: cluster.Endpoints()})
+	_, b := testenv.StartServer(t, apiserver.Options{EtcdEndpoints: cluster.Endpoints()})
 
 	seen := make(chan string, 100000)
 	cache := client.NewCache(b.Stacks(), client.ListOptions{}, client.Handlers[api.Stack]{

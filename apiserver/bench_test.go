@@ -1,4 +1,4 @@
-package server_test
+package apiserver_test
 
 import (
 	"context"
@@ -7,8 +7,8 @@ import (
 	"testing"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/internal/testenv"
-	"github.com/drover/drover/server"
 )
 
 // BenchmarkCreateContainer measures the engine's create path in process
@@ -16,7 +16,7 @@ import (
 // bench-engine's).
 func BenchmarkCreateContainer(b *testing.B) {
 	ctx := context.Background()
-	_, c := testenv.StartServer(b, server.Options{})
+	_, c := testenv.StartServer(b, apiserver.Options{})
 	host, err := c.Hosts().Create(ctx, &api.Host{Meta: api.Meta{Name: "bench-host"}})
 	if err != nil {
 		b.Fatal(err)

@@ -1,6 +1,6 @@
 // Package server is the drover engine: the v1 REST API over an etcd store,
 // authentication, and the event stream every other component watches.
-package server
+package apiserver
 
 import (
 	"context"
@@ -26,6 +26,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/auth"
+	"github.com/drover/drover/events"
+	"github.com/drover/drover/store"
 )
 
 // Options configure a server. Zero values get defaults from withDefaults.
@@ -85,17 +88,14 @@ func (o *Options) withDefaults() {
 type Server struct {
 	opts    Options
 	log     *slog.Logger
-	st      *store
-	hub     *hub
-	auth    *authCache
+	st      *store.Store
+	hub     *events.Hub
+	auth    *auth.Cache
 	metrics *metrics
 	etcd    *embed.Etcd // nil with an external etcd
 	ln      net.Listener
 	http    *http.Server
 	url     string
-
-	// serviceStacks remembers each service's stack for container creates.
-	serviceStacks idMap
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -113,19 +113,23 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("server: creating data dir: %w", err)
 	}
-	s := &Server{opts: opts, log: opts.Logger, auth: newAuthCache(), metrics: newMetrics(), done: make(chan struct{})}
+	s := &Server{opts: opts, log: opts.Logger, auth: auth.NewCache(), metrics: newMetrics(), done: make(chan struct{})}
 	cli, err := s.openStore(ctx)
 	if err != nil {
 		s.closeStore()
 		return nil, err
 	}
-	s.st = &store{cli: cli, prefix: opts.KeyPrefix}
-	s.hub = newHub(s.st, s.log, s.metrics, opts.RingSize)
-	s.hub.onChange = s.auth.invalidate
-	s.hub.onReset = s.auth.reset
+	s.st = store.New(cli, opts.KeyPrefix, s.metrics.writes)
+	s.st.Check = func(coll string, obj api.Object) *api.Error {
+		normalize(coll, obj)
+		return validate(coll, obj)
+	}
+	s.hub = events.New(cli, s.st.Prefix+"o/", s.log, s.metrics.hub, opts.RingSize)
+	s.hub.OnChange = s.auth.Invalidate
+	s.hub.OnReset = s.auth.Reset
 	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "drover_server_subscribers", Help: "Event stream subscribers connected now.",
-	}, func() float64 { return float64(s.hub.subscribers()) }))
+	}, func() float64 { return float64(s.hub.Subscribers()) }))
 
 	ln, err := net.Listen("tcp", opts.Listen)
 	if err != nil {
@@ -160,7 +164,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	hubDone := make(chan struct{})
 	go func() {
 		defer close(hubDone)
-		if err := s.hub.run(runCtx, ready); err != nil {
+		if err := s.hub.Run(runCtx, ready); err != nil {
 			s.setErr(fmt.Errorf("server: event hub: %w", err))
 			cancel()
 		}
@@ -324,8 +328,8 @@ func freeLoopbackURLs() (url.URL, url.URL, error) {
 }
 
 func (s *Server) closeStore() {
-	if s.st != nil && s.st.cli != nil {
-		s.st.cli.Close()
+	if s.st != nil && s.st.Cli != nil {
+		s.st.Cli.Close()
 	}
 	if s.etcd != nil {
 		s.etcd.Close()
@@ -359,16 +363,16 @@ func (s *Server) bootstrapKey(ctx context.Context, path, role, what string) erro
 			return fmt.Errorf("server: %s is not a credentials file ({\"url\",\"accessKey\",\"secretKey\"}); move it away to create a new admin key", path)
 		}
 	case errors.Is(err, os.ErrNotExist):
-		creds = api.Credentials{AccessKey: newID("key"), SecretKey: newSecret()}
+		creds = api.Credentials{AccessKey: store.NewID("key"), SecretKey: auth.NewSecret()}
 	default:
 		return fmt.Errorf("server: reading %s: %w", path, err)
 	}
-	if _, _, err := s.st.get(ctx, "apikeys", creds.AccessKey); errors.Is(err, errNotFound) {
+	if _, _, err := s.st.Get(ctx, "apikeys", creds.AccessKey); errors.Is(err, store.ErrNotFound) {
 		kind, _ := api.KindByCollection("apikeys")
 		host, _ := os.Hostname()
 		key := &api.APIKey{Meta: api.Meta{ID: creds.AccessKey, Name: creds.AccessKey}, Spec: api.APIKeySpec{Role: role, Description: what + " of the server on " + host + " (" + path + ")"}}
 		key.Status.AccessKey = creds.AccessKey
-		if _, _, aerr := s.create(ctx, kind, key, []byte(hashSecret(creds.SecretKey))); aerr != nil {
+		if _, _, aerr := s.st.Create(ctx, kind, key, []byte(auth.HashSecret(creds.SecretKey))); aerr != nil {
 			return fmt.Errorf("server: storing %s: %w", what, aerr)
 		}
 	} else if err != nil {

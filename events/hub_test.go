@@ -1,4 +1,4 @@
-package server
+package events
 
 import (
 	"fmt"
@@ -7,16 +7,17 @@ import (
 	"testing"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/auth"
 )
 
 var (
-	testAdmin   = &principal{accessKey: "admin", role: api.RoleAdmin}
-	testService = &principal{accessKey: "svc", role: api.RoleService}
-	testAgent1  = &principal{accessKey: "a1", role: api.RoleAgent, hostID: "h-1"}
-	testAgent2  = &principal{accessKey: "a2", role: api.RoleAgent, hostID: "h-2"}
+	testAdmin   = &auth.Principal{AccessKey: "admin", Role: api.RoleAdmin}
+	testService = &auth.Principal{AccessKey: "svc", Role: api.RoleService}
+	testAgent1  = &auth.Principal{AccessKey: "a1", Role: api.RoleAgent, HostID: "h-1"}
+	testAgent2  = &auth.Principal{AccessKey: "a2", Role: api.RoleAgent, HostID: "h-2"}
 )
 
-func testEvent(coll, id string, rev int64, remove bool, cur, prev *eventFields) *event {
+func testEvent(coll, id string, rev int64, remove bool, cur, prev *Fields) *event {
 	ev := &event{rev: rev, collection: coll, id: id, remove: remove}
 	if cur != nil {
 		ev.cur = *cur
@@ -28,8 +29,8 @@ func testEvent(coll, id string, rev int64, remove bool, cur, prev *eventFields) 
 	return ev
 }
 
-func fields(host string, labels map[string]string) *eventFields {
-	f := &eventFields{Labels: labels}
+func fields(host string, labels map[string]string) *Fields {
+	f := &Fields{Labels: labels}
 	f.Spec.HostID = host
 	return f
 }
@@ -41,19 +42,19 @@ func TestSubIndexOffersEveryMatchingSubscriberOnce(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	colls := []string{"hosts", "containers", "stacks", "leases", "apikeys", "widgets"}
 	hosts := []string{"", "h-1", "h-2", "h-3"}
-	scopes := []*principal{nil, testAdmin, testService, testAgent1, testAgent2}
+	scopes := []Scope{nil, testAdmin, testService, testAgent1, testAgent2}
 	labelSets := []map[string]string{nil, {"tier": "web"}, {"tier": "db"}}
 	selectors := []string{"", "tier=web", "tier!=web", "!tier"}
 
 	idx := newSubIndex()
-	var subs []*subscription
+	var subs []*Subscription
 	for i := 0; i < 400; i++ {
-		f := &filter{scope: scopes[rng.IntN(len(scopes))], hostID: hosts[rng.IntN(len(hosts))]}
+		f := &Filter{Scope: scopes[rng.IntN(len(scopes))], HostID: hosts[rng.IntN(len(hosts))]}
 		if rng.IntN(3) > 0 {
-			f.collections = map[string]bool{}
+			f.Collections = map[string]bool{}
 			for _, c := range colls {
 				if rng.IntN(3) == 0 {
-					f.collections[c] = true
+					f.Collections[c] = true
 				}
 			}
 		}
@@ -61,8 +62,8 @@ func TestSubIndexOffersEveryMatchingSubscriberOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.selector = sel
-		s := &subscription{filter: f}
+		f.Selector = sel
+		s := &Subscription{filter: f}
 		subs = append(subs, s)
 		idx.add(s)
 	}
@@ -84,19 +85,19 @@ func TestSubIndexOffersEveryMatchingSubscriberOnce(t *testing.T) {
 			id = hosts[1+rng.IntN(len(hosts)-1)]
 		}
 		cur := fields(hosts[rng.IntN(len(hosts))], labelSets[rng.IntN(len(labelSets))])
-		var prev *eventFields
+		var prev *Fields
 		if rng.IntN(2) == 0 {
 			prev = fields(hosts[rng.IntN(len(hosts))], labelSets[rng.IntN(len(labelSets))])
 		}
 		ev := testEvent(coll, id, int64(i+1), rng.IntN(4) == 0, cur, prev)
-		offered := map[*subscription]int{}
-		idx.each(ev, func(s *subscription) { offered[s]++ })
+		offered := map[*Subscription]int{}
+		idx.each(ev, func(s *Subscription) { offered[s]++ })
 		for _, s := range subs {
 			if offered[s] > 1 {
 				t.Fatalf("event %s/%s offered %d times to one subscriber", coll, id, offered[s])
 			}
 			if _, want := s.filter.frame(ev); want && offered[s] == 0 {
-				t.Fatalf("event %s/%s (host %q, prev %+v) wanted by %+v (scope %+v) but not offered", coll, id, cur.Spec.HostID, prev, *s.filter, s.filter.scope)
+				t.Fatalf("event %s/%s (host %q, prev %+v) wanted by %+v (scope %+v) but not offered", coll, id, cur.Spec.HostID, prev, *s.filter, s.filter.Scope)
 			}
 		}
 	}
@@ -105,30 +106,30 @@ func TestSubIndexOffersEveryMatchingSubscriberOnce(t *testing.T) {
 // Subscribers scoped to a host are not even offered the events of others.
 func TestSubIndexSkipsOtherHosts(t *testing.T) {
 	idx := newSubIndex()
-	agent := &subscription{filter: &filter{scope: testAgent1, collections: map[string]bool{"containers": true, "hosts": true}}}
-	byFilter := &subscription{filter: &filter{scope: testAdmin, hostID: "h-1"}}
-	everything := &subscription{filter: &filter{scope: testAdmin}}
-	for _, s := range []*subscription{agent, byFilter, everything} {
+	agent := &Subscription{filter: &Filter{Scope: testAgent1, Collections: map[string]bool{"containers": true, "hosts": true}}}
+	byFilter := &Subscription{filter: &Filter{Scope: testAdmin, HostID: "h-1"}}
+	everything := &Subscription{filter: &Filter{Scope: testAdmin}}
+	for _, s := range []*Subscription{agent, byFilter, everything} {
 		idx.add(s)
 	}
-	offered := func(ev *event) map[*subscription]bool {
-		got := map[*subscription]bool{}
-		idx.each(ev, func(s *subscription) { got[s] = true })
+	offered := func(ev *event) map[*Subscription]bool {
+		got := map[*Subscription]bool{}
+		idx.each(ev, func(s *Subscription) { got[s] = true })
 		return got
 	}
 	for _, tc := range []struct {
 		name string
 		ev   *event
-		want []*subscription
+		want []*Subscription
 	}{
-		{"another host's container", testEvent("containers", "c-1", 1, false, fields("h-2", nil), nil), []*subscription{everything}},
-		{"its own container", testEvent("containers", "c-2", 2, false, fields("h-1", nil), nil), []*subscription{agent, byFilter, everything}},
-		{"a container moved away", testEvent("containers", "c-3", 3, false, fields("h-2", nil), fields("h-1", nil)), []*subscription{agent, byFilter, everything}},
+		{"another host's container", testEvent("containers", "c-1", 1, false, fields("h-2", nil), nil), []*Subscription{everything}},
+		{"its own container", testEvent("containers", "c-2", 2, false, fields("h-1", nil), nil), []*Subscription{agent, byFilter, everything}},
+		{"a container moved away", testEvent("containers", "c-3", 3, false, fields("h-2", nil), fields("h-1", nil)), []*Subscription{agent, byFilter, everything}},
 		// byFilter is offered it (hostId= is filed under the host's id for
 		// hosts too) and its filter declines it: the index only narrows.
-		{"its own host", testEvent("hosts", "h-1", 4, false, fields("", nil), nil), []*subscription{agent, byFilter, everything}},
-		{"another host", testEvent("hosts", "h-2", 5, false, fields("", nil), nil), []*subscription{everything}},
-		{"a stack", testEvent("stacks", "st-1", 6, false, fields("", nil), nil), []*subscription{everything}},
+		{"its own host", testEvent("hosts", "h-1", 4, false, fields("", nil), nil), []*Subscription{agent, byFilter, everything}},
+		{"another host", testEvent("hosts", "h-2", 5, false, fields("", nil), nil), []*Subscription{everything}},
+		{"a stack", testEvent("stacks", "st-1", 6, false, fields("", nil), nil), []*Subscription{everything}},
 	} {
 		got := offered(tc.ev)
 		if len(got) != len(tc.want) {
@@ -149,7 +150,7 @@ func TestSubIndexSkipsOtherHosts(t *testing.T) {
 // An object that stops matching goes out as a removal, encoded once.
 func TestFilterSendsRemovalWhenObjectStopsMatching(t *testing.T) {
 	sel, _ := api.ParseSelector("tier=web")
-	f := &filter{selector: sel}
+	f := &Filter{Selector: sel}
 	ev := testEvent("containers", "c-1", 42, false, fields("", map[string]string{"tier": "db"}), fields("", map[string]string{"tier": "web"}))
 	b, ok := f.frame(ev)
 	if want := `{"name":"resource.remove","revision":42,"resource":{"id":"c-1"}}`; !ok || string(b) != want {
@@ -165,14 +166,14 @@ func TestFilterSendsRemovalWhenObjectStopsMatching(t *testing.T) {
 // index (the cost of 11 subscribers) and, for comparison, to every
 // subscriber in turn as the hub did before it had one.
 func BenchmarkHubOffer(b *testing.B) {
-	h := newHub(nil, nil, newMetrics(), 16)
-	var subs []*subscription
+	h := New(nil, "", nil, NewMetrics(), 16)
+	var subs []*Subscription
 	for i := 0; i < 1000; i++ {
-		p := &principal{role: api.RoleAgent, hostID: fmt.Sprintf("h-%d", i)}
-		subs = append(subs, h.subscribe(0, &filter{scope: p, collections: map[string]bool{"containers": true}}, 1<<20))
+		p := &auth.Principal{Role: api.RoleAgent, HostID: fmt.Sprintf("h-%d", i)}
+		subs = append(subs, h.Subscribe(0, &Filter{Scope: p, Collections: map[string]bool{"containers": true}}, 1<<20))
 	}
 	for i := 0; i < 10; i++ {
-		subs = append(subs, h.subscribe(0, &filter{scope: testService}, 1<<20))
+		subs = append(subs, h.Subscribe(0, &Filter{Scope: testService}, 1<<20))
 	}
 	drain := func() {
 		for _, s := range subs {
@@ -189,7 +190,7 @@ func BenchmarkHubOffer(b *testing.B) {
 		name  string
 		offer func(ev *event)
 	}{
-		{"indexed", func(ev *event) { h.subs.each(ev, func(s *subscription) { s.offer(ev) }) }},
+		{"indexed", func(ev *event) { h.subs.each(ev, func(s *Subscription) { s.offer(ev) }) }},
 		{"every-subscriber", func(ev *event) {
 			for s := range h.subs.all {
 				s.offer(ev)

@@ -1,4 +1,4 @@
-package server
+package apiserver
 
 import (
 	"encoding/json"
@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/store"
 )
 
 func TestCheckShapePaths(t *testing.T) {
@@ -68,9 +69,9 @@ func TestWithRevision(t *testing.T) {
 		{`{"a":1}`, `{"revision":7,"a":1}`},
 		{`{}`, `{"revision":7}`},
 	} {
-		got := string(withRevision([]byte(tc.in), 7))
+		got := string(store.WithRevision([]byte(tc.in), 7))
 		if got != tc.want {
-			t.Errorf("withRevision(%s) = %s, want %s", tc.in, got, tc.want)
+			t.Errorf("store.WithRevision(%s) = %s, want %s", tc.in, got, tc.want)
 		}
 		var m map[string]any
 		if err := json.Unmarshal([]byte(got), &m); err != nil {
@@ -135,12 +136,12 @@ func FuzzDecodeObject(f *testing.F) {
 				}
 				continue
 			}
-			stored := encodeStored(obj)
-			back, derr := decodeStored(kind, stored, 0)
+			stored := store.EncodeStored(obj)
+			back, derr := store.DecodeStored(kind, stored, 0)
 			if derr != nil {
 				t.Fatalf("%s: stored form does not decode: %v", kind.Type, derr)
 			}
-			if again := encodeStored(back); string(again) != string(stored) {
+			if again := store.EncodeStored(back); string(again) != string(stored) {
 				t.Fatalf("%s: round trip changed the object:\n%s\n%s", kind.Type, stored, again)
 			}
 		}
