@@ -30,6 +30,7 @@ import (
 
 	"github.com/drover/drover/api"
 	"github.com/drover/drover/client"
+	"github.com/drover/drover/controllers/harness"
 	"github.com/drover/drover/internal/lifecycle"
 )
 
@@ -63,11 +64,11 @@ type Agent struct {
 	ctrs        *client.Cache[api.Container, *api.Container]
 	hosts       *client.Cache[api.Host, *api.Host]
 
-	namespaces *controller
-	kservices  *controller
-	pods       *controller
-	workloads  *controller
-	nodes      *controller
+	namespaces *harness.Controller
+	kservices  *harness.Controller
+	pods       *harness.Controller
+	workloads  *harness.Controller
+	nodes      *harness.Controller
 }
 
 // Run starts the agent and blocks until ctx ends.
@@ -160,8 +161,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	// Engine objects whose Kubernetes twin vanished while we were away are
 	// found by enqueueing every owned object's key (the caches' add events
 	// did that already) and every node: sync deletes what has no twin.
-	for _, c := range []*controller{a.namespaces, a.kservices, a.pods, a.workloads, a.nodes} {
-		g.Go(func() error { c.run(ctx, a.opts.Workers); return nil })
+	for _, c := range []*harness.Controller{a.namespaces, a.kservices, a.pods, a.workloads, a.nodes} {
+		g.Go(func() error { return c.Run(ctx) })
 	}
 	a.log.Info("kubernetes-agent: synced; running", "workers", a.opts.Workers)
 	if a.opts.Ready != nil {

@@ -82,7 +82,7 @@ func (a *Agent) nodesForHost(h *api.Host) []string {
 		pods, _ := a.listers.podIndexer.ByIndex(indexNodeName, n)
 		for _, p := range pods {
 			pod := p.(*corev1.Pod)
-			a.pods.enqueue(cacheKey(pod.Namespace, pod.Name))
+			a.pods.Enqueue(cacheKey(pod.Namespace, pod.Name))
 		}
 	}
 	return out

@@ -14,6 +14,7 @@ import (
 
 	"github.com/drover/drover/api"
 	"github.com/drover/drover/client"
+	"github.com/drover/drover/controllers/harness"
 )
 
 type listers struct {
@@ -78,10 +79,10 @@ func metaOf(obj any) (ns, name string, ok bool) {
 
 func (a *Agent) setupKubeHandlers() error {
 	f := a.factory
-	byKey := func(c *controller, prefix string) func(any) {
+	byKey := func(c *harness.Controller, prefix string) func(any) {
 		return func(obj any) {
 			if ns, name, ok := metaOf(obj); ok {
-				c.enqueue(prefix + cacheKey(ns, name))
+				c.Enqueue(prefix + cacheKey(ns, name))
 			}
 		}
 	}
@@ -116,7 +117,7 @@ func (a *Agent) setupKubeHandlers() error {
 	regs := []reg{
 		{f.Core().V1().Namespaces().Informer(), handler(func(obj any) {
 			if _, name, ok := metaOf(obj); ok {
-				a.namespaces.enqueue(name)
+				a.namespaces.Enqueue(name)
 			}
 		})},
 		{f.Core().V1().Services().Informer(), handler(byKey(a.kservices, ""))},
@@ -125,18 +126,18 @@ func (a *Agent) setupKubeHandlers() error {
 				obj = d.Obj
 			}
 			if s, ok := obj.(*discoveryv1.EndpointSlice); ok && s.Labels[discoveryv1.LabelServiceName] != "" {
-				a.kservices.enqueue(cacheKey(s.Namespace, s.Labels[discoveryv1.LabelServiceName]))
+				a.kservices.Enqueue(cacheKey(s.Namespace, s.Labels[discoveryv1.LabelServiceName]))
 			}
 		})},
 		{pods, handler(byKey(a.pods, ""))},
 		{nodes, handler(func(obj any) {
 			if _, name, ok := metaOf(obj); ok {
-				a.nodes.enqueue(name)
+				a.nodes.Enqueue(name)
 				// A node that appears may give its pods a host.
 				pods, _ := a.listers.podIndexer.ByIndex(indexNodeName, name)
 				for _, p := range pods {
 					pod := p.(*corev1.Pod)
-					a.pods.enqueue(cacheKey(pod.Namespace, pod.Name))
+					a.pods.Enqueue(cacheKey(pod.Namespace, pod.Name))
 				}
 			}
 		})},
@@ -189,14 +190,14 @@ func (a *Agent) setupEngineCaches() {
 		ns, name := labels[LabelNamespace], labels[LabelName]
 		switch kind := labels[LabelKind]; kind {
 		case "Namespace":
-			a.namespaces.enqueue(name)
+			a.namespaces.Enqueue(name)
 		case "Service":
-			a.kservices.enqueue(cacheKey(ns, name))
+			a.kservices.Enqueue(cacheKey(ns, name))
 		case "Pod":
-			a.pods.enqueue(cacheKey(ns, name))
+			a.pods.Enqueue(cacheKey(ns, name))
 		default:
 			if _, ok := workloadSuffix[kind]; ok {
-				a.workloads.enqueue(kind + "/" + cacheKey(ns, name))
+				a.workloads.Enqueue(kind + "/" + cacheKey(ns, name))
 			}
 		}
 	}
@@ -228,7 +229,7 @@ func (a *Agent) setupEngineCaches() {
 	a.ctrs.AddIndex(idxKey, func(c *api.Container) []string { return kubeKeyOf(c.Labels) })
 	hostChanged := func(h *api.Host) {
 		for _, n := range a.nodesForHost(h) {
-			a.nodes.enqueue(n)
+			a.nodes.Enqueue(n)
 		}
 	}
 	a.hosts = client.NewCache(a.eng.Hosts(), client.ListOptions{}, client.Handlers[api.Host]{
@@ -249,17 +250,17 @@ func (a *Agent) setupEngineCaches() {
 func (a *Agent) enqueueNamespaceContents(ns string) {
 	if svcs, err := a.listers.services.Services(ns).List(everything); err == nil {
 		for _, s := range svcs {
-			a.kservices.enqueue(cacheKey(ns, s.Name))
+			a.kservices.Enqueue(cacheKey(ns, s.Name))
 		}
 	}
 	if pods, err := a.listers.pods.Pods(ns).List(everything); err == nil {
 		for _, p := range pods {
-			a.pods.enqueue(cacheKey(ns, p.Name))
+			a.pods.Enqueue(cacheKey(ns, p.Name))
 		}
 	}
 	for kind, names := range a.workloadNames(ns) {
 		for _, n := range names {
-			a.workloads.enqueue(kind + "/" + cacheKey(ns, n))
+			a.workloads.Enqueue(kind + "/" + cacheKey(ns, n))
 		}
 	}
 }

@@ -131,7 +131,7 @@ func TestIntegrationKubernetesAgentProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(resp.Body)
-	if !strings.Contains(string(body), "drover_kubernetes_agent_queue_depth") {
+	if !strings.Contains(string(body), "drover_controller_queue_depth") {
 		t.Fatal("/metrics lacks the agent's metrics")
 	}
 	cmd.Process.Signal(syscall.SIGTERM)

@@ -19,9 +19,10 @@ import (
 
 // Metrics are shared by every controller of a process, labelled by name.
 type Metrics struct {
-	Syncs  *prometheus.CounterVec
-	Writes *prometheus.CounterVec
-	Depth  *prometheus.GaugeVec
+	Syncs    *prometheus.CounterVec
+	Duration *prometheus.HistogramVec
+	Writes   *prometheus.CounterVec
+	Depth    *prometheus.GaugeVec
 }
 
 // NewMetrics registers the controller metrics with reg (nil: not registered).
@@ -31,9 +32,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Writes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "drover_controller_writes_total",
 			Help: "Writes a controller sent to the engine (every request but GET), by controller and method. It stops rising when the controllers agree."}, []string{"controller", "method"}),
 		Depth: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "drover_controller_queue_depth", Help: "Keys waiting in a controller's queue."}, []string{"controller"}),
+		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "drover_controller_sync_duration_seconds", Help: "Time to sync one key, by controller.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}}, []string{"controller"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Syncs, m.Writes, m.Depth)
+		reg.MustRegister(m.Syncs, m.Duration, m.Writes, m.Depth)
 	}
 	return m
 }
@@ -128,7 +131,7 @@ func (c *Controller) Run(ctx context.Context, waits ...func(context.Context) boo
 			}
 		}()
 	}
-	c.Log.Info("controller running", "workers", c.Workers)
+	c.Log.Debug("controller running", "workers", c.Workers)
 	wg.Wait()
 	return nil
 }
@@ -140,7 +143,9 @@ func (c *Controller) next(ctx context.Context) bool {
 	}
 	defer c.queue.Done(key)
 	c.Metrics.Depth.WithLabelValues(c.Name).Set(float64(c.queue.Len()))
+	start := time.Now()
 	err := c.Sync(ctx, key)
+	c.Metrics.Duration.WithLabelValues(c.Name).Observe(time.Since(start).Seconds())
 	var rq Requeue
 	switch {
 	case err == nil:
@@ -153,7 +158,12 @@ func (c *Controller) next(ctx context.Context) bool {
 	default:
 		c.Metrics.Syncs.WithLabelValues(c.Name, "error").Inc()
 		if ctx.Err() == nil {
-			c.Log.Debug("sync failed; retrying", "key", key, "err", err)
+			retries := c.queue.NumRequeues(key)
+			lv := c.Log.Debug
+			if retries >= 3 {
+				lv = c.Log.Warn // a passing conflict is normal; a persisting one is news
+			}
+			lv("sync failed; retrying", "key", key, "err", err, "retries", retries)
 			c.queue.AddRateLimited(key)
 		}
 	}
