@@ -112,6 +112,7 @@ func (c *Controller) EnqueueAfter(key string, d time.Duration) {
 // until ctx ends.
 func (c *Controller) Run(ctx context.Context, waits ...func(context.Context) bool) error {
 	c.init()
+	c.Metrics.Depth.WithLabelValues(c.Name).Set(0)
 	for _, w := range waits {
 		if !w(ctx) {
 			c.queue.ShutDown()
