@@ -25,10 +25,10 @@ import (
 	mdns "github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/drover/drover/api"
 	"github.com/drover/drover/client"
+	"github.com/drover/drover/internal/lifecycle"
 	"github.com/drover/drover/dns/resolver"
 )
 
@@ -206,19 +206,16 @@ func (s *Server) Run(ctx context.Context) error {
 	go func() { errc <- udp.ActivateAndServe() }()
 	go func() { errc <- tcp.ActivateAndServe() }()
 	if s.opts.MetricsListen != "" {
-		mux := http.NewServeMux()
-		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		ops := &lifecycle.Ops{Listen: s.opts.MetricsListen, Gatherer: s.m.reg, Ready: func() error {
 			if !s.ready() {
-				http.Error(w, "not ready: no snapshot loaded and the engine not reached yet", http.StatusServiceUnavailable)
-				return
+				return errors.New("not ready: no snapshot loaded and the engine not reached yet")
 			}
-			fmt.Fprintln(w, "ok")
-		})
-		mux.Handle("GET /metrics", promhttp.HandlerFor(s.m.reg, promhttp.HandlerOpts{}))
-		hs := &http.Server{Addr: s.opts.MetricsListen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go func() { errc <- hs.ListenAndServe() }()
-		defer hs.Close()
+			return nil
+		}}
+		if err := ops.Start(); err != nil {
+			return fmt.Errorf("dns: %w", err)
+		}
+		defer ops.Stop()
 	}
 	s.addr.Store(pc.LocalAddr().String())
 	s.log.Info("dns serving", "listen", pc.LocalAddr().String(), "clusterDomain", s.opts.ClusterDomain, "upstreams", s.opts.Upstreams, "stateDir", s.opts.StateDir)
