@@ -28,8 +28,8 @@ import (
 
 	"github.com/drover/drover/api"
 	"github.com/drover/drover/client"
-	"github.com/drover/drover/internal/lifecycle"
 	"github.com/drover/drover/dns/resolver"
+	"github.com/drover/drover/internal/lifecycle"
 )
 
 // DefaultStateDir is where the drover dns command keeps its snapshots.
