@@ -263,18 +263,42 @@ func decodeInto(kind api.Kind, m map[string]any) (api.Object, *api.Error) {
 	return obj, nil
 }
 
-// decodeChecked is decodeInto for a map that is body's own decoding (less
-// server fields the caller deleted and sets again): once the shape check
-// passed, every key is an exact field name of the right type, so decoding
-// body straight into the object means the same and skips re-encoding the
-// map, which is most of a create's decoding cost.
-func decodeChecked(kind api.Kind, m map[string]any, body []byte) (api.Object, *api.Error) {
+// decodeCreate decodes a create's body. Most bodies are right, so the
+// first try is one strict decode straight into the object; only a body it
+// refuses takes the careful path (a generic decode walked against the type),
+// which names the unknown field or wrong type by its path. The two agree on
+// what they accept, except that the strict decode matches field names
+// without regard to case, as encoding/json does.
+func decodeCreate(kind api.Kind, body []byte) (api.Object, *api.Error) {
 	obj := kind.New()
-	if err := checkShape(reflect.TypeOf(obj), m, ""); err != nil {
-		return nil, err
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(obj); err == nil && !dec.More() && bytes.HasPrefix(bytes.TrimSpace(body), []byte("{")) {
+		return checkCreate(kind, obj)
 	}
-	if err := json.Unmarshal(body, obj); err != nil {
-		return decodeInto(kind, m) // the careful path names the field
+	m, aerr := decodeBody(body)
+	if aerr != nil {
+		return nil, aerr
+	}
+	if _, aerr := stripServerFields(m); aerr != nil {
+		return nil, aerr
+	}
+	obj, aerr = decodeInto(kind, m)
+	if aerr != nil {
+		return nil, aerr
+	}
+	return checkCreate(kind, obj)
+}
+
+// checkCreate refuses what a client may not choose; revision and times are
+// set by the store whatever the body said.
+func checkCreate(kind api.Kind, obj api.Object) (api.Object, *api.Error) {
+	m := obj.GetMeta()
+	if m.ID != "" {
+		return nil, invalid("id", "is assigned by the server; leave it out")
+	}
+	if m.Type != "" && m.Type != kind.Type {
+		return nil, invalid("type", "is %q in collection %s, got %q", kind.Type, kind.Collection, m.Type)
 	}
 	return obj, nil
 }

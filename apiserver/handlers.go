@@ -328,24 +328,7 @@ func (s *Server) createHandler(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr)
 		return
 	}
-	m, aerr := decodeBody(body)
-	if aerr != nil {
-		writeError(w, aerr)
-		return
-	}
-	if _, aerr := stripServerFields(m); aerr != nil {
-		writeError(w, aerr)
-		return
-	}
-	if id, ok := m["id"]; ok && id != nil && id != "" {
-		writeError(w, invalid("id", "is assigned by the server; leave it out"))
-		return
-	}
-	if t, ok := m["type"].(string); ok && t != "" && t != kind.Type {
-		writeError(w, invalid("type", "is %q in collection %s, got %q", kind.Type, kind.Collection, t))
-		return
-	}
-	obj, aerr := decodeChecked(kind, m, body)
+	obj, aerr := decodeCreate(kind, body)
 	if aerr != nil {
 		writeError(w, aerr)
 		return
