@@ -56,6 +56,16 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: 200}
+		isList := r.Method == http.MethodGet && strings.Count(strings.TrimSuffix(r.URL.Path, "/"), "/") == 2
+		if r.URL.Query().Get("watch") == "" && r.URL.Path != "/v1/subscribe" && !strings.HasPrefix(r.URL.Path, "/debug/") && !isList {
+			// Every store call of a plain request has a deadline: with the
+			// store away, clients get a 503 in seconds, not a hung request.
+			// (A list may take longer as a whole; each of its pages has the
+			// deadline instead, see store.List.)
+			ctx, cancel := context.WithTimeout(r.Context(), s.opts.StoreTimeout)
+			defer cancel()
+			r = r.WithContext(ctx)
+		}
 		next.ServeHTTP(rec, r)
 		route := r.Pattern
 		if route == "" {
@@ -112,6 +122,9 @@ func adminOnly(next http.Handler) http.Handler {
 
 func writeError(w http.ResponseWriter, e *api.Error) {
 	w.Header().Set("Content-Type", "application/json")
+	if e.Status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "2")
+	}
 	w.WriteHeader(e.Status)
 	json.NewEncoder(w).Encode(e)
 }
@@ -459,6 +472,11 @@ func (s *Server) updateHandler(w http.ResponseWriter, r *http.Request) {
 		}
 		keepStatus(cur, next)
 		carryServerMeta(cur.GetMeta(), next.GetMeta())
+		// Defaults first, so a body that leaves one out is no spec change.
+		if next.GetMeta().ID == "" {
+			next.GetMeta().ID = cur.GetMeta().ID
+		}
+		normalize(kind.Collection, next)
 		if aerr := checkFinalizers(cur.GetMeta(), next.GetMeta()); aerr != nil {
 			return nil, nil, aerr
 		}

@@ -53,6 +53,10 @@ type Options struct {
 	// that takes no data for this long is cut off (default 10s).
 	StreamWriteTimeout time.Duration
 
+	// StoreTimeout bounds the store calls of one plain request (default 5s):
+	// past it the client gets 503 with Retry-After.
+	StoreTimeout time.Duration
+
 	// Gatherers add metrics of the same process (the controllers) to /metrics.
 	Gatherers []prometheus.Gatherer
 }
@@ -78,6 +82,9 @@ func (o *Options) withDefaults() {
 	}
 	if o.RingSize == 0 {
 		o.RingSize = 10000
+	}
+	if o.StoreTimeout == 0 {
+		o.StoreTimeout = 5 * time.Second
 	}
 	if o.KeyPrefix == "" {
 		o.KeyPrefix = "/drover/"
@@ -120,6 +127,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.st = store.New(cli, opts.KeyPrefix, s.metrics.writes)
+	s.st.PageTimeout = opts.StoreTimeout
 	s.st.Check = func(coll string, obj api.Object) *api.Error {
 		normalize(coll, obj)
 		return validate(coll, obj)

@@ -15,11 +15,14 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/drover/drover/api"
 	"github.com/drover/drover/events"
+	"github.com/drover/drover/store"
 )
 
-func parseSince(r *http.Request) (int64, *api.Error) {
+func (s *Server) parseSince(r *http.Request) (int64, *api.Error) {
 	v := r.URL.Query().Get("since")
 	if v == "" {
 		return 0, nil
@@ -27,6 +30,17 @@ func parseSince(r *http.Request) (int64, *api.Error) {
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || n < 0 {
 		return 0, api.NewError(http.StatusBadRequest, api.CodeInvalidField, "since", "since must be a non-negative revision, got %q", v)
+	}
+	// A revision the store has not reached would wait for nothing, or miss
+	// what comes before it: refuse it, saying where the store is.
+	ctx, cancel := context.WithTimeout(r.Context(), s.opts.StoreTimeout)
+	defer cancel()
+	resp, err := s.st.Cli.Get(ctx, s.st.Prefix+"ready", clientv3.WithCountOnly())
+	if err != nil {
+		return 0, store.Unavailable(err)
+	}
+	if n > resp.Header.Revision {
+		return 0, api.NewError(http.StatusBadRequest, api.CodeInvalidField, "since", "since %d is in the future: the store is at revision %d; list to get a revision to watch from", n, resp.Header.Revision)
 	}
 	return n, nil
 }
@@ -102,7 +116,7 @@ func (n *ndjsonSink) Flush() error {
 }
 
 func (s *Server) watchNDJSON(w http.ResponseWriter, r *http.Request, f *events.Filter) {
-	since, aerr := parseSince(r)
+	since, aerr := s.parseSince(r)
 	if aerr != nil {
 		writeError(w, aerr)
 		return
@@ -205,7 +219,7 @@ func (s *Server) subscribeWS(w http.ResponseWriter, r *http.Request) {
 			f.Collections[k.Collection] = true
 		}
 	}
-	since, aerr := parseSince(r)
+	since, aerr := s.parseSince(r)
 	if aerr != nil {
 		writeError(w, aerr)
 		return

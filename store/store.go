@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -35,6 +36,8 @@ type Store struct {
 	Prefix string
 	// Check fills an object's defaults and validates it before every write.
 	Check func(coll string, obj api.Object) *api.Error
+	// PageTimeout bounds each page of a List (0: none).
+	PageTimeout time.Duration
 
 	writes        *prometheus.CounterVec
 	serviceStacks idMap // each service's stack, for container creates
@@ -92,7 +95,12 @@ func (s *Store) List(ctx context.Context, prefix string, keysOnly bool, fn func(
 		if keysOnly {
 			opts = append(opts, clientv3.WithKeysOnly())
 		}
-		resp, err := s.Cli.Get(ctx, from, opts...)
+		pctx, cancel := ctx, context.CancelFunc(func() {})
+		if s.PageTimeout > 0 {
+			pctx, cancel = context.WithTimeout(ctx, s.PageTimeout)
+		}
+		resp, err := s.Cli.Get(pctx, from, opts...)
+		cancel()
 		if err != nil {
 			return 0, err
 		}

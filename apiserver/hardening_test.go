@@ -1,0 +1,97 @@
+package apiserver_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/drover/drover/api"
+	"github.com/drover/drover/apiserver"
+	"github.com/drover/drover/internal/testenv"
+)
+
+// With its etcd gone, the server answers every plain request within seconds
+// with 503, Retry-After and a JSON error, instead of letting requests pile up.
+func TestIntegrationStoreAwayAnswers503(t *testing.T) {
+	integration(t)
+	ctx := context.Background()
+	cluster := testenv.StartEtcdCluster(t, 1)
+	s, c := testenv.StartServer(t, apiserver.Options{EtcdEndpoints: cluster.Endpoints(), StoreTimeout: 2 * time.Second})
+	st := mustStack(t, c, "before")
+	cluster.Stop(0)
+	creds := readCreds(t, s)
+	for _, req := range []struct{ method, path, body string }{
+		{"GET", "/v1/stacks/" + st.ID, ""},
+		{"POST", "/v1/stacks", `{"name":"during"}`},
+		{"PATCH", "/v1/stacks/" + st.ID, `{"labels":{"a":"b"}}`},
+		{"GET", "/v1/stacks", ""},
+	} {
+		start := time.Now()
+		code, body := raw(t, s.URL(), req.method, req.path, req.body, creds)
+		took := time.Since(start)
+		// The bound is generous (the machine is shared): without a deadline
+		// these requests hang for a minute or more.
+		if code != http.StatusServiceUnavailable || took > 20*time.Second || !strings.Contains(string(body), `"code":"ServiceUnavailable"`) {
+			t.Fatalf("%s %s with the store away: %d after %s: %s; want 503 within seconds", req.method, req.path, code, took, body)
+		}
+	}
+	hreq, _ := http.NewRequest("GET", s.URL()+"/v1/stacks/"+st.ID, nil)
+	hreq.SetBasicAuth(creds.AccessKey, creds.SecretKey)
+	resp, err := http.DefaultClient.Do(hreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Header.Get("Retry-After") == "" {
+		t.Fatal("503 without Retry-After")
+	}
+	cluster.Start(0)
+	testenv.Eventually(t, "the server answers again once etcd is back", 60*time.Second, func() error {
+		_, err := c.Stacks().Get(ctx, st.ID)
+		return err
+	})
+}
+
+// A watch from a revision the store has not reached is refused, with the
+// current revision named, instead of waiting on nothing.
+func TestIntegrationWatchFromTheFutureRefused(t *testing.T) {
+	integration(t)
+	s, c := testenv.StartServer(t, apiserver.Options{})
+	st := mustStack(t, c, "now")
+	creds := readCreds(t, s)
+	code, body := raw(t, s.URL(), "GET", fmt.Sprintf("/v1/stacks?watch=true&since=%d", st.Revision+1000), "", creds)
+	if code != http.StatusBadRequest || !strings.Contains(string(body), "in the future") {
+		t.Fatalf("watch since the future: %d %s; want 400 naming the current revision", code, body)
+	}
+}
+
+// A write that does not change the spec keeps the rollback point, even when
+// it leaves out a default the server fills in.
+func TestIntegrationNoOpWriteKeepsRollbackPoint(t *testing.T) {
+	integration(t)
+	ctx := context.Background()
+	_, c := testenv.StartServer(t, apiserver.Options{})
+	st, err := c.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: "rb"}, Spec: api.StackSpec{Compose: "services: {a: {image: x}}\n"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err = c.Stacks().Patch(ctx, st.ID, map[string]any{"spec": map[string]any{"compose": "services: {a: {image: y}}\n"}})
+	if err != nil || st.Status.PreviousSpec == nil {
+		t.Fatalf("spec change: %+v %v; want a rollback point", st.Status, err)
+	}
+	prev := *st.Status.PreviousSpec
+	if st, err = c.Stacks().Patch(ctx, st.ID, map[string]any{"spec": map[string]any{"compose": "services: {a: {image: y}}\n"}}); err != nil {
+		t.Fatal(err)
+	}
+	again := *st
+	again.Spec.Kind = "" // the server's default, left out
+	if st, err = c.Stacks().Update(ctx, st.ID, &again); err != nil {
+		t.Fatal(err)
+	}
+	if st.Status.PreviousSpec == nil || !api.SameJSON(*st.Status.PreviousSpec, prev) {
+		t.Fatalf("no-op writes moved the rollback point to %+v, want %+v", st.Status.PreviousSpec, prev)
+	}
+}
