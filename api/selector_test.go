@@ -3,6 +3,8 @@ package api
 import (
 	"strings"
 	"testing"
+
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 func TestSelector(t *testing.T) {
@@ -36,7 +38,15 @@ func TestSelector(t *testing.T) {
 			t.Errorf("%q matches = %v, want %v", tc.sel, got, tc.want)
 		}
 	}
-	for _, bad := range []string{"a=b=c", "=x", "!", "a b=c", "tier in (", "k=" + strings.Repeat("v", 64)} {
+	// Engine labels carry Rancher values Kubernetes label values may not.
+	long := map[string]string{"io.rancher.stack_service.name": "shop/web", "name": strings.Repeat("v", 100)}
+	for _, sel := range []string{"io.rancher.stack_service.name=shop/web", "name=" + strings.Repeat("v", 100), "io.rancher.stack_service.name in (shop/web,x)"} {
+		s, err := ParseSelector(sel)
+		if err != nil || !s.Matches(long) {
+			t.Errorf("%q: %v; want it to parse and match", sel, err)
+		}
+	}
+	for _, bad := range []string{"a=b=c", "=x", "!", "a b=c", "tier in (", "tier in a,b)", "tier in ((a))", "k in (a b)"} {
 		if _, err := ParseSelector(bad); err == nil {
 			t.Errorf("%q should not parse", bad)
 		}
@@ -59,4 +69,24 @@ func FuzzParseSelector(f *testing.F) {
 		}
 		sel.Matches(map[string]string{"a": "b"})
 	})
+}
+
+// Where both parsers accept a selector, they agree on what it selects.
+func TestSelectorAgreesWithApimachinery(t *testing.T) {
+	sets := []map[string]string{{}, {"app": "web"}, {"app": "db", "tier": "front"}, {"tier": "back", "env": "prod"}}
+	for _, sel := range []string{"", "app=web", "app!=web", "app", "!app", "app in (web,db)", "app notin (web)", "tier in (front), env notin (dev,qa)", "app==db,tier=front", "!env,app"} {
+		ours, err := ParseSelector(sel)
+		if err != nil {
+			t.Fatalf("%q: %v", sel, err)
+		}
+		theirs, err := labels.Parse(sel)
+		if err != nil {
+			t.Fatalf("apimachinery %q: %v", sel, err)
+		}
+		for _, set := range sets {
+			if a, b := ours.Matches(set), theirs.Matches(labels.Set(set)); a != b {
+				t.Errorf("%q on %v: ours %v, apimachinery %v", sel, set, a, b)
+			}
+		}
+	}
 }

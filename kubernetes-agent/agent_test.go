@@ -201,7 +201,11 @@ func TestIntegrationEveryRow(t *testing.T) {
 	})
 	// The host drops a label it owned: the node loses it; a label the node
 	// has of its own stays.
-	if _, err := e.eng.Hosts().Patch(ctx, host.ID, map[string]any{"labels": map[string]any{"zone": nil, "note": nil}, "status": map[string]any{"subnet": "10.42.7.0/24"}}); err != nil {
+	if _, err := e.eng.Hosts().Patch(ctx, host.ID, map[string]any{"labels": map[string]any{"zone": nil, "note": nil}}); err != nil {
+		t.Fatal(err)
+	}
+	// The subnet is status (the IPAM controller's): written through /status.
+	if _, err := e.eng.Hosts().PatchStatus(ctx, host.ID, map[string]any{"status": map[string]any{"subnet": "10.42.7.0/24"}}); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "dropped host label leaves the node; subnet becomes podCIDR", func() error {

@@ -432,6 +432,7 @@ func namedStack(ctx context.Context, fs *flag.FlagSet, cf *cliFlags, args []stri
 
 func stackRm(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, cf := newCLIFlags("drover stack rm NAME", stderr)
+	wait := fs.Duration("wait", 2*time.Minute, "how long to wait until the stack, its services and their containers are gone (0: do not wait)")
 	c, st, err := namedStack(ctx, fs, cf, args)
 	if err != nil || st == nil {
 		return err
@@ -439,8 +440,36 @@ func stackRm(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if _, err := c.Stacks().Delete(ctx, st.ID); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "stack %s removed, with its services and containers\n", st.Name)
-	return nil
+	if *wait == 0 {
+		fmt.Fprintf(stdout, "stack %s is being removed, with its services and containers\n", st.Name)
+		return nil
+	}
+	// Deletion finishes in the background (the garbage collector removes
+	// the services and containers first): wait for it, as kubectl delete does.
+	deadline := time.Now().Add(*wait)
+	last := ""
+	for {
+		if _, err := c.Stacks().Get(ctx, st.ID); api.IsNotFound(err) {
+			fmt.Fprintf(stdout, "stack %s removed, with its services and containers\n", st.Name)
+			return nil
+		} else if err != nil {
+			return err
+		}
+		svcs, _, _ := c.Services().List(ctx, client.ListOptions{StackID: st.ID})
+		ctrs, _, _ := c.Containers().List(ctx, client.ListOptions{StackID: st.ID})
+		if msg := fmt.Sprintf("removing stack %s: %d services, %d containers left", st.Name, len(svcs), len(ctrs)); msg != last {
+			fmt.Fprintln(stderr, msg)
+			last = msg
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("stack %s is still being removed after %s; it will go on in the background (drover stack ls shows it until then)", st.Name, *wait)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 func runHost(ctx context.Context, args []string, stdout, stderr io.Writer) error {
