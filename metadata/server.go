@@ -402,8 +402,21 @@ func (s *Server) resolve(segs []string, ip string) (answer, bool) {
 	if len(segs) == 0 {
 		return answer{raw: obj}, true
 	}
+	flat := obj.flat()
+	if v, ok := topField(flat, segs[0]); ok {
+		// One step into the object: scan to that field, decode only it.
+		if v == nil {
+			return answer{}, false
+		}
+		var node any
+		if err := json.Unmarshal(v, &node); err != nil {
+			return answer{}, false
+		}
+		node, ok := walk(node, segs[1:])
+		return answer{value: node}, ok
+	}
 	var node any
-	if err := json.Unmarshal(obj.flat(), &node); err != nil {
+	if err := json.Unmarshal(flat, &node); err != nil {
 		return answer{}, false
 	}
 	node, ok := walk(node, segs)
