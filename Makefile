@@ -55,6 +55,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime $(FUZZTIME) ./stacks/
 	$(GO) test -run XXX -fuzz FuzzAffinity -fuzztime $(FUZZTIME) ./stacks/
 	$(GO) test -run XXX -fuzz FuzzServeDNS -fuzztime $(FUZZTIME) ./dns/resolver/
+	$(GO) test -run XXX -fuzz FuzzTopField -fuzztime $(FUZZTIME) ./metadata/
 
 ## bench: every benchmark (prints one line per figure).
 bench: bench-engine bench-kube bench-sched bench-stack bench-netsvc
