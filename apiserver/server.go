@@ -133,8 +133,23 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		return validate(coll, obj)
 	}
 	s.hub = events.New(cli, s.st.Prefix+"o/", s.log, s.metrics.hub, opts.RingSize)
-	s.hub.OnChange = s.auth.Invalidate
-	s.hub.OnReset = s.auth.Reset
+	s.hub.OnStart = func(rev int64) {
+		ctx, cancel := context.WithTimeout(context.Background(), opts.StoreTimeout)
+		defer cancel()
+		if err := s.st.LoadParents(ctx, rev); err != nil {
+			// Creates compare parents in their transactions instead.
+			s.log.Warn("loading parents for reference checks", "err", err)
+		}
+	}
+	s.hub.OnChange = func(coll, id string, rev int64, removed, deleting bool) {
+		s.auth.Invalidate(coll, id, rev)
+		s.st.ParentChanged(coll, id, removed, deleting)
+	}
+	s.hub.OnReset = func(rev int64) {
+		s.auth.Reset(rev)
+		s.st.ForgetParents()
+		s.hub.OnStart(rev)
+	}
 	s.metrics.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "drover_server_subscribers", Help: "Event stream subscribers connected now.",
 	}, func() float64 { return float64(s.hub.Subscribers()) }))

@@ -49,7 +49,7 @@ func (f *Filter) frame(ev *event) ([]byte, bool) {
 	if f.Matches(ev.collection, ev.id, &ev.cur) {
 		return ev.frame, true
 	}
-	if ev.hasPrev && f.Matches(ev.collection, ev.id, &ev.prev) {
+	if ev.hasPrev && f.Matches(ev.collection, ev.id, ev.prevFields()) {
 		return ev.removalFrame(), true
 	}
 	return nil, false

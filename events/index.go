@@ -74,7 +74,7 @@ func eventHostKeys(ev *event, keys *[3]string) []string {
 	}
 	add(ev.cur.Spec.HostID)
 	if ev.hasPrev {
-		add(ev.prev.Spec.HostID)
+		add(ev.prevFields().Spec.HostID)
 	}
 	return out
 }

@@ -40,7 +40,8 @@ type Store struct {
 	PageTimeout time.Duration
 
 	writes        *prometheus.CounterVec
-	serviceStacks idMap // each service's stack, for container creates
+	serviceStacks idMap   // each service's stack, for container creates
+	parents       parents // see parents.go
 }
 
 // New returns a store under prefix; writes counts writes by collection and
