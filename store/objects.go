@@ -155,9 +155,13 @@ func (s *Store) Create(ctx context.Context, kind api.Kind, obj api.Object, secre
 	if aerr != nil {
 		return nil, 0, aerr
 	}
-	rc, ro, used := s.refChecks(kind.Collection, obj, nil)
+	only := func(ref) bool { return true }
 	if checked {
-		rc, used = nil, nil // checked against the parents map
+		only = func(r ref) bool { return r.indexed != nil } // checked against the parents map; index entries still go in
+	}
+	rc, ro, used := s.refChecks(kind.Collection, obj, only)
+	if checked {
+		rc, used = nil, nil
 	}
 	cmps = append(cmps, rc...)
 	ops = append(ops, ro...)
