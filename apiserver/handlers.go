@@ -71,9 +71,17 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 		if route == "" {
 			route = "unmatched"
 		}
-		s.metrics.requests.WithLabelValues(r.Method, route, strconv.Itoa(rec.status)).Inc()
+		// Label values come from a fixed set: made-up methods and paths
+		// must not grow the series without bound.
+		method := r.Method
+		switch method {
+		case http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodHead, http.MethodOptions:
+		default:
+			method = "other"
+		}
+		s.metrics.requests.WithLabelValues(method, route, strconv.Itoa(rec.status)).Inc()
 		if r.URL.Query().Get("watch") == "" && route != "GET /v1/subscribe" {
-			s.metrics.duration.WithLabelValues(r.Method, route).Observe(time.Since(start).Seconds())
+			s.metrics.duration.WithLabelValues(method, route).Observe(time.Since(start).Seconds())
 		}
 	})
 }

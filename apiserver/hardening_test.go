@@ -2,6 +2,7 @@ package apiserver_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -93,5 +94,45 @@ func TestIntegrationNoOpWriteKeepsRollbackPoint(t *testing.T) {
 	}
 	if st.Status.PreviousSpec == nil || !api.SameJSON(*st.Status.PreviousSpec, prev) {
 		t.Fatalf("no-op writes moved the rollback point to %+v, want %+v", st.Status.PreviousSpec, prev)
+	}
+}
+
+// An object too big for etcd is refused with 413 naming its biggest part,
+// before the write, instead of a 503 the client would retry forever; the
+// previous spec kept for rollback counts.
+func TestIntegrationTooBigObjectRefused(t *testing.T) {
+	integration(t)
+	ctx := context.Background()
+	_, c := testenv.StartServer(t, apiserver.Options{})
+	big := func(c byte) string { return strings.Repeat(string(c), 900<<10) }
+	st, err := c.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: "big"}, Spec: api.StackSpec{Answers: map[string]string{"a": big('x')}}})
+	if err != nil {
+		t.Fatalf("a 900 KiB stack fits: %v", err)
+	}
+	_, err = c.Stacks().Patch(ctx, st.ID, map[string]any{"spec": map[string]any{"answers": map[string]any{"a": big('y')}}})
+	var ae *api.Error
+	if !errors.As(err, &ae) || ae.Status != http.StatusRequestEntityTooLarge || ae.Field == "" || !strings.Contains(ae.Message, "status.previousSpec") {
+		t.Fatalf("spec + previous spec over the limit: %v; want 413 naming the parts", err)
+	}
+	got, err := c.Stacks().Get(ctx, st.ID)
+	if err != nil || got.Spec.Answers["a"][0] != 'x' || got.Revision != st.Revision {
+		t.Fatalf("the refused write changed the stack: %v", err)
+	}
+}
+
+// Made-up HTTP methods do not grow the metrics without bound.
+func TestIntegrationMetricLabelsBounded(t *testing.T) {
+	integration(t)
+	s, _ := testenv.StartServer(t, apiserver.Options{})
+	creds := readCreds(t, s)
+	for i := 0; i < 50; i++ {
+		raw(t, s.URL(), fmt.Sprintf("MADEUP%d", i), fmt.Sprintf("/nowhere/%d", i), "", creds)
+	}
+	_, body := raw(t, s.URL(), "GET", "/metrics", "", creds)
+	if strings.Contains(string(body), "MADEUP") || strings.Contains(string(body), "/nowhere/") {
+		t.Fatal("made-up methods or paths became metric labels")
+	}
+	if !strings.Contains(string(body), `method="other"`) {
+		t.Fatal(`want made-up methods counted as method="other"`)
 	}
 }

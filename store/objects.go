@@ -143,6 +143,9 @@ func (s *Store) Create(ctx context.Context, kind api.Kind, obj api.Object, secre
 	key := s.ObjectKey(kind.Collection, m.ID)
 	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}
 	stored := EncodeStored(obj)
+	if aerr := checkSize(obj, stored, secret); aerr != nil {
+		return nil, 0, aerr
+	}
 	ops := []clientv3.Op{clientv3.OpPut(key, string(stored))}
 	scope, unique := nameScope(kind.Collection, obj)
 	var nk string
@@ -270,6 +273,9 @@ func (s *Store) commitUpdate(ctx context.Context, kind api.Kind, cur, next api.O
 	nm.UpdatedAt = time.Now().UTC().Truncate(time.Millisecond)
 	key := s.ObjectKey(kind.Collection, cm.ID)
 	stored := EncodeStored(next)
+	if aerr := checkSize(next, stored, secret); aerr != nil {
+		return nil, 0, aerr, false
+	}
 	if nm.Deleting() && len(nm.Finalizers) == 0 {
 		// The last finalizer went: the object goes now.
 		rev, aerr, retry := s.Purge(ctx, kind, cur)
