@@ -50,6 +50,8 @@ FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run XXX -fuzz FuzzDecodeObject -fuzztime $(FUZZTIME) ./apiserver/
 	$(GO) test -run XXX -fuzz FuzzMergePatch -fuzztime $(FUZZTIME) ./apiserver/
+	$(GO) test -run XXX -fuzz FuzzCheckTemplate -fuzztime $(FUZZTIME) ./apiserver/
+	$(GO) test -run XXX -fuzz FuzzCredentials -fuzztime $(FUZZTIME) ./auth/
 	$(GO) test -run XXX -fuzz FuzzParseSelector -fuzztime $(FUZZTIME) ./api/
 	$(GO) test -run XXX -fuzz FuzzSplitData -fuzztime $(FUZZTIME) ./client/
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime $(FUZZTIME) ./stacks/

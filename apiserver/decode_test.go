@@ -175,3 +175,16 @@ func FuzzMergePatch(f *testing.F) {
 		}
 	})
 }
+
+// A Kubernetes template of any content is either accepted or refused with a
+// message, quickly: no panic, no runaway alias expansion.
+func FuzzCheckTemplate(f *testing.F) {
+	for _, s := range []string{"apiVersion: v1\nkind: Pod\n", "---\n---\napiVersion: v1\nkind: A\n", "a: &a [1,2]\nb: [*a,*a]\n", "- 1\n", ": :"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, tpl string) {
+		if err := checkTemplate(tpl); err != nil && err.Error() == "" {
+			t.Fatal("refused without a reason")
+		}
+	})
+}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -328,6 +329,15 @@ func stripServerFields(m map[string]any) (int64, *api.Error) {
 			return 0, api.NewError(http.StatusBadRequest, api.CodeInvalidField, "revision", "revision must be a non-negative integer")
 		}
 		rev = i
+	}
+	// The times are the server's: a body may echo them, but what is not a
+	// time is a mistake worth saying, not something to drop silently.
+	for _, k := range []string{"createdAt", "updatedAt"} {
+		if v, ok := m[k]; ok && v != nil {
+			if aerr := checkShape(reflect.TypeOf(time.Time{}), v, k); aerr != nil {
+				return 0, aerr
+			}
+		}
 	}
 	delete(m, "revision")
 	delete(m, "createdAt")

@@ -2,9 +2,11 @@ package apiserver_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -134,5 +136,38 @@ func TestIntegrationMetricLabelsBounded(t *testing.T) {
 	}
 	if !strings.Contains(string(body), `method="other"`) {
 		t.Fatal(`want made-up methods counted as method="other"`)
+	}
+}
+
+// Input that used to be stored or silently dropped is refused, naming the
+// field.
+func TestIntegrationBadInputRefused(t *testing.T) {
+	integration(t)
+	s, _ := testenv.StartServer(t, apiserver.Options{})
+	creds := readCreds(t, s)
+	bomb := "a: &a [\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\"]\n"
+	prev := "a"
+	for _, n := range []string{"b", "c", "d", "e", "f", "g", "h", "i"} {
+		bomb += n + ": &" + n + " [*" + prev + ",*" + prev + ",*" + prev + ",*" + prev + ",*" + prev + ",*" + prev + ",*" + prev + ",*" + prev + ",*" + prev + "]\n"
+		prev = n
+	}
+	for _, tc := range []struct{ path, body, field string }{
+		{"/v1/hosts", `{"name":"` + strings.Repeat("a", 70) + `.example"}`, "name"},
+		{"/v1/stacks", `{"name":"zw","labels":{"zone\u200b":"a"}}`, "labels.zone\u200b"},
+		{"/v1/stacks", `{"name":"zv","labels":{"zone":"a\u200bb"}}`, "labels.zone"},
+		{"/v1/stacks", `{"name":"when","createdAt":"yesterday"}`, "createdAt"},
+		{"/v1/stacks", `{"name":"bomb","spec":{"kind":"kubernetes","templates":{"x.yaml":` + strconv.Quote(bomb) + `}}}`, "spec.templates.x.yaml"},
+		{"/v1/stacks", `{"name":"nokind","spec":{"kind":"kubernetes","templates":{"x.yaml":"apiVersion: v1\nmetadata: {name: a}\n"}}}`, "spec.templates.x.yaml"},
+	} {
+		code, body := raw(t, s.URL(), "POST", tc.path, tc.body, creds)
+		var e api.Error
+		json.Unmarshal(body, &e)
+		if code < 400 || code > 499 || e.Field != tc.field {
+			t.Errorf("POST %s %.60s: %d %s; want 4xx naming %q", tc.path, tc.body, code, body, tc.field)
+		}
+	}
+	// Rancher's label keys still pass.
+	if code, body := raw(t, s.URL(), "POST", "/v1/stacks", `{"name":"rancher","labels":{"io.rancher.scheduler.affinity:host_label":"zone=a","example.com/tier":"web"}}`, creds); code != 201 {
+		t.Fatalf("Rancher label keys: %d %s", code, body)
 	}
 }

@@ -7,12 +7,17 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
 	"unicode"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/drover/drover/api"
 	"github.com/drover/drover/stacks"
@@ -84,7 +89,7 @@ func validate(coll string, obj api.Object) *api.Error {
 		return required("name", "a lowercase DNS label such as \"web\"")
 	}
 	if coll == "hosts" {
-		if len(m.Name) > 253 || !dnsSubdomain.MatchString(m.Name) {
+		if !validHostName(m.Name) {
 			return invalid("name", "%q is not a valid host name: use lowercase letters, digits, '-' and '.', at most 253 characters", m.Name)
 		}
 	} else if len(m.Name) > 63 || !dnsLabel.MatchString(m.Name) {
@@ -114,16 +119,34 @@ func validate(coll string, obj api.Object) *api.Error {
 	return nil
 }
 
+// labelKey is a Kubernetes label key widened to Rancher's: an optional
+// DNS-subdomain prefix and '/', then letters, digits, '-', '_', '.' and ':'
+// (io.rancher.scheduler.affinity:host_label), starting and ending with a
+// letter or digit. Anything else — spaces, invisible characters such as a
+// zero-width space — would make two keys that look the same differ.
+var labelKey = regexp.MustCompile(`^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.:]*[A-Za-z0-9])?$`)
+
 func validLabel(field, k, v string) *api.Error {
-	if k == "" || len(k) > 253 || strings.IndexFunc(k, func(r rune) bool {
-		return unicode.IsSpace(r) || unicode.IsControl(r) || r == '=' || r == ',' || r == '!'
-	}) >= 0 {
-		return invalid(field+"."+k, "label key %q must be 1-253 characters without spaces, '=', ',' or '!'", k)
+	if k == "" || len(k) > 253 || !labelKey.MatchString(k) {
+		return invalid(field+"."+k, "label key %q must be 1-253 characters: an optional DNS prefix and '/', then letters, digits, '-', '_', '.' or ':', starting and ending with a letter or digit", k)
 	}
-	if len(v) > 4096 || strings.IndexFunc(v, unicode.IsControl) >= 0 {
-		return invalid(field+"."+k, "label value must be at most 4096 characters without control characters")
+	if len(v) > 4096 || strings.IndexFunc(v, func(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Cf, r) }) >= 0 {
+		return invalid(field+"."+k, "label value must be at most 4096 characters without control or invisible characters")
 	}
 	return nil
+}
+
+// validHostName is a DNS name: labels of at most 63 characters.
+func validHostName(name string) bool {
+	if len(name) > 253 || !dnsSubdomain.MatchString(name) {
+		return false
+	}
+	for _, l := range strings.Split(name, ".") {
+		if len(l) > 63 {
+			return false
+		}
+	}
+	return true
 }
 
 func oneOf(field, v string, allowed ...string) *api.Error {
@@ -176,6 +199,11 @@ func validateStack(o *api.Stack) *api.Error {
 		// is half-deployed; the message names file, line and key.
 		if _, err := stacks.ParseSpec(context.Background(), o.Name, o.Spec); err != nil {
 			return invalid("spec.compose", "%v", err)
+		}
+	}
+	for name, tpl := range o.Spec.Templates {
+		if err := checkTemplate(tpl); err != nil {
+			return invalid("spec.templates."+name, "%v", err)
 		}
 	}
 	if o.Spec.Namespace != "" && (len(o.Spec.Namespace) > 63 || !dnsLabel.MatchString(o.Spec.Namespace)) {
@@ -382,4 +410,46 @@ func certificateStatus(certPEM, keyPEM string) (api.CertificateStatus, *api.Erro
 	st.NotAfter = leaf.NotAfter.UTC()
 	st.Fingerprint = hex.EncodeToString(sum[:])
 	return st, nil
+}
+
+// Limits on a Kubernetes template, checked before it is stored.
+const (
+	maxTemplateBytes     = 256 << 10
+	maxTemplateDocuments = 1000
+)
+
+// checkTemplate parses a Kubernetes template (YAML documents) with limits:
+// yaml.v3 refuses documents whose aliases expand without bound (a "billion
+// laughs" file), and each document must be a mapping with apiVersion and
+// kind, as kubectl expects.
+func checkTemplate(tpl string) error {
+	if len(tpl) > maxTemplateBytes {
+		return fmt.Errorf("is %d KiB; at most %d KiB", len(tpl)>>10, maxTemplateBytes>>10)
+	}
+	dec := yaml.NewDecoder(strings.NewReader(tpl))
+	for n := 1; ; n++ {
+		if n > maxTemplateDocuments {
+			return fmt.Errorf("has more than %d documents", maxTemplateDocuments)
+		}
+		var doc any
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("document %d: %v", n, err)
+		}
+		if doc == nil {
+			continue // an empty document between separators
+		}
+		m, ok := doc.(map[string]any)
+		if !ok {
+			return fmt.Errorf("document %d is not a mapping (want a Kubernetes object with apiVersion and kind)", n)
+		}
+		for _, k := range []string{"apiVersion", "kind"} {
+			if v, _ := m[k].(string); v == "" {
+				return fmt.Errorf("document %d has no %s", n, k)
+			}
+		}
+	}
 }
