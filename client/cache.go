@@ -5,6 +5,7 @@ import (
 	"errors"
 	"hash/maphash"
 	"log/slog"
+	"net/http"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -271,6 +272,13 @@ func (c *Cache[T, PT]) watch(ctx context.Context, backoff *backoff.Backoff) (boo
 	}
 	w, err := c.res.Watch(ctx, since, c.opts, 0)
 	if err != nil {
+		var ae *api.Error
+		if errors.As(err, &ae) && ae.Status == http.StatusBadRequest && ae.Field == "since" {
+			// The store is behind our revision: a snapshot of another or a
+			// wiped store. What we hold cannot be trusted: list again.
+			c.log.Warn("the engine has not reached the cache's revision; listing again", "revision", since, "err", err)
+			return true, nil
+		}
 		return false, err
 	}
 	defer w.Close()

@@ -278,3 +278,58 @@ func ptrs[T any](items []T) []*T {
 	}
 	return out
 }
+
+// A snapshot taken from one engine is never served for another, and a cache
+// whose revision the engine has not reached (a wiped store behind the same
+// address) lists again instead of waiting on nothing.
+func TestIntegrationCacheSnapshotOfAnotherEngine(t *testing.T) {
+	integration(t)
+	path := filepath.Join(t.TempDir(), "networks.json")
+	sa, a := testenv.StartServer(t, apiserver.Options{})
+	mustNetwork(t, a, "only-in-a")
+	for i := 0; i < 20; i++ {
+		mustNetwork(t, a, fmt.Sprintf("churn-%d", i)) // a's revision runs ahead of b's
+	}
+	first := client.NewCache(a.Networks(), client.ListOptions{}, client.Handlers[api.Network]{}, testenv.Logger())
+	first.SetSnapshot(path)
+	stop := runCache(t, first)
+	waitSynced(t, first, 30*time.Second)
+	eventually(t, "the snapshot", func() bool { _, err := os.Stat(path); return err == nil })
+	stop()
+	sa.Close()
+
+	// Another engine: the snapshot is not loaded.
+	_, b := testenv.StartServer(t, apiserver.Options{})
+	mustNetwork(t, b, "only-in-b")
+	other := client.NewCache(b.Networks(), client.ListOptions{}, client.Handlers[api.Network]{}, testenv.Logger())
+	other.SetSnapshot(path)
+	runCache(t, other)
+	waitSynced(t, other, 30*time.Second)
+	if other.FromSnapshot() || !slices.Equal(names(other.List()), []string{"only-in-b"}) {
+		t.Fatalf("cache of engine b holds %v (from snapshot %v), want only-in-b", names(other.List()), other.FromSnapshot())
+	}
+
+	// A wiped store behind the same address as the snapshot's.
+	dataDir := t.TempDir()
+	sc, c := testenv.StartServer(t, apiserver.Options{DataDir: dataDir})
+	addr := strings.TrimPrefix(sc.URL(), "http://")
+	for i := 0; i < 30; i++ {
+		mustNetwork(t, c, fmt.Sprintf("old-%d", i))
+	}
+	snap := filepath.Join(t.TempDir(), "networks.json")
+	old := client.NewCache(c.Networks(), client.ListOptions{}, client.Handlers[api.Network]{}, testenv.Logger())
+	old.SetSnapshot(snap)
+	stopOld := runCache(t, old)
+	waitSynced(t, old, 30*time.Second)
+	eventually(t, "the snapshot", func() bool { _, err := os.Stat(snap); return err == nil })
+	stopOld()
+	sc.Close()
+	_, wiped := testenv.StartServer(t, apiserver.Options{DataDir: t.TempDir(), Listen: addr})
+	mustNetwork(t, wiped, "fresh")
+	again := client.NewCache(wiped.Networks(), client.ListOptions{}, client.Handlers[api.Network]{}, testenv.Logger())
+	again.SetSnapshot(snap)
+	runCache(t, again)
+	eventually(t, "the cache to drop the wiped store's objects", func() bool {
+		return slices.Equal(names(again.List()), []string{"fresh"})
+	})
+}

@@ -26,7 +26,10 @@ type snapshotFile[T any] struct {
 	Collection string `json:"collection"`
 	// Filter is the cache's list options as a query string, so a snapshot
 	// of a filtered cache is never loaded into a cache with another filter.
-	Filter   string `json:"filter,omitempty"`
+	Filter string `json:"filter,omitempty"`
+	// Engine is the URL the snapshot was taken from: a snapshot of another
+	// engine is never loaded.
+	Engine   string `json:"engine,omitempty"`
 	Revision int64  `json:"revision"`
 	Items    []*T   `json:"items"`
 }
@@ -96,6 +99,9 @@ func (c *Cache[T, PT]) decodeSnapshot(b []byte) (*snapshotFile[T], error) {
 	if f.Collection != c.res.collection {
 		return nil, fmt.Errorf("client: snapshot is of %q, not %q", f.Collection, c.res.collection)
 	}
+	if f.Engine != c.res.c.base {
+		return nil, fmt.Errorf("client: snapshot is of engine %q, not %q", f.Engine, c.res.c.base)
+	}
 	if want := c.opts.values().Encode(); f.Filter != want {
 		return nil, fmt.Errorf("client: snapshot was taken with filter %q, not %q", f.Filter, want)
 	}
@@ -142,7 +148,7 @@ func (c *Cache[T, PT]) writeSnapshot(final bool) {
 	}
 	// Objects in the cache are never modified, only replaced, so they can
 	// be encoded after the lock is let go.
-	f := snapshotFile[T]{Collection: c.res.collection, Filter: c.opts.values().Encode(), Revision: rev, Items: make([]*T, 0, len(c.items))}
+	f := snapshotFile[T]{Collection: c.res.collection, Filter: c.opts.values().Encode(), Engine: c.res.c.base, Revision: rev, Items: make([]*T, 0, len(c.items))}
 	for _, o := range c.items {
 		f.Items = append(f.Items, o)
 	}

@@ -95,12 +95,12 @@ func run() error {
 		return err
 	}
 	dnsPort, mdPort := freePort(), freePort()
-	dnsd, err := start("dns", "--listen", fmt.Sprintf("127.0.0.1:%d", dnsPort), "--upstream", "127.0.0.1:1", "--metrics-listen", "", "--credentials", creds, "--log-level", "warn")
+	dnsd, err := start("dns", "--listen", fmt.Sprintf("127.0.0.1:%d", dnsPort), "--upstream", "127.0.0.1:1", "--metrics-listen", "", "--credentials", creds, "--state-dir", filepath.Join(dir, "dns-state"), "--log-level", "warn")
 	if err != nil {
 		return err
 	}
 	procs = append(procs, dnsd)
-	mdd, err := start("metadata", "--listen", fmt.Sprintf("127.0.0.1:%d", mdPort), "--xff", "--credentials", creds, "--log-level", "warn")
+	mdd, err := start("metadata", "--listen", fmt.Sprintf("127.0.0.1:%d", mdPort), "--xff", "--credentials", creds, "--state-dir", filepath.Join(dir, "metadata-state"), "--log-level", "warn")
 	if err != nil {
 		return err
 	}

@@ -51,7 +51,7 @@ func metadataFigures(parent string) error {
 		return err
 	}
 	port := freePort()
-	md, err := start("metadata", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--xff", "--credentials", filepath.Join(dir, "credentials.json"), "--log-level", "warn")
+	md, err := start("metadata", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--xff", "--credentials", filepath.Join(dir, "credentials.json"), "--state-dir", filepath.Join(dir, "metadata-state"), "--log-level", "warn")
 	if err != nil {
 		return err
 	}
