@@ -1,10 +1,12 @@
 package apiserver_test
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -169,5 +171,54 @@ func TestIntegrationBadInputRefused(t *testing.T) {
 	// Rancher's label keys still pass.
 	if code, body := raw(t, s.URL(), "POST", "/v1/stacks", `{"name":"rancher","labels":{"io.rancher.scheduler.affinity:host_label":"zone=a","example.com/tier":"web"}}`, creds); code != 201 {
 		t.Fatalf("Rancher label keys: %d %s", code, body)
+	}
+}
+
+// A client trickling a request body cannot hold its connection past the
+// read timeout, key or no key, while streams live on.
+func TestIntegrationSlowBodyCutOff(t *testing.T) {
+	integration(t)
+	s, cl := testenv.StartServer(t, apiserver.Options{ReadTimeout: time.Second})
+	creds := readCreds(t, s)
+	// A watch outlives the read timeout.
+	req, _ := http.NewRequest("GET", s.URL()+"/v1/stacks?watch=true", nil)
+	req.SetBasicAuth(creds.AccessKey, creds.SecretKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	host := strings.TrimPrefix(s.URL(), "http://")
+	var conns []net.Conn
+	for i := 0; i < 20; i++ {
+		c, err := net.Dial("tcp", host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		fmt.Fprintf(c, "POST /v1/stacks HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{", host)
+	}
+	time.Sleep(3 * time.Second)
+	for i, c := range conns {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 512)
+		n, err := c.Read(buf)
+		// The server answers or closes; either way the connection is done.
+		if err == nil && n == 0 {
+			t.Fatalf("connection %d still held", i)
+		}
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatalf("connection %d still held after the read timeout", i)
+		}
+		c.Close()
+	}
+	// The watch is still there: it gets the next event.
+	time.Sleep(time.Second) // past the read timeout for the watch too
+	if _, err := cl.Stacks().Create(context.Background(), &api.Stack{Meta: api.Meta{Name: "after"}}); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil || !strings.Contains(line, `"after"`) {
+		t.Fatalf("the watch did not outlive the read timeout: %q", line)
 	}
 }

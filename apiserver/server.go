@@ -53,6 +53,9 @@ type Options struct {
 	// that takes no data for this long is cut off (default 10s).
 	StreamWriteTimeout time.Duration
 
+	// ReadTimeout bounds reading one request, body included (default 30s).
+	ReadTimeout time.Duration
+
 	// StoreTimeout bounds the store calls of one plain request (default 5s):
 	// past it the client gets 503 with Retry-After.
 	StoreTimeout time.Duration
@@ -82,6 +85,9 @@ func (o *Options) withDefaults() {
 	}
 	if o.RingSize == 0 {
 		o.RingSize = 10000
+	}
+	if o.ReadTimeout == 0 {
+		o.ReadTimeout = 30 * time.Second
 	}
 	if o.StoreTimeout == 0 {
 		o.StoreTimeout = 5 * time.Second
@@ -199,7 +205,11 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		s.closeStore()
 		return nil, s.err
 	}
-	s.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
+	// A request has ReadTimeout to arrive whole, body included, so a client
+	// trickling a body cannot hold a connection for long; streams lift the
+	// deadline once they start (they have write deadlines of their own).
+	s.http = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: opts.ReadTimeout, IdleTimeout: 2 * time.Minute,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	go func() {
 		if err := s.http.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.setErr(fmt.Errorf("server: serving: %w", err))

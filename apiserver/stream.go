@@ -116,6 +116,8 @@ func (n *ndjsonSink) Flush() error {
 }
 
 func (s *Server) watchNDJSON(w http.ResponseWriter, r *http.Request, f *events.Filter) {
+	// A watch lasts: lift the request's read deadline (a GET has no body).
+	http.NewResponseController(w).SetReadDeadline(time.Time{})
 	since, aerr := s.parseSince(r)
 	if aerr != nil {
 		writeError(w, aerr)
@@ -228,6 +230,7 @@ func (s *Server) subscribeWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // the upgrader has answered
 	}
+	conn.SetReadDeadline(time.Time{}) // the request's deadline does not bind the stream
 	defer conn.Close()
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
