@@ -438,6 +438,7 @@ func TestCacheIgnoresBadSnapshots(t *testing.T) {
 		"corrupt":          `{"collection":"stacks","revision":9,"items":[{"id":"old"`,
 		"other collection": good("hosts"),
 		"other filter":     `{"collection":"stacks","filter":"hostId=h1","revision":9,"items":[{"type":"stack","id":"old","revision":9}]}`,
+		"other engine":     `{"collection":"stacks","engine":"http://elsewhere:1","revision":9,"items":[{"type":"stack","id":"old","revision":9}]}`,
 		"no revision":      `{"collection":"stacks","items":[]}`,
 		"item without id":  `{"collection":"stacks","revision":9,"items":[{"name":"x"}]}`,
 	} {
@@ -470,7 +471,7 @@ func TestCacheIgnoresBadSnapshots(t *testing.T) {
 func TestCacheStartsFromSnapshotThenResyncs(t *testing.T) {
 	f := newFakeEngine(t, listBody(12, stack("a", 11), stack("kept", 5)))
 	path := filepath.Join(t.TempDir(), "stacks.json")
-	snap := `{"collection":"stacks","revision":9,"items":[{"type":"stack","id":"old","name":"old","revision":9},{"type":"stack","id":"kept","name":"kept","revision":5}]}`
+	snap := `{"collection":"stacks","engine":"` + f.srv.URL + `","revision":9,"items":[{"type":"stack","id":"old","name":"old","revision":9},{"type":"stack","id":"kept","name":"kept","revision":5}]}`
 	if err := os.WriteFile(path, []byte(snap), 0o600); err != nil {
 		t.Fatal(err)
 	}
