@@ -1,11 +1,17 @@
 package apiserver_test
 
 import (
+	"crypto/tls"
+	"os"
+	"path/filepath"
+
 	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"net"
 	"net/http"
 	"strconv"
@@ -220,5 +226,54 @@ func TestIntegrationSlowBodyCutOff(t *testing.T) {
 	line, err := bufio.NewReader(resp.Body).ReadString('\n')
 	if err != nil || !strings.Contains(line, `"after"`) {
 		t.Fatalf("the watch did not outlive the read timeout: %q", line)
+	}
+}
+
+// The embedded etcd's port is no way in: without the server's own key, a
+// client on the host cannot read or write the store.
+func TestIntegrationEmbeddedEtcdLocked(t *testing.T) {
+	integration(t)
+	s, _ := testenv.StartServer(t, apiserver.Options{})
+	u := s.EtcdClientURL()
+	if u == "" {
+		t.Fatal("no embedded etcd client URL")
+	}
+	for _, cfg := range []*tls.Config{nil, {InsecureSkipVerify: true}} {
+		cli, err := clientv3.New(clientv3.Config{Endpoints: []string{u}, DialTimeout: 2 * time.Second, TLS: cfg, Logger: zap.NewNop()})
+		if err != nil {
+			continue // refused at once: fine
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		_, err = cli.Put(ctx, "/drover/o/apikeys/key-evil", `{"spec":{"role":"admin"}}`)
+		cancel()
+		cli.Close()
+		if err == nil {
+			t.Fatalf("wrote the store through %s with TLS %v", u, cfg)
+		}
+	}
+	// The control: with the server's own key (the server's user only) the
+	// same URL answers, so the refusals above were the lock, not a bad URL.
+	dir := filepath.Join(filepath.Dir(s.CredentialsPath()), "etcd-tls")
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{u}, DialTimeout: 2 * time.Second, Logger: zap.NewNop(),
+		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, InsecureSkipVerify: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	_, err = cli.Get(ctx, "/drover/ready")
+	cancel()
+	cli.Close()
+	if err != nil {
+		t.Fatalf("the server's own key cannot reach %s: %v", u, err)
+	}
+	for _, f := range []string{"etcd-tls/key.pem", "credentials.json"} {
+		fi, err := os.Stat(filepath.Join(filepath.Dir(s.CredentialsPath()), f))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v %v; want mode 0600", f, fi, err)
+		}
 	}
 }

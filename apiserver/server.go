@@ -327,6 +327,17 @@ func (s *Server) openStore(ctx context.Context) (*clientv3.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Only the server's user may use those ports: both require a client
+	// certificate signed by a CA whose key is thrown away once it signed
+	// the listeners' own certificate, whose key is a 0600 file in the data
+	// dir. (Open, as they were, any user on the host could write the store
+	// directly, an admin key being two puts, and read certificates' keys.)
+	tlsInfo, err := lockedTLS(filepath.Join(s.opts.DataDir, "etcd-tls"))
+	if err != nil {
+		return nil, err
+	}
+	peer.Scheme, client.Scheme = "https", "https"
+	cfg.ClientTLSInfo, cfg.PeerTLSInfo = tlsInfo, tlsInfo
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
 	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
@@ -345,6 +356,15 @@ func (s *Server) openStore(ctx context.Context) (*clientv3.Client, error) {
 		return nil, ctx.Err()
 	}
 	return v3client.New(e.Server), nil
+}
+
+// EtcdClientURL is the embedded etcd's client listener ("" with an
+// external etcd), for tests that check nobody can use it.
+func (s *Server) EtcdClientURL() string {
+	if s.etcd == nil || len(s.etcd.Clients) == 0 {
+		return ""
+	}
+	return "https://" + s.etcd.Clients[0].Addr().String()
 }
 
 func freeLoopbackURLs() (url.URL, url.URL, error) {
