@@ -22,8 +22,10 @@ command -v dnsperf >/dev/null 2>&1 || missing+=(dnsperf)
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "install-deps: installing ${missing[*]} from Debian" >&2
 	export DEBIAN_FRONTEND=noninteractive
-	sudo_ apt-get update -qq
-	sudo_ apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	# Another apt (unattended upgrades, a second make) may hold the lock:
+	# wait for it rather than fail.
+	sudo_ apt-get -o DPkg::Lock::Timeout=600 update -qq
+	sudo_ apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 if ! docker info >/dev/null 2>&1; then
 	echo "install-deps: warning: the Docker Engine is not reachable; the agent's tests need it running" >&2
