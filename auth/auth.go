@@ -134,8 +134,19 @@ func (c *Cache) Invalidate(coll, id string, rev int64) {
 	c.mu.Lock()
 	delete(c.entries, id)
 	c.tomb[id] = rev
+	if len(c.tomb) > maxTombstones {
+		// Tombstones only guard reads older than them: raising the floor
+		// to this revision guards every one of them at once, and the map
+		// starts again, so key churn cannot grow it without bound.
+		c.tomb = map[string]int64{}
+		c.entries = map[string]authEntry{}
+		c.floor = max(c.floor, rev)
+	}
 	c.mu.Unlock()
 }
+
+// maxTombstones bounds the cache's memory of changed keys.
+const maxTombstones = 10000
 
 // Reset forgets every key: the hub skipped events (compaction under it), so
 // a revocation may have gone unseen. Only reads at or after rev are cached.

@@ -3,6 +3,7 @@ package auth
 import (
 	"encoding/base64"
 	"net/http"
+	"strconv"
 	"testing"
 )
 
@@ -52,5 +53,38 @@ func TestAgentRights(t *testing.T) {
 	}
 	if !p.CanSee("containers", "c-1", "h-1") || p.CanSee("containers", "c-2", "h-2") || p.OwnHost() != "h-1" {
 		t.Error("an agent sees its own host's containers only")
+	}
+}
+
+// Key churn cannot grow the cache without bound, and a read that raced a
+// forgotten change is still not cached.
+func TestCacheTombstonesBounded(t *testing.T) {
+	c := NewCache()
+	for i := 0; i < 3*maxTombstones; i++ {
+		c.Invalidate("apikeys", "key-"+strconv.Itoa(i), int64(i+10))
+	}
+	if n := len(c.tomb); n > maxTombstones {
+		t.Fatalf("%d tombstones kept, want at most %d", n, maxTombstones)
+	}
+	// A load answered at a revision before the last change of key-5 (whose
+	// tombstone may be gone) must not be cached.
+	load := func(rev int64) func() (Principal, string, int64, bool, error) {
+		return func() (Principal, string, int64, bool, error) {
+			return Principal{AccessKey: "key-5"}, "h", rev, true, nil
+		}
+	}
+	c.Lookup("key-5", load(5))
+	calls := 0
+	c.Lookup("key-5", func() (Principal, string, int64, bool, error) { calls++; return Principal{}, "h", 5, true, nil })
+	if calls != 1 {
+		t.Fatal("a stale read was cached after its tombstone was dropped")
+	}
+	// A fresh read is cached.
+	fresh := int64(4*maxTombstones + 100)
+	c.Lookup("key-new", load(fresh))
+	calls = 0
+	c.Lookup("key-new", func() (Principal, string, int64, bool, error) { calls++; return Principal{}, "h", fresh, true, nil })
+	if calls != 0 {
+		t.Fatal("a fresh read was not cached")
 	}
 }
