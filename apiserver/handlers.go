@@ -584,6 +584,9 @@ func (s *Server) deleteHandler(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr)
 		return
 	}
+	// A deleted key stops working on this server before the answer goes
+	// out, not when the hub gets to the event (other servers: milliseconds).
+	s.auth.Invalidate(kind.Collection, r.PathValue("id"), rev)
 	if !gone {
 		// Marked for deletion; the garbage collector and finalizers finish it.
 		writeRaw(w, http.StatusAccepted, store.WithRevision(raw, rev))

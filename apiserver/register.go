@@ -96,7 +96,9 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, id := range old {
-		if _, _, _, aerr := s.st.Remove(r.Context(), keysKind, id, 0); aerr != nil && aerr.Status != http.StatusNotFound {
+		_, rev, _, aerr := s.st.Remove(r.Context(), keysKind, id, 0)
+		s.auth.Invalidate("apikeys", id, rev)
+		if aerr != nil && aerr.Status != http.StatusNotFound {
 			writeError(w, aerr)
 			return
 		}
