@@ -152,9 +152,6 @@ func (s Selector) Matches(labels map[string]string) bool {
 // Empty reports whether the selector selects everything.
 func (s Selector) Empty() bool { return len(s.reqs) == 0 }
 
-// Requirements lists the selector's terms.
-func (s Selector) Requirements() []Requirement { return s.reqs }
-
 // String renders the selector back to its text form.
 func (s Selector) String() string {
 	parts := make([]string, len(s.reqs))

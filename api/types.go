@@ -533,14 +533,6 @@ type LeaseSpec struct {
 
 type LeaseStatus struct{}
 
-// Expired reports whether the lease has not been renewed within its duration.
-func (l *Lease) Expired(now time.Time) bool {
-	if l.Spec.RenewTime == nil || l.Spec.LeaseDurationSeconds <= 0 {
-		return true
-	}
-	return now.Sub(*l.Spec.RenewTime) > time.Duration(l.Spec.LeaseDurationSeconds)*time.Second
-}
-
 // HostLeaseName is the name of a host's liveness lease.
 func HostLeaseName(hostID string) string { return "host-" + hostID }
 

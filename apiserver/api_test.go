@@ -46,18 +46,7 @@ func raw(t *testing.T, url, method, path, body string, creds *api.Credentials) (
 	return resp.StatusCode, b
 }
 
-func readCreds(t *testing.T, s *apiserver.Server) *api.Credentials {
-	t.Helper()
-	b, err := os.ReadFile(s.CredentialsPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var c api.Credentials
-	if err := json.Unmarshal(b, &c); err != nil {
-		t.Fatal(err)
-	}
-	return &c
-}
+func readCreds(t *testing.T, s *apiserver.Server) *api.Credentials { return testenv.Credentials(t, s) }
 
 func mustStack(t *testing.T, c *client.Client, name string) *api.Stack {
 	t.Helper()

@@ -52,7 +52,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if o.Identity == "" {
 		h, _ := os.Hostname()
-		o.Identity = h + "-" + itoa(os.Getpid())
+		o.Identity = h + "-" + strconv.Itoa(os.Getpid())
 	}
 	m := harness.NewMetrics(o.Registry)
 	engine := func(name string) (*client.Client, error) {
@@ -74,47 +74,44 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	el := &harness.Election{Engine: elect, Name: "controllers", Identity: o.Identity, Duration: o.LeaseDuration, Log: o.Logger}
-	var runErr error
+	// Every client is made before campaigning: a bad credentials file is
+	// an error now, not once leading.
+	runners := map[string]func(*client.Client) func(context.Context) error{
+		gc.Name: func(e *client.Client) func(context.Context) error {
+			return gc.New(gc.Options{Engine: e, Logger: o.Logger, Metrics: m}).Run
+		},
+		hostlifecycle.Name: func(e *client.Client) func(context.Context) error {
+			hl := o.HostLifecycle
+			hl.Engine, hl.Logger, hl.Metrics = e, o.Logger, m
+			return hostlifecycle.New(hl).Run
+		},
+	}
+	if !o.NoScheduler {
+		runners[stack.Name] = func(e *client.Client) func(context.Context) error {
+			return stack.New(stack.Options{Engine: e, Logger: o.Logger, Metrics: m}).Run
+		}
+		runners[placement.Name] = func(e *client.Client) func(context.Context) error {
+			return placement.New(placement.Options{Engine: e, Logger: o.Logger, Metrics: m}).Run
+		}
+		runners[upgrade.Name] = func(e *client.Client) func(context.Context) error {
+			return upgrade.New(upgrade.Options{Engine: e, Logger: o.Logger, Metrics: m}).Run
+		}
+	}
+	engines := map[string]*client.Client{}
+	for name := range runners {
+		if engines[name], err = engine(name); err != nil {
+			return err
+		}
+	}
 	el.Run(ctx, func(ctx context.Context) {
 		g, gctx := errgroup.WithContext(ctx)
-		gcEng, err := engine(gc.Name)
-		if err != nil {
-			runErr = err
-			return
-		}
-		g.Go(func() error { return gc.New(gc.Options{Engine: gcEng, Logger: o.Logger, Metrics: m}).Run(gctx) })
-		hlEng, err := engine(hostlifecycle.Name)
-		if err != nil {
-			runErr = err
-			return
-		}
-		hl := o.HostLifecycle
-		hl.Engine, hl.Logger, hl.Metrics = hlEng, o.Logger, m
-		g.Go(func() error { return hostlifecycle.New(hl).Run(gctx) })
-		if !o.NoScheduler {
-			for _, name := range []string{stack.Name, placement.Name, upgrade.Name} {
-				eng, err := engine(name)
-				if err != nil {
-					runErr = err
-					return
-				}
-				switch name {
-				case stack.Name:
-					g.Go(func() error { return stack.New(stack.Options{Engine: eng, Logger: o.Logger, Metrics: m}).Run(gctx) })
-				case placement.Name:
-					g.Go(func() error {
-						return placement.New(placement.Options{Engine: eng, Logger: o.Logger, Metrics: m}).Run(gctx)
-					})
-				case upgrade.Name:
-					g.Go(func() error { return upgrade.New(upgrade.Options{Engine: eng, Logger: o.Logger, Metrics: m}).Run(gctx) })
-				}
-			}
+		for name, mk := range runners {
+			run := mk(engines[name]) // fresh caches on every term of leadership
+			g.Go(func() error { return run(gctx) })
 		}
 		if err := g.Wait(); err != nil && ctx.Err() == nil {
 			o.Logger.Error("controllers stopped", "err", err)
 		}
 	})
-	return runErr
+	return nil
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }

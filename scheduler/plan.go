@@ -73,8 +73,8 @@ func (st *State) containersOn(hostID string) []*api.Container {
 	return st.HostContainers[hostID]
 }
 
-// unitsOf groups a service's containers by deployment unit.
-func unitsOf(ctrs []*api.Container) []*Unit {
+// Units groups a service's containers by deployment unit.
+func Units(ctrs []*api.Container) []*Unit {
 	byID := map[string]*Unit{}
 	var out []*Unit
 	for _, c := range ctrs {
@@ -109,7 +109,7 @@ func PlanService(svc *api.Service, ctrs []*api.Container, st *State, newUnit fun
 	for _, h := range st.Hosts {
 		hosts[h.ID] = h
 	}
-	units := unitsOf(ctrs)
+	units := Units(ctrs)
 	var keep []*Unit
 	used := map[int]bool{}
 	for _, u := range units {
@@ -159,7 +159,7 @@ func PlanService(svc *api.Service, ctrs []*api.Container, st *State, newUnit fun
 	// Too many: remove units running an older launch config first, then
 	// the highest indexes.
 	sort.SliceStable(keep, func(i, j int) bool {
-		oi, oj := unitOutdated(svc, keep[i]), unitOutdated(svc, keep[j])
+		oi, oj := UnitOutdated(svc, keep[i]), UnitOutdated(svc, keep[j])
 		if oi != oj {
 			return oj
 		}

@@ -2,9 +2,6 @@ package scheduler
 
 import "github.com/drover/drover/api"
 
-// Units groups a service's containers by deployment unit, by index.
-func Units(ctrs []*api.Container) []*Unit { return unitsOf(ctrs) }
-
 // HasHealthCheck says whether a container is health-checked (its own
 // launch config's check, or its service's for a primary).
 func HasHealthCheck(svc *api.Service, ct *api.Container) bool {
@@ -54,9 +51,7 @@ func Outdated(svc *api.Service, ct *api.Container) bool {
 // UnitOutdated says whether a unit must be replaced: a part runs an old
 // config, or a part is missing (a create cut short, a primary deleted by
 // hand).
-func UnitOutdated(svc *api.Service, u *Unit) bool { return unitOutdated(svc, u) }
-
-func unitOutdated(svc *api.Service, u *Unit) bool {
+func UnitOutdated(svc *api.Service, u *Unit) bool {
 	has := map[string]bool{}
 	for _, ct := range u.Containers {
 		if Outdated(svc, ct) {

@@ -71,11 +71,3 @@ func nameScope(coll string, obj api.Object) (scope string, ok bool) {
 	}
 	return "-", true
 }
-
-// HasDependents says whether objects of coll may have dependents named in
-// their spec (a stack's services, a service's containers, a host's
-// containers, keys and lease).
-func HasDependents(coll string) bool { return len(childRefs(coll)) > 0 }
-
-// NameScope says within what a name must be unique.
-func NameScope(coll string, obj api.Object) (string, bool) { return nameScope(coll, obj) }

@@ -53,6 +53,7 @@ type source struct {
 	get     func(id string) (api.Object, bool)
 	byOwner func(key string) []api.Object
 	del     func(ctx context.Context, id string) error
+	patch   func(ctx context.Context, id string, p any) error
 }
 
 type objPtr[T any] interface {
@@ -128,6 +129,10 @@ func watch[T any, PT objPtr[T]](g *Collector, res *client.Resource[T], coll stri
 			_, err := res.Delete(ctx, id)
 			return err
 		},
+		patch: func(ctx context.Context, id string, p any) error {
+			_, err := res.Patch(ctx, id, p)
+			return err
+		},
 	}
 	g.sources[coll] = s
 	g.order = append(g.order, s)
@@ -190,8 +195,8 @@ func (g *Collector) sync(ctx context.Context, key string) error {
 		return g.collect(ctx, key, obj)
 	}
 	// An orphan: an owner is gone (and not just unseen yet).
-	for _, ok := range ownerKeys(obj) {
-		ocoll, oid, _ := strings.Cut(ok, "/")
+	for _, owner := range ownerKeys(obj) {
+		ocoll, oid, _ := strings.Cut(owner, "/")
 		os := g.sources[ocoll]
 		if os == nil {
 			continue
@@ -202,7 +207,7 @@ func (g *Collector) sync(ctx context.Context, key string) error {
 		if !g.caughtUp(m.Revision) {
 			return harness.Requeue{After: 100 * time.Millisecond}
 		}
-		g.log.Info("deleting orphan", "object", key, "owner", ok)
+		g.log.Info("deleting orphan", "object", key, "owner", owner)
 		if err := src.del(ctx, id); err != nil && !api.IsNotFound(err) {
 			return fmt.Errorf("gc: deleting orphan %s: %w", key, err)
 		}
@@ -245,7 +250,7 @@ func (g *Collector) collect(ctx context.Context, key string, obj api.Object) err
 		rest = []string{}
 	}
 	coll, id, _ := strings.Cut(key, "/")
-	_, err = g.patch(ctx, coll, id, map[string]any{"revision": m.Revision, "finalizers": rest})
+	err = g.sources[coll].patch(ctx, id, map[string]any{"revision": m.Revision, "finalizers": rest})
 	if err != nil && !api.IsNotFound(err) && !api.IsConflict(err) {
 		return fmt.Errorf("gc: releasing %s: %w", key, err)
 	}
@@ -313,24 +318,4 @@ func liveIDs[T any, PT objPtr[T]](ctx context.Context, r *client.Resource[T], o 
 		}
 	}
 	return ids, err
-}
-
-func (g *Collector) patch(ctx context.Context, coll, id string, p map[string]any) (any, error) {
-	switch coll {
-	case "stacks":
-		return g.eng.Stacks().Patch(ctx, id, p)
-	case "services":
-		return g.eng.Services().Patch(ctx, id, p)
-	case "containers":
-		return g.eng.Containers().Patch(ctx, id, p)
-	case "hosts":
-		return g.eng.Hosts().Patch(ctx, id, p)
-	case "leases":
-		return g.eng.Leases().Patch(ctx, id, p)
-	case "networks":
-		return g.eng.Networks().Patch(ctx, id, p)
-	case "certificates":
-		return g.eng.Certificates().Patch(ctx, id, p)
-	}
-	return nil, fmt.Errorf("gc: no collection %q", coll)
 }

@@ -83,7 +83,13 @@ func New(o Options) *Controller {
 		}
 	}
 	c.leases = client.NewCache(o.Engine.Leases(), client.ListOptions{}, client.Handlers[api.Lease]{
-		OnAdd: enqLease, OnUpdate: func(_, l *api.Lease) { enqLease(l) }, OnDelete: enqLease,
+		OnAdd: enqLease, OnUpdate: func(_, l *api.Lease) { enqLease(l) },
+		OnDelete: func(l *api.Lease) {
+			c.mu.Lock()
+			delete(c.seen, l.ID)
+			c.mu.Unlock()
+			enqLease(l)
+		},
 	}, c.log)
 	c.leases.AddIndex(idxHost, func(l *api.Lease) []string { return []string{l.Spec.HostID} })
 	return c

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"os"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/drover/drover/api"
 	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/client"
 	"github.com/drover/drover/controllers"
@@ -111,4 +113,18 @@ func Eventually(t testing.TB, what string, limit time.Duration, f func() error) 
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Credentials reads a server's admin credentials.json.
+func Credentials(t testing.TB, s *apiserver.Server) *api.Credentials {
+	t.Helper()
+	b, err := os.ReadFile(s.CredentialsPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c api.Credentials
+	if err := json.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	return &c
 }

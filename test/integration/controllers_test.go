@@ -6,10 +6,8 @@ package integration_test
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -232,7 +230,7 @@ func TestIntegrationAllControllersSettle(t *testing.T) {
 		}
 		return nil
 	})
-	creds := readCreds(t, srv)
+	creds := testenv.Credentials(t, srv)
 	// Settled: within 5 s the write counters stop, and stay still for 5 s.
 	var before map[string]float64
 	var moved []string
@@ -252,17 +250,4 @@ func TestIntegrationAllControllersSettle(t *testing.T) {
 	if len(before) == 0 {
 		t.Fatal("no writes_total counters found on /metrics: the test would pass vacuously")
 	}
-}
-
-func readCreds(t *testing.T, srv *apiserver.Server) *api.Credentials {
-	t.Helper()
-	b, err := os.ReadFile(srv.CredentialsPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	var c api.Credentials
-	if err := json.Unmarshal(b, &c); err != nil {
-		t.Fatal(err)
-	}
-	return &c
 }
