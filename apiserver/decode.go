@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 
 	"github.com/drover/drover/api"
@@ -264,16 +265,15 @@ func decodeInto(kind api.Kind, m map[string]any) (api.Object, *api.Error) {
 }
 
 // decodeCreate decodes a create's body. Most bodies are right, so the
-// first try is one strict decode straight into the object; only a body it
-// refuses takes the careful path (a generic decode walked against the type),
-// which names the unknown field or wrong type by its path. The two agree on
-// what they accept, except that the strict decode matches field names
-// without regard to case, as encoding/json does.
+// first try is one strict decode straight into the object, with the
+// encoding/json v2 decoder (about twice as fast as v1's, and as strict as the
+// careful path: exact field names, no unknown or duplicate member, valid
+// UTF-8); only a body it refuses takes the careful path (a generic decode
+// walked against the type), which names the unknown field or wrong type by
+// its path.
 func decodeCreate(kind api.Kind, body []byte) (api.Object, *api.Error) {
 	obj := kind.New()
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(obj); err == nil && !dec.More() && bytes.HasPrefix(bytes.TrimSpace(body), []byte("{")) {
+	if err := jsonv2.Unmarshal(body, obj, jsonv2.RejectUnknownMembers(true)); err == nil && bytes.HasPrefix(bytes.TrimSpace(body), []byte("{")) {
 		return checkCreate(kind, obj)
 	}
 	m, aerr := decodeBody(body)

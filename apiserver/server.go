@@ -133,6 +133,14 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.st = store.New(cli, opts.KeyPrefix, s.metrics.writes)
+	s.metrics.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "drover_server_store_put_batches_total", Help: "etcd requests that carried creates of new keys, grouped (see store/batch.go).",
+		}, func() float64 { b, _ := s.st.BatchStats(); return float64(b) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "drover_server_store_batched_puts_total", Help: "Creates of new keys sent in those requests.",
+		}, func() float64 { _, p := s.st.BatchStats(); return float64(p) }),
+	)
 	s.st.PageTimeout = opts.StoreTimeout
 	s.st.Check = func(coll string, obj api.Object) *api.Error {
 		normalize(coll, obj)
@@ -149,7 +157,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	}
 	s.hub.OnChange = func(coll, id string, rev int64, removed, deleting bool) {
 		s.auth.Invalidate(coll, id, rev)
-		s.st.ParentChanged(coll, id, removed, deleting)
+		s.st.ParentChanged(coll, id, rev, removed, deleting)
 	}
 	s.hub.OnReset = func(rev int64) {
 		s.auth.Reset(rev)

@@ -12,7 +12,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 	"unicode"
@@ -23,10 +22,61 @@ import (
 	"github.com/drover/drover/stacks"
 )
 
-var (
-	dnsLabel     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
-	dnsSubdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
-)
+// The name checks below run on every write (every label of every object),
+// so they are written out rather than regular expressions, which cost a
+// tenth of the whole create path. names_test.go holds each to the regular
+// expression it stands for (TestNamesMatchExpressions, FuzzNames).
+
+func isLowerAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+func isAlnum(c byte) bool      { return isLowerAlnum(c) || c >= 'A' && c <= 'Z' }
+
+// isDNSLabel: ^[a-z0-9]([-a-z0-9]*[a-z0-9])?$ (no length bound).
+func isDNSLabel(s string) bool {
+	if s == "" || !isLowerAlnum(s[0]) || !isLowerAlnum(s[len(s)-1]) {
+		return false
+	}
+	for i := 1; i < len(s)-1; i++ {
+		if c := s[i]; !isLowerAlnum(c) && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// isDNSSubdomain: DNS labels joined by dots (no length bound).
+func isDNSSubdomain(s string) bool {
+	for {
+		label, rest, more := strings.Cut(s, ".")
+		if !isDNSLabel(label) {
+			return false
+		}
+		if !more {
+			return true
+		}
+		s = rest
+	}
+}
+
+// isLabelKey: an optional DNS subdomain and '/', then a name of letters,
+// digits, '-', '_', '.' and ':' starting and ending with a letter or digit.
+func isLabelKey(k string) bool {
+	name := k
+	if prefix, rest, ok := strings.Cut(k, "/"); ok {
+		if !isDNSSubdomain(prefix) {
+			return false
+		}
+		name = rest
+	}
+	if name == "" || !isAlnum(name[0]) || !isAlnum(name[len(name)-1]) {
+		return false
+	}
+	for i := 1; i < len(name)-1; i++ {
+		if c := name[i]; !isAlnum(c) && c != '-' && c != '_' && c != '.' && c != ':' {
+			return false
+		}
+	}
+	return true
+}
 
 func invalid(field, format string, args ...any) *api.Error {
 	return api.NewError(http.StatusUnprocessableEntity, api.CodeInvalidField, field, field+": "+format, args...)
@@ -92,7 +142,7 @@ func validate(coll string, obj api.Object) *api.Error {
 		if !validHostName(m.Name) {
 			return invalid("name", "%q is not a valid host name: use lowercase letters, digits, '-' and '.', at most 253 characters", m.Name)
 		}
-	} else if len(m.Name) > 63 || !dnsLabel.MatchString(m.Name) {
+	} else if len(m.Name) > 63 || !isDNSLabel(m.Name) {
 		return invalid("name", "%q is not a DNS label: use lowercase letters, digits and '-', start and end with a letter or digit, at most 63 characters", m.Name)
 	}
 	for k, v := range m.Labels {
@@ -124,10 +174,9 @@ func validate(coll string, obj api.Object) *api.Error {
 // (io.rancher.scheduler.affinity:host_label), starting and ending with a
 // letter or digit. Anything else — spaces, invisible characters such as a
 // zero-width space — would make two keys that look the same differ.
-var labelKey = regexp.MustCompile(`^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.:]*[A-Za-z0-9])?$`)
 
 func validLabel(field, k, v string) *api.Error {
-	if k == "" || len(k) > 253 || !labelKey.MatchString(k) {
+	if k == "" || len(k) > 253 || !isLabelKey(k) {
 		return invalid(field+"."+k, "label key %q must be 1-253 characters: an optional DNS prefix and '/', then letters, digits, '-', '_', '.' or ':', starting and ending with a letter or digit", k)
 	}
 	if len(v) > 4096 || strings.IndexFunc(v, func(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Cf, r) }) >= 0 {
@@ -138,7 +187,7 @@ func validLabel(field, k, v string) *api.Error {
 
 // validHostName is a DNS name: labels of at most 63 characters.
 func validHostName(name string) bool {
-	if len(name) > 253 || !dnsSubdomain.MatchString(name) {
+	if len(name) > 253 || !isDNSSubdomain(name) {
 		return false
 	}
 	for _, l := range strings.Split(name, ".") {
@@ -206,7 +255,7 @@ func validateStack(o *api.Stack) *api.Error {
 			return invalid("spec.templates."+name, "%v", err)
 		}
 	}
-	if o.Spec.Namespace != "" && (len(o.Spec.Namespace) > 63 || !dnsLabel.MatchString(o.Spec.Namespace)) {
+	if o.Spec.Namespace != "" && (len(o.Spec.Namespace) > 63 || !isDNSLabel(o.Spec.Namespace)) {
 		return invalid("spec.namespace", "%q is not a DNS label", o.Spec.Namespace)
 	}
 	return nil
@@ -238,7 +287,7 @@ func validateService(o *api.Service) *api.Error {
 	for i := range s.Sidekicks {
 		f := "spec.sidekicks[" + strconv.Itoa(i) + "]"
 		sk := &s.Sidekicks[i]
-		if sk.Name == "" || !dnsLabel.MatchString(sk.Name) {
+		if sk.Name == "" || !isDNSLabel(sk.Name) {
 			return invalid(f+".name", "a sidekick needs a DNS-label name, got %q", sk.Name)
 		}
 		if seen[sk.Name] {
@@ -257,7 +306,7 @@ func validateService(o *api.Service) *api.Error {
 	if err := validIP("spec.vip", s.VIP); err != nil {
 		return err
 	}
-	if s.Hostname != "" && !dnsSubdomain.MatchString(strings.TrimSuffix(strings.ToLower(s.Hostname), ".")) {
+	if s.Hostname != "" && !isDNSSubdomain(strings.TrimSuffix(strings.ToLower(s.Hostname), ".")) {
 		return invalid("spec.hostname", "%q is not a DNS name", s.Hostname)
 	}
 	if s.Selector != "" {

@@ -173,13 +173,14 @@ func (s *Store) Create(ctx context.Context, kind api.Kind, obj api.Object, secre
 	}
 	if len(cmps) == 1 && len(ops) == 1 {
 		// Nothing to compare but that the key is new, and the id was drawn
-		// here with 62 random bits: a plain put, the cheapest write etcd has.
-		resp, err := s.Cli.Put(ctx, key, string(stored))
+		// here with 62 random bits: a plain put, the cheapest write etcd
+		// has, sent with the other puts waiting (batch.go).
+		rev, err := s.batcher.put(ctx, key, string(stored))
 		if err != nil {
 			return nil, 0, Unavailable(err)
 		}
 		s.writes.WithLabelValues(kind.Collection, "create").Inc()
-		return stored, resp.Header.Revision, nil
+		return stored, rev, nil
 	}
 	resp, err := s.Cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
@@ -368,6 +369,7 @@ func (s *Store) Remove(ctx context.Context, kind api.Kind, id string, expectRev 
 		}
 		if resp.Succeeded {
 			s.writes.WithLabelValues(kind.Collection, "delete").Inc()
+			s.parentMarked(kind.Collection, id, resp.Header.Revision)
 			return stored, resp.Header.Revision, false, nil
 		}
 		if expectRev != 0 {

@@ -24,8 +24,14 @@ import (
 // garbage collector does: a child of a deleted parent is collected with it.
 type parents struct {
 	mu     sync.RWMutex
-	m      map[string]bool // "collection/id" -> being deleted
+	m      map[string]parentState // by "collection/id"
 	loaded bool
+}
+
+// parentState is what the map knows of one parent, as of revision rev.
+type parentState struct {
+	deleting bool
+	rev      int64
 }
 
 // parentCollections are the collections references point into.
@@ -51,7 +57,7 @@ type deletionMark struct {
 // LoadParents reads every parent at revision rev, the revision the event
 // hub starts watching after, so no change falls between the two.
 func (s *Store) LoadParents(ctx context.Context, rev int64) error {
-	m := map[string]bool{}
+	m := map[string]parentState{}
 	for _, coll := range parentCollectionList() {
 		prefix := s.ObjectPrefix(coll)
 		resp, err := s.Cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(rev))
@@ -61,7 +67,7 @@ func (s *Store) LoadParents(ctx context.Context, rev int64) error {
 		for _, kv := range resp.Kvs {
 			var d deletionMark
 			json.Unmarshal(kv.Value, &d)
-			m[coll+"/"+strings.TrimPrefix(string(kv.Key), prefix)] = d.DeletionTimestamp != nil
+			m[coll+"/"+strings.TrimPrefix(string(kv.Key), prefix)] = parentState{d.DeletionTimestamp != nil, kv.ModRevision}
 		}
 	}
 	s.parents.mu.Lock()
@@ -77,8 +83,8 @@ func (s *Store) ForgetParents() {
 	s.parents.mu.Unlock()
 }
 
-// ParentChanged applies one object change seen by the event hub.
-func (s *Store) ParentChanged(coll, id string, removed, deleting bool) {
+// ParentChanged applies one object change seen by the event hub, at rev.
+func (s *Store) ParentChanged(coll, id string, rev int64, removed, deleting bool) {
 	s.parents.mu.Lock()
 	defer s.parents.mu.Unlock()
 	if !s.parents.loaded {
@@ -90,8 +96,22 @@ func (s *Store) ParentChanged(coll, id string, removed, deleting bool) {
 	key := coll + "/" + id
 	if removed {
 		delete(s.parents.m, key)
-	} else {
-		s.parents.m[key] = deleting
+	} else if s.parents.m[key].rev <= rev {
+		s.parents.m[key] = parentState{deleting, rev}
+	}
+}
+
+// parentMarked notes at once that this server marked a parent for deletion
+// at rev, so that its own next create under that parent is refused: the
+// hub's copy of the change may still be on its way. Only a parent the map
+// holds is changed: one it does not hold (already removed, or never seen)
+// is read from etcd when asked for.
+func (s *Store) parentMarked(coll, id string, rev int64) {
+	s.parents.mu.Lock()
+	defer s.parents.mu.Unlock()
+	key := coll + "/" + id
+	if st, ok := s.parents.m[key]; ok && st.rev < rev {
+		s.parents.m[key] = parentState{true, rev}
 	}
 }
 
@@ -121,7 +141,8 @@ func (s *Store) checkParents(ctx context.Context, coll string, obj api.Object) (
 			continue
 		}
 		s.parents.mu.RLock()
-		deleting, known := s.parents.m[r.parent+"/"+pid]
+		st, known := s.parents.m[r.parent+"/"+pid]
+		deleting := st.deleting
 		s.parents.mu.RUnlock()
 		if !known {
 			raw, _, err := s.Get(ctx, r.parent, pid)

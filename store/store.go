@@ -36,18 +36,27 @@ type Store struct {
 	Prefix string
 	// Check fills an object's defaults and validates it before every write.
 	Check func(coll string, obj api.Object) *api.Error
-	// PageTimeout bounds each page of a List (0: none).
+	// PageTimeout bounds each page of a List and each batch of puts
+	// (0: none for pages, 10s for batches).
 	PageTimeout time.Duration
 
 	writes        *prometheus.CounterVec
-	serviceStacks idMap   // each service's stack, for container creates
-	parents       parents // see parents.go
+	serviceStacks idMap      // each service's stack, for container creates
+	parents       parents    // see parents.go
+	batcher       putBatcher // see batch.go
 }
 
 // New returns a store under prefix; writes counts writes by collection and
 // operation (labels "collection", "op").
 func New(cli *clientv3.Client, prefix string, writes *prometheus.CounterVec) *Store {
-	return &Store{Cli: cli, Prefix: prefix, writes: writes, Check: func(string, api.Object) *api.Error { return nil }}
+	s := &Store{Cli: cli, Prefix: prefix, writes: writes, Check: func(string, api.Object) *api.Error { return nil }}
+	s.batcher = putBatcher{cli: cli, timeout: func() time.Duration {
+		if s.PageTimeout > 0 {
+			return s.PageTimeout
+		}
+		return 10 * time.Second
+	}}
+	return s
 }
 
 func (s *Store) ObjectKey(coll, id string) string { return s.Prefix + "o/" + coll + "/" + id }

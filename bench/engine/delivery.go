@@ -28,8 +28,11 @@ type delivery struct {
 	subscribers int
 }
 
+// A write is known by what it wrote (the object's id, the etcd key), not by
+// its revision: the engine commits concurrent creates together, so several
+// share one revision.
 type stamp struct {
-	rev int64
+	key string
 	at  time.Time
 }
 
@@ -39,17 +42,17 @@ type recorder struct {
 	seen []stamp
 }
 
-func (r *recorder) add(rev int64, at time.Time) {
+func (r *recorder) add(key string, at time.Time) {
 	r.mu.Lock()
-	r.seen = append(r.seen, stamp{rev, at})
+	r.seen = append(r.seen, stamp{key, at})
 	r.mu.Unlock()
 }
 
 // pacedWrites issues rate writes/s for rateFor from 32 workers, keeping each
-// write's send and acknowledgement times by the revision it made.
-func pacedWrites(write func() (int64, error)) (acks, starts map[int64]time.Time, achieved float64, err error) {
+// write's send and acknowledgement times by what it wrote.
+func pacedWrites(write func() (string, error)) (acks, starts map[string]time.Time, achieved float64, err error) {
 	var mu sync.Mutex
-	acks, starts = map[int64]time.Time{}, map[int64]time.Time{}
+	acks, starts = map[string]time.Time{}, map[string]time.Time{}
 	total := int(float64(*rate) * rateFor.Seconds())
 	jobs := make(chan time.Time, total)
 	var wg sync.WaitGroup
@@ -60,7 +63,7 @@ func pacedWrites(write func() (int64, error)) (acks, starts map[int64]time.Time,
 		go func() {
 			defer wg.Done()
 			for sent := range jobs {
-				rev, err := write()
+				key, err := write()
 				if err != nil {
 					if failed.Add(1) == 1 {
 						firstErr.Store(err)
@@ -69,7 +72,7 @@ func pacedWrites(write func() (int64, error)) (acks, starts map[int64]time.Time,
 				}
 				now := time.Now()
 				mu.Lock()
-				acks[rev], starts[rev] = now, sent
+				acks[key], starts[key] = now, sent
 				mu.Unlock()
 			}
 		}()
@@ -92,12 +95,12 @@ func pacedWrites(write func() (int64, error)) (acks, starts map[int64]time.Time,
 }
 
 // summarize matches every subscriber's receipts with the writes' times.
-func summarize(recs []*recorder, acks, starts map[int64]time.Time, achieved float64) (delivery, error) {
+func summarize(recs []*recorder, acks, starts map[string]time.Time, achieved float64) (delivery, error) {
 	var lat, latStart []time.Duration
 	for _, r := range recs {
 		r.mu.Lock()
 		for _, st := range r.seen {
-			a, ok := acks[st.rev]
+			a, ok := acks[st.key]
 			if !ok {
 				continue
 			}
@@ -106,7 +109,7 @@ func summarize(recs []*recorder, acks, starts map[int64]time.Time, achieved floa
 				d = 0 // delivered before the writer had read its own answer
 			}
 			lat = append(lat, d)
-			latStart = append(latStart, st.at.Sub(starts[st.rev]))
+			latStart = append(latStart, st.at.Sub(starts[st.key]))
 		}
 		r.mu.Unlock()
 	}
@@ -123,7 +126,7 @@ func summarize(recs []*recorder, acks, starts map[int64]time.Time, achieved floa
 
 // droverDelivery: subscribers on the engine's NDJSON container stream, paced
 // container creates.
-func droverDelivery(ctx context.Context, c *client.Client, write func() (int64, error)) (delivery, error) {
+func droverDelivery(ctx context.Context, c *client.Client, write func() (string, error)) (delivery, error) {
 	recs := make([]*recorder, *subscribers)
 	var closers []func()
 	defer func() {
@@ -142,7 +145,7 @@ func droverDelivery(ctx context.Context, c *client.Client, write func() (int64, 
 		}
 		closers = append(closers, func() { resp.Body.Close() })
 		go func() {
-			// Read raw lines and pick out the revision: decoding 100,000
+			// Read raw lines and pick out the id: decoding 100,000
 			// events/s here would measure the benchmark, not the server.
 			rd := bufio.NewReaderSize(resp.Body, 256<<10)
 			for {
@@ -151,8 +154,8 @@ func droverDelivery(ctx context.Context, c *client.Client, write func() (int64, 
 					return
 				}
 				now := time.Now()
-				if rev, ok := changeRevision(line); ok {
-					r.add(rev, now)
+				if id, ok := changeID(line); ok {
+					r.add(id, now)
 				}
 			}
 		}()
@@ -197,7 +200,7 @@ func etcdDelivery(ctx context.Context, endpoint, prefix string, value []byte) (d
 				now := time.Now()
 				for _, ev := range resp.Events {
 					if ev.Type == clientv3.EventTypePut {
-						r.add(ev.Kv.ModRevision, now)
+						r.add(string(ev.Kv.Key), now)
 					}
 				}
 			}
@@ -211,12 +214,10 @@ func etcdDelivery(ctx context.Context, endpoint, prefix string, value []byte) (d
 	time.Sleep(500 * time.Millisecond)
 	var seq atomic.Int64
 	val := string(value)
-	acks, starts, achieved, err := pacedWrites(func() (int64, error) {
-		resp, err := put.Put(ctx, prefix+strconv.FormatInt(seq.Add(1), 10), val)
-		if err != nil {
-			return 0, err
-		}
-		return resp.Header.Revision, nil
+	acks, starts, achieved, err := pacedWrites(func() (string, error) {
+		key := prefix + strconv.FormatInt(seq.Add(1), 10)
+		_, err := put.Put(ctx, key, val)
+		return key, err
 	})
 	if err != nil {
 		return delivery{}, err
@@ -229,18 +230,26 @@ func etcdDelivery(ctx context.Context, endpoint, prefix string, value []byte) (d
 // streamClient has no pooling limits, so 100 streams get 100 connections.
 var streamClient = &http.Client{Transport: &http.Transport{Proxy: nil, MaxConnsPerHost: 0, MaxIdleConnsPerHost: 200}}
 
-var changePrefix = []byte(`{"name":"resource.change","revision":`)
+var (
+	changePrefix = []byte(`{"name":"resource.change",`)
+	idField      = []byte(`"id":"`)
+)
 
-// changeRevision extracts N from a {"name":"resource.change","revision":N,...} line.
-func changeRevision(line []byte) (int64, bool) {
+// changeID extracts the object's id from a {"name":"resource.change",
+// "revision":N,"data":{"type":"container","id":"...",...}} line: the first
+// "id" field is the object's own (api.Meta comes first).
+func changeID(line []byte) (string, bool) {
 	if !bytes.HasPrefix(line, changePrefix) {
-		return 0, false
+		return "", false
 	}
-	rest := line[len(changePrefix):]
-	end := bytes.IndexByte(rest, ',')
+	i := bytes.Index(line, idField)
+	if i < 0 {
+		return "", false
+	}
+	rest := line[i+len(idField):]
+	end := bytes.IndexByte(rest, '"')
 	if end < 0 {
-		return 0, false
+		return "", false
 	}
-	n, err := strconv.ParseInt(string(rest[:end]), 10, 64)
-	return n, err == nil
+	return string(rest[:end]), true
 }

@@ -18,12 +18,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -155,13 +158,18 @@ func run() error {
 	fmt.Printf("engine: creates/s (%d clients): %.0f; etcd puts/s (same %d-byte value, same etcd, %d clients): %.0f; ratio %.2f (%d window pairs of %s: %.2f-%.2f) (goal >= 0.6)\n",
 		*writers, dRate, len(value), *writers, eRate, dRate/eRate, *windows, *createFor, minR, maxR)
 
+	if b, err := metricValue(ctx, c, "drover_server_store_put_batches_total"); err == nil && b > 0 {
+		p, _ := metricValue(ctx, c, "drover_server_store_batched_puts_total")
+		fmt.Fprintf(os.Stderr, "bench: the server sent %.0f creates to etcd in %.0f requests (%.1f per request)\n", p, b, p/b)
+	}
+
 	// 2. Delivery latency at many subscribers under a steady write rate.
-	dd, err := droverDelivery(ctx, c, func() (int64, error) {
+	dd, err := droverDelivery(ctx, c, func() (string, error) {
 		ct, err := c.Containers().Create(ctx, newContainer())
 		if err != nil {
-			return 0, err
+			return "", err
 		}
-		return ct.Revision, nil
+		return ct.ID, nil
 	})
 	if err != nil {
 		return fmt.Errorf("engine delivery: %w", err)
@@ -222,6 +230,24 @@ func run() error {
 	return nil
 }
 
+// metricValue reads one unlabelled counter from the server's /metrics.
+func metricValue(ctx context.Context, c *client.Client, name string) (float64, error) {
+	req, _ := http.NewRequestWithContext(ctx, "GET", c.URL()+"/metrics", nil)
+	req.SetBasicAuth(benchCreds.AccessKey, benchCreds.SecretKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	return 0, fmt.Errorf("no %s in /metrics", name)
+}
+
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // ratio is drover's figure over etcd's.
@@ -257,33 +283,106 @@ func findStored(ctx context.Context, cli *clientv3.Client, id string) (prefix st
 
 // createMany creates count containers (or, with count 0, as many as it can
 // for d) with w concurrent clients.
-// The create side sends each body as JSON already encoded and reads only the
-// answer's status, as the etcd side sends its value as bytes: the figure is
-// the server's, not the benchmark client's encoding and decoding.
+// Each client is a bare HTTP/1.1 connection, as wrk's are: it writes the
+// request bytes and reads only the status line, the headers and as many body
+// bytes as Content-Length says. The etcd side's client is gRPC, which spends
+// little per request; net/http's client spends about half a core at these
+// rates on a 2-core machine, CPU the server and etcd then lack. The figure
+// is the server's, not the load generator's.
 func createMany(ctx context.Context, c *client.Client, w, count int, d time.Duration, mk func() *api.Container) (int, time.Duration, error) {
+	u, err := url.Parse(c.URL())
+	if err != nil {
+		return 0, 0, err
+	}
+	conns := make(chan *rawConn, w)
+	for i := 0; i < w; i++ {
+		rc, err := dialRaw(u.Host)
+		if err != nil {
+			return 0, 0, err
+		}
+		defer rc.Close()
+		conns <- rc
+	}
+	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte(benchCreds.AccessKey+":"+benchCreds.SecretKey))
+	head := "POST /v1/containers HTTP/1.1\r\nHost: " + u.Host + "\r\nAuthorization: " + auth + "\r\nContent-Type: application/json\r\nContent-Length: "
 	return hammer(w, count, d, func() error {
 		body, err := json.Marshal(mk())
 		if err != nil {
 			return err
 		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, c.URL()+"/v1/containers", bytes.NewReader(body))
-		req.SetBasicAuth(benchCreds.AccessKey, benchCreds.SecretKey)
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := createClient.Do(req)
+		rc := <-conns
+		defer func() { conns <- rc }()
+		status, err := rc.do(head, body)
 		if err != nil {
 			return err
 		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusCreated {
-			return fmt.Errorf("create: HTTP %d", resp.StatusCode)
+		if status != http.StatusCreated {
+			return fmt.Errorf("create: HTTP %d", status)
 		}
 		return nil
 	})
 }
 
-// createClient keeps a connection per writer.
-var createClient = &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 256}}
+// rawConn is one kept-alive HTTP/1.1 connection of createMany.
+type rawConn struct {
+	net.Conn
+	rd  *bufio.Reader
+	buf []byte
+}
+
+func dialRaw(addr string) (*rawConn, error) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return &rawConn{Conn: c, rd: bufio.NewReaderSize(c, 16<<10)}, nil
+}
+
+// do sends head, the body's length, a blank line and the body, and returns
+// the answer's status once its body has been read.
+func (c *rawConn) do(head string, body []byte) (int, error) {
+	c.buf = append(c.buf[:0], head...)
+	c.buf = strconv.AppendInt(c.buf, int64(len(body)), 10)
+	c.buf = append(c.buf, "\r\n\r\n"...)
+	c.buf = append(c.buf, body...)
+	if _, err := c.Write(c.buf); err != nil {
+		return 0, err
+	}
+	line, err := c.rd.ReadSlice('\n')
+	if err != nil {
+		return 0, fmt.Errorf("reading the answer: %w", err)
+	}
+	// "HTTP/1.1 201 Created\r\n"
+	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.1 ")) {
+		return 0, fmt.Errorf("not an HTTP/1.1 status line: %q", line)
+	}
+	status, err := strconv.Atoi(string(line[9:12]))
+	if err != nil {
+		return 0, fmt.Errorf("status line %q: %w", line, err)
+	}
+	length := -1
+	for {
+		h, err := c.rd.ReadSlice('\n')
+		if err != nil {
+			return 0, fmt.Errorf("reading the answer's headers: %w", err)
+		}
+		if len(h) <= 2 {
+			break
+		}
+		if k, v, ok := bytes.Cut(h, []byte(":")); ok && strings.EqualFold(string(k), "Content-Length") {
+			if length, err = strconv.Atoi(string(bytes.TrimSpace(v))); err != nil {
+				return 0, fmt.Errorf("Content-Length %q: %w", v, err)
+			}
+		}
+	}
+	if length < 0 {
+		return 0, errors.New("the answer has no Content-Length (chunked answers are not expected for a create)")
+	}
+	if _, err := c.rd.Discard(length); err != nil {
+		return 0, fmt.Errorf("reading the answer's body: %w", err)
+	}
+	return status, nil
+}
 
 // putMany puts value under fresh keys for d with w concurrent clients.
 func putMany(ctx context.Context, cli *clientv3.Client, w int, d time.Duration, value []byte, seq *atomic.Int64) (int, time.Duration, error) {
