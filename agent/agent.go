@@ -31,7 +31,11 @@ import (
 // Options configure an agent.
 type Options struct {
 	Server     string            // engine URL
-	Token      string            // registration token
+	Token      string            // registration token (not needed once StateDir holds a key)
+	// StateDir keeps the agent key the engine issued (agent-key.json, mode
+	// 0600): a restarted agent re-registers with it, as a host that exists
+	// is not handed to a mere token holder (default /var/lib/drover/agent).
+	StateDir string
 	Name       string            // host name (default: the machine's)
 	Labels     map[string]string // host labels, set at first registration
 	IP         string            // agent IP reported to the engine
@@ -64,8 +68,14 @@ type Agent struct {
 
 // Run registers and runs the agent until ctx ends.
 func Run(ctx context.Context, opts Options) error {
-	if opts.Server == "" || opts.Token == "" {
-		return errors.New("agent: --server and --token are required")
+	if opts.StateDir == "" {
+		opts.StateDir = "/var/lib/drover/agent"
+	}
+	if opts.Server == "" {
+		return errors.New("agent: --server is required")
+	}
+	if opts.Token == "" && loadAgentKey(opts.StateDir, opts.Server, opts.Name) == nil {
+		return fmt.Errorf("agent: --token is required (no agent key kept in %s for this engine and host)", opts.StateDir)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -138,24 +148,45 @@ func (a *Agent) poke() {
 	}
 }
 
-// register presents the token until the engine answers, and keeps the host
-// and agent key it gets back.
+// register presents the agent key it kept from an earlier run (or else the
+// token) until the engine answers, and keeps the host and the new agent key
+// it gets back, in memory and in the state directory.
 func (a *Agent) register(ctx context.Context) error {
-	anon := client.New(a.opts.Server, "", "")
 	info, err := a.docker.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("agent: docker is not reachable: %w", err)
 	}
+	kept := loadAgentKey(a.opts.StateDir, a.opts.Server, a.opts.Name)
 	retry := backoff.New(time.Second, 30*time.Second)
 	for {
-		resp, err := anon.Register(ctx, api.RegisterRequest{Token: a.opts.Token, Name: a.opts.Name, AgentIP: a.opts.IP, Hostname: info.Name, Labels: a.opts.Labels})
+		as := client.New(a.opts.Server, "", "")
+		if kept != nil {
+			as = client.New(a.opts.Server, kept.AccessKey, kept.SecretKey)
+		}
+		resp, err := as.Register(ctx, api.RegisterRequest{Token: a.opts.Token, Name: a.opts.Name, AgentIP: a.opts.IP, Hostname: info.Name, Labels: a.opts.Labels})
 		if err == nil {
+			if err := saveAgentKey(a.opts.StateDir, agentKey{Server: a.opts.Server, Name: a.opts.Name, HostID: resp.Host.ID, AccessKey: resp.AccessKey, SecretKey: resp.SecretKey}); err != nil {
+				// Without it the next start needs a token issued for this
+				// host name: say so now.
+				a.log.Warn("the agent key could not be kept; a restart will need a token for this host name", "dir", a.opts.StateDir, "err", err)
+			}
 			a.host = resp.Host
 			a.eng = client.New(a.opts.Server, resp.AccessKey, resp.SecretKey)
-			a.log.Info("registered", "hostId", resp.Host.ID)
+			a.log.Info("registered", "hostId", resp.Host.ID, "withKeptKey", kept != nil)
 			return nil
 		}
-		if api.IsStatus(err, http.StatusUnauthorized) || api.IsStatus(err, http.StatusUnprocessableEntity) || api.IsStatus(err, http.StatusBadRequest) {
+		if kept != nil && api.IsStatus(err, http.StatusUnauthorized) {
+			// The kept key was revoked (the host re-registered elsewhere,
+			// or an admin deleted the key): only the token is left.
+			a.log.Warn("the kept agent key is no longer valid; registering with the token", "dir", a.opts.StateDir)
+			kept = nil
+			if a.opts.Token == "" {
+				return fmt.Errorf("agent: the agent key kept in %s was revoked and no --token was given", a.opts.StateDir)
+			}
+			continue
+		}
+		if api.IsStatus(err, http.StatusUnauthorized) || api.IsStatus(err, http.StatusForbidden) || api.IsStatus(err, http.StatusConflict) ||
+			api.IsStatus(err, http.StatusUnprocessableEntity) || api.IsStatus(err, http.StatusBadRequest) {
 			return fmt.Errorf("agent: registration refused: %w", err)
 		}
 		a.log.Warn("engine not reachable; retrying registration", "err", err)

@@ -3,7 +3,9 @@ package agent_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -27,7 +29,11 @@ type cluster struct {
 	token  string
 	agents map[string]context.CancelFunc
 	done   map[string]chan struct{}
+	// states holds each agent's state directory (its kept key).
+	states string
 }
+
+func (c *cluster) stateDir(name string) string { return filepath.Join(c.states, name) }
 
 func newCluster(t *testing.T) *cluster { return newClusterTB(t) }
 
@@ -43,7 +49,7 @@ func newClusterTB(t testing.TB) *cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster{t: t, srv: srv, eng: eng, token: tok.Status.Token, agents: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}}
+	c := &cluster{t: t, srv: srv, eng: eng, token: tok.Status.Token, agents: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}, states: t.TempDir()}
 	t.Cleanup(func() {
 		for name := range c.agents {
 			c.stopAgent(name)
@@ -62,7 +68,7 @@ func (c *cluster) startAgent(name string, labels map[string]string) {
 	c.agents[name], c.done[name] = cancel, done
 	go func() {
 		defer close(done)
-		err := agent.Run(ctx, agent.Options{Server: c.srv.URL(), Token: c.token, Name: name, Labels: labels, Logger: testenv.Logger(),
+		err := agent.Run(ctx, agent.Options{Server: c.srv.URL(), Token: c.token, Name: name, StateDir: c.stateDir(name), Labels: labels, Logger: testenv.Logger(),
 			Heartbeat: 500 * time.Millisecond, Resync: time.Second})
 		if err != nil && ctx.Err() == nil {
 			c.t.Errorf("agent %s: %v", name, err)
@@ -357,6 +363,38 @@ func TestIntegrationStacksOnHosts(t *testing.T) {
 			if len(strings.Fields(string(out))) > 0 {
 				return fmt.Errorf("%s still has containers", n)
 			}
+		}
+		return nil
+	})
+}
+
+// A restarted agent re-registers with the key it kept, without a token,
+// gets its own host back, and the kept file is readable by its user only.
+func TestIntegrationAgentKeepsItsKey(t *testing.T) {
+	c := newCluster(t)
+	c.startAgent("keeper", nil)
+	waitHosts(t, c, 1)
+	first := c.hostIDs()["keeper"]
+	c.stopAgent("keeper")
+	fi, err := os.Stat(filepath.Join(c.stateDir("keeper"), "agent-key.json"))
+	if err != nil {
+		t.Fatalf("the agent kept no key: %v", err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("agent-key.json has mode %v, want 0600", fi.Mode().Perm())
+	}
+	c.token = "" // only the kept key now
+	c.startAgent("keeper", nil)
+	eventually(t, "the restarted agent's host active again", 20*time.Second, func() error {
+		h, err := c.eng.Hosts().Get(context.Background(), first)
+		if err != nil {
+			return err
+		}
+		if h.Status.State != api.HostActive {
+			return fmt.Errorf("state %s", h.Status.State)
+		}
+		if ids := c.hostIDs(); len(ids) != 1 || ids["keeper"] != first {
+			return fmt.Errorf("hosts %v, want keeper=%s only", ids, first)
 		}
 		return nil
 	})

@@ -446,12 +446,27 @@ type RegistrationToken struct {
 	Status RegistrationTokenStatus `json:"status"`
 }
 
+// RegistrationTokenSpec limits what a token may register. A token with no
+// limits registers any number of new hosts, forever, until it is deleted
+// (which revokes it). No token re-registers a host that exists, except one
+// whose hostNamePattern is exactly that host's name.
 type RegistrationTokenSpec struct {
 	Description string `json:"description,omitempty"`
+	// MaxUses is how many registrations the token allows (0: no limit).
+	MaxUses int `json:"maxUses,omitempty"`
+	// ExpiresAt is when the token stops working (absent: never).
+	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
+	// HostNamePattern is a shell pattern (path.Match: *, ?, [a-z]) host
+	// names must match, e.g. "worker-*" (empty: any name).
+	HostNamePattern string `json:"hostNamePattern,omitempty"`
 }
 
 type RegistrationTokenStatus struct {
+	// Token is shown once, in the answer to the create.
 	Token string `json:"token,omitempty"`
+	// Uses counts the registrations made with the token.
+	Uses       int        `json:"uses,omitempty"`
+	LastUsedAt *time.Time `json:"lastUsedAt,omitempty"`
 }
 
 // RegisterRequest is the body of POST /v1/hosts/register.

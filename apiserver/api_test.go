@@ -320,13 +320,18 @@ func TestIntegrationAuth(t *testing.T) {
 	if len(hosts) != 1 || hosts[0].ID != reg.Host.ID {
 		t.Fatalf("agent sees %d hosts, want its own", len(hosts))
 	}
-	// Re-registering the same name returns the same host and revokes the old key.
-	reg2, err := anon.Register(ctx, api.RegisterRequest{Token: tok.Status.Token, Name: "node1", AgentIP: "10.0.0.9"})
+	// The agent re-registering with its own key gets the same host and a new
+	// key, and the old key is revoked.
+	reg2, err := agent.Register(ctx, api.RegisterRequest{Name: "node1", AgentIP: "10.0.0.9"})
 	if err != nil || reg2.Host.ID != reg.Host.ID || reg2.Host.Status.AgentIP != "10.0.0.9" || reg2.Host.Labels["zone"] != "a" {
 		t.Fatalf("re-register: %+v %v", reg2, err)
 	}
 	if _, _, err := agent.Hosts().List(ctx, client.ListOptions{}); !api.IsStatus(err, 401) {
 		t.Fatalf("old agent key after re-register: want 401, got %v", err)
+	}
+	// What the re-registration reported is stored, not only answered.
+	if h, err := admin.Hosts().Get(ctx, reg.Host.ID); err != nil || h.Status.AgentIP != "10.0.0.9" {
+		t.Fatalf("host after re-registering from 10.0.0.9: %+v %v", h, err)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path"
 	"strconv"
 	"strings"
 	"unicode"
@@ -165,6 +166,20 @@ func validate(coll string, obj api.Object) *api.Error {
 		return nil // checked with its key in certificateStatus
 	case *api.APIKey:
 		return validateAPIKey(o)
+	case *api.RegistrationToken:
+		return validateRegistrationToken(o)
+	}
+	return nil
+}
+
+func validateRegistrationToken(o *api.RegistrationToken) *api.Error {
+	if o.Spec.MaxUses < 0 {
+		return invalid("spec.maxUses", "must be 0 (no limit) or more, got %d", o.Spec.MaxUses)
+	}
+	if p := o.Spec.HostNamePattern; p != "" {
+		if _, err := path.Match(p, ""); err != nil {
+			return invalid("spec.hostNamePattern", "%q is not a shell pattern (use *, ? and [a-z]): %v", p, err)
+		}
 	}
 	return nil
 }

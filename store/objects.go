@@ -223,7 +223,10 @@ func (s *Store) Update(ctx context.Context, kind api.Kind, id string, expectRev 
 		if derr != nil {
 			return nil, 0, InternalError(derr)
 		}
-		next, secret, aerr := fn(cur)
+		// fn gets its own copy: one that changes the object it is given
+		// and returns it must still be seen to have changed it.
+		mine, _ := DecodeStored(kind, raw, rev)
+		next, secret, aerr := fn(mine)
 		if aerr != nil {
 			return nil, 0, aerr
 		}

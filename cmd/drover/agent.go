@@ -17,8 +17,9 @@ func runAgent(ctx context.Context, args []string, _, stderr io.Writer) error {
 	var o agent.Options
 	var labels string
 	fs.StringVar(&o.Server, "server", os.Getenv("DROVER_URL"), "engine URL; env DROVER_URL")
-	fs.StringVar(&o.Token, "token", os.Getenv("DROVER_TOKEN"), "registration token (POST /v1/registrationtokens); env DROVER_TOKEN")
+	fs.StringVar(&o.Token, "token", os.Getenv("DROVER_TOKEN"), "registration token (POST /v1/registrationtokens); not needed once --state-dir holds a key; env DROVER_TOKEN")
 	fs.StringVar(&o.Name, "name", "", "host name (default: this machine's)")
+	fs.StringVar(&o.StateDir, "state-dir", "/var/lib/drover/agent", "where the agent keeps the key the engine issued (agent-key.json, mode 0600); a restart re-registers with it")
 	fs.StringVar(&labels, "labels", "", "host labels k=v,k2=v2 (set when the host first registers)")
 	fs.StringVar(&o.IP, "ip", "", "this host's address as other hosts reach it")
 	fs.StringVar(&o.DockerHost, "docker-host", "", "Docker Engine URL (default: DOCKER_HOST or the local socket)")

@@ -36,7 +36,7 @@ func TestIntegrationCLIStackLifecycle(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		agent.Run(ctx, agent.Options{Server: srv.URL(), Token: tok.Status.Token, Name: "cli-host", Logger: testenv.Logger(), Heartbeat: 500 * time.Millisecond, Resync: time.Second})
+		agent.Run(ctx, agent.Options{Server: srv.URL(), Token: tok.Status.Token, Name: "cli-host", StateDir: t.TempDir(), Logger: testenv.Logger(), Heartbeat: 500 * time.Millisecond, Resync: time.Second})
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -131,7 +131,7 @@ func TestIntegrationAllControllersSettle(t *testing.T) {
 		t.Fatal(err)
 	}
 	run("agent", func(ctx context.Context) error {
-		return agent.Run(ctx, agent.Options{Server: srv.URL(), Token: tok.Status.Token, Name: "settle-host", Labels: map[string]string{"zone": "a"},
+		return agent.Run(ctx, agent.Options{Server: srv.URL(), Token: tok.Status.Token, Name: "settle-host", StateDir: t.TempDir(), Labels: map[string]string{"zone": "a"},
 			Logger: testenv.Logger(), Heartbeat: 500 * time.Millisecond, Resync: time.Second})
 	})
 	t.Cleanup(func() { testenv.RemoveDockerContainers(agent.LabelHostID) })
