@@ -30,12 +30,12 @@ import (
 
 // Options configure an agent.
 type Options struct {
-	Server     string            // engine URL
-	Token      string            // registration token (not needed once StateDir holds a key)
+	Server string // engine URL
+	Token  string // registration token (not needed once StateDir holds a key)
 	// StateDir keeps the agent key the engine issued (agent-key.json, mode
 	// 0600): a restarted agent re-registers with it, as a host that exists
 	// is not handed to a mere token holder (default /var/lib/drover/agent).
-	StateDir string
+	StateDir   string
 	Name       string            // host name (default: the machine's)
 	Labels     map[string]string // host labels, set at first registration
 	IP         string            // agent IP reported to the engine
