@@ -464,7 +464,9 @@ type RegistrationTokenSpec struct {
 type RegistrationTokenStatus struct {
 	// Token is shown once, in the answer to the create.
 	Token string `json:"token,omitempty"`
-	// Uses counts the registrations made with the token.
+	// Uses counts the registrations made with a token that has maxUses
+	// (an unlimited token is checked without a write, so that many hosts
+	// can join at once).
 	Uses       int        `json:"uses,omitempty"`
 	LastUsedAt *time.Time `json:"lastUsedAt,omitempty"`
 }

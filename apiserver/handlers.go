@@ -486,7 +486,13 @@ func (s *Server) updateHandler(w http.ResponseWriter, r *http.Request) {
 			return nil, nil, aerr
 		}
 		if statusOnly {
-			return onlyStatus(kind, cur, next), nil, nil
+			out := onlyStatus(kind, cur, next)
+			if p.Role == api.RoleAgent && kind.Collection == "hosts" {
+				if aerr := s.checkAgentHostStatus(p, cur.(*api.Host), out.(*api.Host)); aerr != nil {
+					return nil, nil, aerr
+				}
+			}
+			return out, nil, nil
 		}
 		keepStatus(cur, next)
 		carryServerMeta(cur.GetMeta(), next.GetMeta())

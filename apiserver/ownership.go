@@ -4,8 +4,10 @@ import (
 	"net/http"
 	"reflect"
 	"slices"
+	"strings"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/auth"
 )
 
 // Who owns what in an object:
@@ -107,4 +109,50 @@ func mergeConditions(base, patch map[string]any) {
 		out = append(out, c)
 	}
 	ps["conditions"] = out
+}
+
+// agentHostStatus lists the host status fields an agent observes and may
+// report; the others are kept by controllers (state and conditions by the
+// host lifecycle controller, subnet by the network allocator, node labels by
+// kubernetes-agent) and an agent that could write them could bait the
+// scheduler (issue 9, defect 6).
+var agentHostStatus = map[string]bool{"agentIP": true, "hostname": true, "capacity": true, "dockerVersion": true, "vtepMAC": true}
+
+// Capacity an agent may claim; more is clamped, and logged.
+const (
+	maxMilliCPU       = 4096 * 1000 // 4,096 cores
+	maxMemoryBytes    = 64 << 40    // 64 TiB
+	maxLocalStorageMB = 1 << 30     // 1 EiB
+)
+
+// checkAgentHostStatus refuses an agent's change to a host status field it
+// does not own, and clamps the capacity it claims to what a machine can have.
+func (s *Server) checkAgentHostStatus(p *auth.Principal, cur, next *api.Host) *api.Error {
+	cv, nv := reflect.ValueOf(cur.Status), reflect.ValueOf(next.Status)
+	t := cv.Type()
+	for i := 0; i < t.NumField(); i++ {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		if agentHostStatus[name] || reflect.DeepEqual(cv.Field(i).Interface(), nv.Field(i).Interface()) {
+			continue
+		}
+		return api.NewError(http.StatusForbidden, api.CodeForbidden, "status."+name,
+			"key %s (role agent) may not change status.%s of its host: agents report only status.agentIP, hostname, capacity, dockerVersion and vtepMAC", p.AccessKey, name)
+	}
+	c := &next.Status.Capacity
+	if c.MilliCPU < 0 || c.MemoryBytes < 0 || c.LocalStorageMB < 0 {
+		return invalid("status.capacity", "cannot be negative (%+v)", *c)
+	}
+	claimed := *c
+	c.MilliCPU, c.MemoryBytes, c.LocalStorageMB = min(c.MilliCPU, maxMilliCPU), min(c.MemoryBytes, maxMemoryBytes), min(c.LocalStorageMB, maxLocalStorageMB)
+	if *c != claimed {
+		s.log.Warn("agent claimed more capacity than a machine has; clamped", "host", cur.ID, "key", p.AccessKey,
+			"claimedMilliCPU", claimed.MilliCPU, "claimedMemoryBytes", claimed.MemoryBytes, "claimedLocalStorageMB", claimed.LocalStorageMB,
+			"milliCPU", c.MilliCPU, "memoryBytes", c.MemoryBytes, "localStorageMB", c.LocalStorageMB)
+	}
+	if *c != cur.Status.Capacity {
+		s.log.Info("host capacity changed, as its agent reports", "host", cur.ID, "key", p.AccessKey,
+			"fromMilliCPU", cur.Status.Capacity.MilliCPU, "fromMemoryBytes", cur.Status.Capacity.MemoryBytes,
+			"milliCPU", c.MilliCPU, "memoryBytes", c.MemoryBytes, "localStorageMB", c.LocalStorageMB)
+	}
+	return nil
 }

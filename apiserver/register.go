@@ -162,23 +162,45 @@ func (s *Server) useToken(ctx context.Context, token, name, existing string) *ap
 		return errBadToken
 	}
 	kind, _ := api.KindByCollection("registrationtokens")
-	_, _, aerr := s.st.Update(ctx, kind, id, 0, func(cur api.Object) (api.Object, []byte, *api.Error) {
-		t := cur.(*api.RegistrationToken)
-		now := time.Now().UTC()
+	check := func(t *api.RegistrationToken, now time.Time) *api.Error {
 		if t.Spec.ExpiresAt != nil && !now.Before(*t.Spec.ExpiresAt) {
-			return nil, nil, api.NewError(http.StatusUnauthorized, api.CodeUnauthorized, "token", "registration token %s expired at %s", id, t.Spec.ExpiresAt.Format(time.RFC3339))
+			return api.NewError(http.StatusUnauthorized, api.CodeUnauthorized, "token", "registration token %s expired at %s", id, t.Spec.ExpiresAt.Format(time.RFC3339))
 		}
 		if t.Spec.MaxUses > 0 && t.Status.Uses >= t.Spec.MaxUses {
-			return nil, nil, api.NewError(http.StatusUnauthorized, api.CodeUnauthorized, "token", "registration token %s is used up (%d of %d registrations)", id, t.Status.Uses, t.Spec.MaxUses)
+			return api.NewError(http.StatusUnauthorized, api.CodeUnauthorized, "token", "registration token %s is used up (%d of %d registrations)", id, t.Status.Uses, t.Spec.MaxUses)
 		}
 		if p := t.Spec.HostNamePattern; p != "" {
 			if ok, _ := path.Match(p, name); !ok {
-				return nil, nil, api.NewError(http.StatusForbidden, api.CodeForbidden, "name", "registration token %s registers only hosts named like %q, not %q", id, p, name)
+				return api.NewError(http.StatusForbidden, api.CodeForbidden, "name", "registration token %s registers only hosts named like %q, not %q", id, p, name)
 			}
 		}
 		if existing != "" && t.Spec.HostNamePattern != name {
-			return nil, nil, api.NewError(http.StatusConflict, api.CodeConflict, "name",
+			return api.NewError(http.StatusConflict, api.CodeConflict, "name",
 				"host %q is already registered (%s): re-registering it needs its agent's key (HTTP Basic), a registration token with spec.hostNamePattern %q, or an admin key", name, existing, name)
+		}
+		return nil
+	}
+	raw, rev, err := s.st.Get(ctx, "registrationtokens", id)
+	if err == store.ErrNotFound {
+		return errBadToken // deleted meanwhile
+	} else if err != nil {
+		return store.Unavailable(err)
+	}
+	cur, err := store.DecodeStored(kind, raw, rev)
+	if err != nil {
+		return store.InternalError(err)
+	}
+	if t := cur.(*api.RegistrationToken); t.Spec.MaxUses == 0 {
+		// Nothing to count against: checked without a write, so a
+		// thousand hosts joining at once do not queue on the token.
+		return check(t, time.Now().UTC())
+	}
+	// Uses are counted in the write that checks them.
+	_, _, aerr := s.st.Update(ctx, kind, id, 0, func(cur api.Object) (api.Object, []byte, *api.Error) {
+		t := cur.(*api.RegistrationToken)
+		now := time.Now().UTC()
+		if aerr := check(t, now); aerr != nil {
+			return nil, nil, aerr
 		}
 		t.Status.Uses++
 		t.Status.LastUsedAt = &now

@@ -170,3 +170,48 @@ func TestIntegrationRegistrationTokenLimits(t *testing.T) {
 		t.Fatalf("register with a bad name: want 422, got %v", err)
 	}
 }
+
+// An agent reports what it observes of its host and nothing else; the
+// capacity it claims is clamped to what a machine can have (issue 9,
+// defect 6).
+func TestIntegrationAgentHostStatusLimited(t *testing.T) {
+	integration(t)
+	ctx := context.Background()
+	s, admin := testenv.StartServer(t, apiserver.Options{})
+	tok, err := admin.RegistrationTokens().Create(ctx, &api.RegistrationToken{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := client.New(s.URL(), "", "").Register(ctx, api.RegisterRequest{Token: tok.Status.Token, Name: "h1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := client.New(s.URL(), reg.AccessKey, reg.SecretKey)
+	for _, st := range []map[string]any{
+		{"state": "active"},
+		{"nodeLabels": map[string]any{"node-role.kubernetes.io/control-plane": ""}},
+		{"subnet": "10.42.7.0/24"},
+		{"conditions": []any{map[string]any{"type": "Ready", "status": "True"}}},
+	} {
+		if _, err := agent.Hosts().PatchStatus(ctx, reg.Host.ID, map[string]any{"status": st}); !api.IsStatus(err, 403) {
+			t.Errorf("agent patching its host's status with %v: want 403, got %v", st, err)
+		}
+	}
+	h, err := agent.Hosts().PatchStatus(ctx, reg.Host.ID, map[string]any{"status": map[string]any{
+		"dockerVersion": "20.10.24", "hostname": "h1.example", "agentIP": "10.0.0.7",
+		"capacity": map[string]any{"milliCPU": int64(1) << 50, "memoryBytes": 8 << 30},
+	}})
+	if err != nil {
+		t.Fatalf("agent reporting what it observes: %v", err)
+	}
+	if h.Status.Capacity.MilliCPU != 4096*1000 || h.Status.Capacity.MemoryBytes != 8<<30 || h.Status.DockerVersion != "20.10.24" {
+		t.Fatalf("after a claim of 2^50 milliCPU: %+v; want it clamped to 4,096 cores, the rest as reported", h.Status)
+	}
+	if _, err := agent.Hosts().PatchStatus(ctx, reg.Host.ID, map[string]any{"status": map[string]any{"capacity": map[string]any{"milliCPU": -1}}}); !api.IsStatus(err, 422) {
+		t.Fatalf("negative capacity: want 422, got %v", err)
+	}
+	// What the agent may not write, an admin still may.
+	if _, err := admin.Hosts().PatchStatus(ctx, reg.Host.ID, map[string]any{"status": map[string]any{"nodeLabels": map[string]any{"a": "b"}}}); err != nil {
+		t.Fatalf("admin patching nodeLabels: %v", err)
+	}
+}
