@@ -4,14 +4,17 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -70,4 +73,51 @@ func lockedTLS(dir string) (transport.TLSInfo, error) {
 		TrustedCAFile: filepath.Join(dir, "ca.pem"), ClientCertAuth: true,
 		ClientCertFile: filepath.Join(dir, "cert.pem"), ClientKeyFile: filepath.Join(dir, "key.pem"),
 	}, nil
+}
+
+// etcdTLS is the client TLS configuration for an external etcd: nil for
+// http:// endpoints, else the CA and client certificate given (an https://
+// endpoint without a CA file is checked against the system's roots).
+func (s *Server) etcdTLS() (*tls.Config, error) {
+	o := s.opts
+	https := 0
+	for _, e := range o.EtcdEndpoints {
+		if strings.HasPrefix(e, "https://") {
+			https++
+		} else if !strings.HasPrefix(e, "http://") {
+			return nil, fmt.Errorf("server: etcd endpoint %q: want http:// or https://", e)
+		}
+	}
+	files := o.EtcdCAFile != "" || o.EtcdCertFile != "" || o.EtcdKeyFile != ""
+	switch {
+	case https == 0 && files:
+		return nil, fmt.Errorf("server: --etcd-cafile/--etcd-certfile/--etcd-keyfile are given but the etcd endpoints %v are http://; use https://", o.EtcdEndpoints)
+	case https == 0:
+		return nil, nil
+	case https != len(o.EtcdEndpoints):
+		return nil, fmt.Errorf("server: etcd endpoints %v mix http:// and https://", o.EtcdEndpoints)
+	case (o.EtcdCertFile == "") != (o.EtcdKeyFile == ""):
+		return nil, errors.New("server: --etcd-certfile and --etcd-keyfile go together")
+	}
+	info := transport.TLSInfo{CertFile: o.EtcdCertFile, KeyFile: o.EtcdKeyFile, TrustedCAFile: o.EtcdCAFile}
+	if o.EtcdCertFile == "" {
+		// Server authentication only.
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if o.EtcdCAFile != "" {
+			pem, err := os.ReadFile(o.EtcdCAFile)
+			if err != nil {
+				return nil, fmt.Errorf("server: --etcd-cafile: %w", err)
+			}
+			cfg.RootCAs = x509.NewCertPool()
+			if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("server: --etcd-cafile %s holds no PEM certificate", o.EtcdCAFile)
+			}
+		}
+		return cfg, nil
+	}
+	cfg, err := info.ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("server: etcd client certificate (--etcd-cafile %q, --etcd-certfile %q, --etcd-keyfile %q): %w", o.EtcdCAFile, o.EtcdCertFile, o.EtcdKeyFile, err)
+	}
+	return cfg, nil
 }

@@ -36,6 +36,13 @@ type Options struct {
 	Listen        string   // address to serve on, e.g. 127.0.0.1:8080 (":0" picks a port)
 	DataDir       string   // credentials.json, and the embedded etcd's data
 	EtcdEndpoints []string // external etcd; empty runs an embedded one
+	// TLS to an external etcd: the CA that signed its certificates, and
+	// this server's client certificate and key (etcd --client-cert-auth).
+	EtcdCAFile, EtcdCertFile, EtcdKeyFile string
+	// EncryptionKeyFile holds the keys sealing certificate private keys at
+	// rest (default <DataDir>/encryption-keys, created if missing; see
+	// store/seal.go). Every server of one store needs the same file.
+	EncryptionKeyFile string
 	TLSCert       string
 	TLSKey        string
 	Logger        *slog.Logger
@@ -95,6 +102,9 @@ func (o *Options) withDefaults() {
 	if o.KeyPrefix == "" {
 		o.KeyPrefix = "/drover/"
 	}
+	if o.EncryptionKeyFile == "" && o.DataDir != "" {
+		o.EncryptionKeyFile = filepath.Join(o.DataDir, "encryption-keys")
+	}
 }
 
 // Server is a running engine.
@@ -126,6 +136,10 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("server: creating data dir: %w", err)
 	}
+	keyring, err := store.LoadKeyring(opts.EncryptionKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	s := &Server{opts: opts, log: opts.Logger, auth: auth.NewCache(), metrics: newMetrics(), done: make(chan struct{})}
 	cli, err := s.openStore(ctx)
 	if err != nil {
@@ -142,6 +156,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		}, func() float64 { _, p := s.st.BatchStats(); return float64(p) }),
 	)
 	s.st.PageTimeout = opts.StoreTimeout
+	s.st.Keyring = keyring
 	s.st.Check = func(coll string, obj api.Object) *api.Error {
 		normalize(coll, obj)
 		return validate(coll, obj)
@@ -196,6 +211,17 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		s.ln.Close()
 		s.closeStore()
 		return nil, err
+	}
+	// Secrets sealed by an older key, or stored before sealing, are sealed
+	// anew; one this key file cannot open stops the start (the servers'
+	// key files differ).
+	if n, err := s.st.Reseal(initCtx); err != nil {
+		cancel()
+		s.ln.Close()
+		s.closeStore()
+		return nil, fmt.Errorf("server: re-sealing secrets with key %s of %s: %w", keyring.CurrentKey(), opts.EncryptionKeyFile, err)
+	} else if n > 0 {
+		s.log.Info("secrets re-sealed", "count", n, "key", keyring.CurrentKey(), "keyFile", opts.EncryptionKeyFile)
 	}
 	ready := make(chan struct{})
 	hubDone := make(chan struct{})
@@ -298,10 +324,15 @@ func (s *Server) shutdown(hubDone <-chan struct{}) {
 
 func (s *Server) openStore(ctx context.Context) (*clientv3.Client, error) {
 	if len(s.opts.EtcdEndpoints) > 0 {
+		tlsCfg, err := s.etcdTLS()
+		if err != nil {
+			return nil, err
+		}
 		cli, err := clientv3.New(clientv3.Config{
 			Endpoints:   s.opts.EtcdEndpoints,
 			DialTimeout: 5 * time.Second,
 			Logger:      zap.NewNop(),
+			TLS:         tlsCfg,
 			// Keepalives notice a dead member so requests move to another.
 			DialKeepAliveTime:    5 * time.Second,
 			DialKeepAliveTimeout: 3 * time.Second,

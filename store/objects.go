@@ -169,7 +169,8 @@ func (s *Store) Create(ctx context.Context, kind api.Kind, obj api.Object, secre
 	cmps = append(cmps, rc...)
 	ops = append(ops, ro...)
 	if secret != nil {
-		ops = append(ops, clientv3.OpPut(s.SecretKey(kind.Collection, m.ID), string(secret)))
+		at := s.SecretKey(kind.Collection, m.ID)
+		ops = append(ops, clientv3.OpPut(at, string(s.seal(kind.Collection, secret, at))))
 	}
 	if len(cmps) == 1 && len(ops) == 1 {
 		// Nothing to compare but that the key is new, and the id was drawn
@@ -299,7 +300,8 @@ func (s *Store) commitUpdate(ctx context.Context, kind api.Kind, cur, next api.O
 	cmps = append(cmps, rc...)
 	ops = append(ops, ro...)
 	if secret != nil {
-		ops = append(ops, clientv3.OpPut(s.SecretKey(kind.Collection, cm.ID), string(secret)))
+		at := s.SecretKey(kind.Collection, cm.ID)
+		ops = append(ops, clientv3.OpPut(at, string(s.seal(kind.Collection, secret, at))))
 	}
 	resp, err := s.Cli.Txn(ctx).If(cmps...).Then(ops...).Else(clientv3.OpGet(key, clientv3.WithKeysOnly())).Commit()
 	if err != nil {

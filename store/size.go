@@ -1,6 +1,7 @@
 package store
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -19,7 +20,8 @@ const MaxObjectBytes = 1400 << 10
 
 // checkSize refuses an object too big to store, naming its largest parts.
 func checkSize(obj api.Object, stored, secret []byte) *api.Error {
-	if n := len(stored) + len(secret); n > MaxObjectBytes {
+	// A secret may be stored sealed (seal.go): base64 and a header.
+	if n := len(stored) + base64.StdEncoding.EncodedLen(len(secret)) + 128; n > MaxObjectBytes {
 		parts := largestParts(obj)
 		field := ""
 		if len(parts) > 0 {

@@ -36,6 +36,9 @@ type Store struct {
 	Prefix string
 	// Check fills an object's defaults and validates it before every write.
 	Check func(coll string, obj api.Object) *api.Error
+	// Keyring seals the secrets of sealedCollections at rest (nil: stored
+	// as given). See seal.go.
+	Keyring *Keyring
 	// PageTimeout bounds each page of a List and each batch of puts
 	// (0: none for pages, 10s for batches).
 	PageTimeout time.Duration

@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/controllers"
 	"github.com/drover/drover/internal/lifecycle"
+	"github.com/drover/drover/store"
 )
 
 func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
@@ -22,6 +25,11 @@ func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:8080", "address to serve the API on")
 	fs.StringVar(&o.DataDir, "data-dir", "/var/lib/drover", "directory for credentials.json and the embedded etcd")
 	fs.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated etcd URLs; empty runs an embedded single-node etcd")
+	fs.StringVar(&o.EtcdCAFile, "etcd-cafile", "", "CA certificate that signed the external etcd's certificates (PEM)")
+	fs.StringVar(&o.EtcdCertFile, "etcd-certfile", "", "client certificate for the external etcd (PEM; etcd --client-cert-auth)")
+	fs.StringVar(&o.EtcdKeyFile, "etcd-keyfile", "", "private key of --etcd-certfile (PEM)")
+	fs.StringVar(&o.EncryptionKeyFile, "encryption-key-file", "", "keys sealing certificate private keys at rest (default <data-dir>/encryption-keys, created if missing; the same file on every server)")
+	rotate := fs.Bool("rotate-encryption-key", false, "put a new key first in the encryption key file and exit; restart every server with the new file to re-seal")
 	fs.StringVar(&o.TLSCert, "tls-cert", "", "serve HTTPS with this certificate (PEM)")
 	fs.StringVar(&o.TLSKey, "tls-key", "", "private key of --tls-cert (PEM)")
 	fs.IntVar(&o.HistoryRevisions, "history-revisions", 100000, "store revisions the embedded etcd keeps for resuming watchers")
@@ -41,6 +49,18 @@ func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	if endpoints != "" {
 		o.EtcdEndpoints = strings.Split(endpoints, ",")
+	}
+	if *rotate {
+		path := o.EncryptionKeyFile
+		if path == "" {
+			path = filepath.Join(o.DataDir, "encryption-keys")
+		}
+		id, err := store.RotateKeyring(path)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "drover server: new encryption key %s is first in %s; copy the file to every server and restart them: each re-seals at start what older keys sealed, and logs \"secrets re-sealed\"; after that the older lines may be removed\n", id, path)
+		return nil
 	}
 	log, err := lf.logger(stderr)
 	if err != nil {

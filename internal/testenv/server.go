@@ -6,6 +6,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -42,6 +45,11 @@ func StartServer(t testing.TB, opts apiserver.Options) (*apiserver.Server, *clie
 	if opts.Logger == nil {
 		opts.Logger = Logger()
 	}
+	if opts.EncryptionKeyFile == "" && len(opts.EtcdEndpoints) > 0 {
+		// Servers of one store share their encryption keys, as the
+		// README says they must.
+		opts.EncryptionKeyFile = sharedKeyFile(t, opts.EtcdEndpoints)
+	}
 	s, err := apiserver.Start(context.Background(), opts)
 	if err != nil {
 		t.Fatalf("starting drover server: %v", err)
@@ -69,6 +77,30 @@ func StartServer(t testing.TB, opts apiserver.Options) (*apiserver.Server, *clie
 		<-done
 	})
 	return s, c
+}
+
+var (
+	keyFilesMu sync.Mutex
+	keyFiles   = map[string]string{} // by etcd endpoints
+)
+
+// sharedKeyFile is the encryption key file of the servers of one test
+// store, in the temporary directory of the test that started the first.
+func sharedKeyFile(t testing.TB, endpoints []string) string {
+	keyFilesMu.Lock()
+	defer keyFilesMu.Unlock()
+	k := strings.Join(endpoints, ",")
+	if f, ok := keyFiles[k]; ok {
+		return f
+	}
+	f := filepath.Join(t.TempDir(), "encryption-keys")
+	keyFiles[k] = f
+	t.Cleanup(func() {
+		keyFilesMu.Lock()
+		delete(keyFiles, k)
+		keyFilesMu.Unlock()
+	})
+	return f
 }
 
 // StartControllers runs every controller (as `drover server` does) against

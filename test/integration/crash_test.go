@@ -62,7 +62,9 @@ type serverProc struct {
 func startServerProc(t *testing.T, etcd, data string) *serverProc {
 	t.Helper()
 	p := &serverProc{t: t, data: data, args: []string{"server", "--listen", fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), "--data-dir", data,
-		"--etcd-endpoints", etcd, "--log-format", "json"}}
+		"--etcd-endpoints", etcd, "--log-format", "json",
+		// Servers of one store share their encryption keys.
+		"--encryption-key-file", filepath.Join(filepath.Dir(data), "encryption-keys")}}
 	p.start()
 	t.Cleanup(func() {
 		if p.cmd != nil {
@@ -117,8 +119,9 @@ func TestIntegrationCrashDuringStackDeletion(t *testing.T) {
 	ctx := context.Background()
 	etcd := testenv.StartEtcdCluster(t, 1)
 	url := etcd.Members[0].ClientURL
-	a := startServerProc(t, url, filepath.Join(t.TempDir(), "a"))
-	b := startServerProc(t, url, filepath.Join(t.TempDir(), "b"))
+	dir := t.TempDir()
+	a := startServerProc(t, url, filepath.Join(dir, "a"))
+	b := startServerProc(t, url, filepath.Join(dir, "b"))
 	st, err := a.client.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: "doomed"}})
 	if err != nil {
 		t.Fatal(err)
