@@ -20,6 +20,10 @@ const (
 	CodeTooLarge         = "RequestTooLarge"
 	CodeMethodNotAllowed = "MethodNotAllowed"
 	CodeUnavailable      = "ServiceUnavailable"
+	// CodeUnknown: the store did not confirm a write in time, and it may or
+	// may not have happened. Retry a create with the same Idempotency-Key
+	// (a replay returns the first result), or read the object.
+	CodeUnknown = "Unknown"
 	CodeInternal         = "InternalError"
 )
 
@@ -30,6 +34,8 @@ type Error struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	Field   string `json:"field,omitempty"`
+	// Cause is what went wrong below, for the server's log; never sent.
+	Cause error `json:"-"`
 }
 
 func (e *Error) Error() string {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"errors"
 	"io"
 	"net"
@@ -81,6 +82,9 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 			method = "other"
 		}
 		s.metrics.requests.WithLabelValues(method, route, strconv.Itoa(rec.status)).Inc()
+		if rec.cause != nil {
+			s.log.Warn("request failed in the store", "method", method, "path", r.URL.Path, "status", rec.status, "err", rec.cause)
+		}
 		if r.URL.Query().Get("watch") == "" && route != "GET /v1/subscribe" {
 			s.metrics.duration.WithLabelValues(method, route).Observe(time.Since(start).Seconds())
 		}
@@ -90,6 +94,7 @@ func (s *Server) instrument(next http.Handler) http.Handler {
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
+	cause  error // of a 5xx answer, for the log
 }
 
 func (r *statusRecorder) WriteHeader(code int) {
@@ -130,6 +135,9 @@ func adminOnly(next http.Handler) http.Handler {
 }
 
 func writeError(w http.ResponseWriter, e *api.Error) {
+	if rec, ok := w.(*statusRecorder); ok && e.Cause != nil {
+		rec.cause = e.Cause
+	}
 	w.Header().Set("Content-Type", "application/json")
 	if e.Status == http.StatusServiceUnavailable {
 		w.Header().Set("Retry-After", "2")
@@ -364,7 +372,37 @@ func (s *Server) createHandler(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr)
 		return
 	}
-	stored, rev, reveal, aerr := s.createWithSecrets(r.Context(), kind, obj)
+	var once *store.Idempotency
+	if h := r.Header.Get("Idempotency-Key"); h != "" {
+		if serverOwnedStatus[kind.Collection] && kind.Collection != "certificates" {
+			writeError(w, api.NewError(http.StatusBadRequest, api.CodeInvalidField, "Idempotency-Key",
+				"Idempotency-Key is not taken for %s: their secret is shown once, so a replay could not show it; list them to see whether the first request made one", kind.Collection))
+			return
+		}
+		if once, aerr = s.st.NewIdempotency(p.AccessKey, h, body); aerr != nil {
+			writeError(w, aerr)
+			return
+		}
+		rec, aerr := s.st.Replayed(r.Context(), once)
+		if aerr != nil {
+			writeError(w, aerr)
+			return
+		}
+		if rec != nil {
+			s.replay(w, r, rec)
+			return
+		}
+	}
+	stored, rev, reveal, aerr := s.createWithSecrets(r.Context(), kind, obj, once)
+	if store.IsReplay(aerr) {
+		// The same key, sent twice at once: the other one won.
+		if rec, aerr := s.st.Replayed(r.Context(), once); aerr != nil || rec == nil {
+			writeError(w, store.Unavailable(fmt.Errorf("idempotency record vanished: %v", aerr)))
+		} else {
+			s.replay(w, r, rec)
+		}
+		return
+	}
 	if aerr != nil {
 		writeError(w, aerr)
 		return
@@ -380,9 +418,25 @@ func (s *Server) createHandler(w http.ResponseWriter, r *http.Request) {
 	writeRaw(w, http.StatusCreated, store.WithRevision(stored, rev))
 }
 
+// replay answers a create whose Idempotency-Key was used before with the
+// object the first request made, as it is now.
+func (s *Server) replay(w http.ResponseWriter, r *http.Request, rec *store.IdempotencyRecord) {
+	raw, rev, err := s.st.Get(r.Context(), rec.Collection, rec.ID)
+	if err == store.ErrNotFound {
+		writeError(w, api.NewError(http.StatusConflict, api.CodeConflict, "Idempotency-Key",
+			"the request with this Idempotency-Key created %s %s, which has been deleted since", strings.TrimSuffix(rec.Collection, "s"), rec.ID))
+		return
+	} else if err != nil {
+		writeError(w, store.Unavailable(err))
+		return
+	}
+	w.Header().Set("Idempotency-Replayed", "true")
+	writeRaw(w, http.StatusCreated, store.WithRevision(raw, rev))
+}
+
 // createWithSecrets creates obj, handling the kinds that carry secrets. The
 // returned reveal, if any, puts the secret into the response object.
-func (s *Server) createWithSecrets(ctx context.Context, kind api.Kind, obj api.Object) ([]byte, int64, func(api.Object), *api.Error) {
+func (s *Server) createWithSecrets(ctx context.Context, kind api.Kind, obj api.Object, once *store.Idempotency) ([]byte, int64, func(api.Object), *api.Error) {
 	switch o := obj.(type) {
 	case *api.APIKey:
 		o.ID = store.NewID(kind.IDPrefix)
@@ -406,10 +460,10 @@ func (s *Server) createWithSecrets(ctx context.Context, kind api.Kind, obj api.O
 		}
 		key := o.Spec.Key
 		o.Spec.Key, o.Status = "", st
-		stored, rev, aerr := s.st.Create(ctx, kind, o, []byte(key))
+		stored, rev, aerr := s.st.CreateOnce(ctx, kind, o, []byte(key), once)
 		return stored, rev, nil, aerr
 	}
-	stored, rev, err := s.st.Create(ctx, kind, obj, nil)
+	stored, rev, err := s.st.CreateOnce(ctx, kind, obj, nil, once)
 	return stored, rev, nil, err
 }
 

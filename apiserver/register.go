@@ -134,7 +134,7 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	}
 	key := &api.APIKey{Meta: api.Meta{Name: "agent-" + host.ID}, Spec: api.APIKeySpec{Role: api.RoleAgent, HostID: host.ID, Description: "agent of host " + host.Name}}
 	var reveal func(api.Object)
-	if _, _, reveal, aerr = s.createWithSecrets(r.Context(), keysKind, key); aerr != nil {
+	if _, _, reveal, aerr = s.createWithSecrets(r.Context(), keysKind, key, nil); aerr != nil {
 		writeError(w, aerr)
 		return
 	}

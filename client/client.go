@@ -7,6 +7,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,6 +31,9 @@ type Client struct {
 	http      *http.Client
 	// RequestTimeout bounds every call but streams (default 30s).
 	RequestTimeout time.Duration
+	// CreateRetries is how many times Create sends a create again, with the
+	// same Idempotency-Key, after no answer or a 503 (default 4; -1: never).
+	CreateRetries int
 }
 
 // New returns a client of the engine at url (e.g. http://127.0.0.1:8080).
@@ -79,12 +84,17 @@ func FromEnv() (*Client, error) {
 
 // do sends a request and decodes a JSON answer into out (if not nil).
 func (c *Client) do(ctx context.Context, method, path string, body any, out any) error {
+	return c.doWith(ctx, method, path, body, out, nil)
+}
+
+// doWith is do with extra request headers.
+func (c *Client) doWith(ctx context.Context, method, path string, body any, out any, hdr http.Header) error {
 	if c.RequestTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.RequestTimeout)
 		defer cancel()
 	}
-	resp, err := c.send(ctx, method, path, body, "")
+	resp, err := c.sendWith(ctx, method, path, body, "", hdr)
 	if err != nil {
 		return err
 	}
@@ -111,6 +121,10 @@ func (c *Client) do(ctx context.Context, method, path string, body any, out any)
 type rawBody struct{ b *json.RawMessage }
 
 func (c *Client) send(ctx context.Context, method, path string, body any, contentType string) (*http.Response, error) {
+	return c.sendWith(ctx, method, path, body, contentType, nil)
+}
+
+func (c *Client) sendWith(ctx context.Context, method, path string, body any, contentType string, hdr http.Header) (*http.Response, error) {
 	var rd io.Reader
 	if body != nil {
 		if raw, ok := body.(json.RawMessage); ok {
@@ -129,6 +143,9 @@ func (c *Client) send(ctx context.Context, method, path string, body any, conten
 	}
 	if c.accessKey != "" {
 		req.SetBasicAuth(c.accessKey, c.secretKey)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
 	}
 	if body != nil {
 		if contentType == "" {
@@ -243,12 +260,54 @@ func (r *Resource[T]) Get(ctx context.Context, id string) (*T, error) {
 }
 
 // Create stores a new object and returns it as stored (with id and revision).
+//
+// It sends an Idempotency-Key, and when no answer comes or the answer is a
+// 503 (the store was away, or could not confirm the write: code Unknown),
+// sends the create again with the same key, up to CreateRetries times within
+// ctx: the engine answers a repeat with the object the first try made, so a
+// create happens once however many times it is sent. (API keys and
+// registration tokens, whose secret is shown once, are sent once.)
 func (r *Resource[T]) Create(ctx context.Context, obj *T) (*T, error) {
-	var out T
-	if err := r.c.do(ctx, http.MethodPost, "/v1/"+r.collection, obj, &out); err != nil {
-		return nil, err
+	body, err := json.Marshal(obj)
+	if err != nil {
+		return nil, fmt.Errorf("client: encoding body: %w", err)
 	}
-	return &out, nil
+	retries := r.c.CreateRetries
+	if retries == 0 {
+		retries = 4
+	}
+	var hdr http.Header
+	if r.collection == "apikeys" || r.collection == "registrationtokens" {
+		retries = 0
+	} else {
+		hdr = http.Header{"Idempotency-Key": {newIdempotencyKey()}}
+	}
+	wait := 200 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		var out T
+		err := r.c.doWith(ctx, http.MethodPost, "/v1/"+r.collection, json.RawMessage(body), &out, hdr)
+		if err == nil {
+			return &out, nil
+		}
+		var ae *api.Error
+		retryable := !errors.As(err, &ae) || ae.Status == http.StatusServiceUnavailable
+		if attempt >= retries || !retryable || ctx.Err() != nil {
+			return nil, err
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return nil, err
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}
+
+// newIdempotencyKey is 128 random bits.
+func newIdempotencyKey() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // Update replaces an object. If obj carries a revision that is no longer

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"reflect"
@@ -12,7 +13,10 @@ import (
 	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/drover/drover/api"
 )
@@ -41,12 +45,64 @@ func InternalError(err error) *api.Error {
 	return api.NewError(http.StatusInternalServerError, api.CodeInternal, "", "store: %v", err)
 }
 
-// Unavailable is the API error for a store that did not answer.
+// Unavailable is the API error for a read that failed, in words a client can
+// act on (the etcd error goes to the server's log, not to the client).
 func Unavailable(err error) *api.Error {
-	if err == context.Canceled || err == context.DeadlineExceeded {
-		return api.NewError(http.StatusServiceUnavailable, api.CodeUnavailable, "", "store did not answer in time: %v", err)
+	e := api.NewError(http.StatusServiceUnavailable, api.CodeUnavailable, "", "%s; retry", storeTrouble(err))
+	e.Cause = err
+	return e
+}
+
+// WriteFailed is the API error for a write etcd did not confirm. Unless etcd
+// said it refused the write (no leader), the write may have happened: the
+// answer says so (CodeUnknown).
+func WriteFailed(err error) *api.Error {
+	if !mayHaveApplied(err) {
+		return Unavailable(err)
 	}
-	return api.NewError(http.StatusServiceUnavailable, api.CodeUnavailable, "", "store unavailable: %v", err)
+	e := api.NewError(http.StatusServiceUnavailable, api.CodeUnknown, "",
+		"%s, so whether the write happened is unknown: retry a create with the same Idempotency-Key header (a retry returns the first result), or read the object", storeTrouble(err))
+	e.Cause = err
+	return e
+}
+
+// storeTrouble says what an etcd error means, without its text.
+func storeTrouble(err error) string {
+	switch {
+	case errors.Is(err, context.Canceled):
+		return "the request ended before the store (etcd) answered"
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, rpctypes.ErrTimeout), errors.Is(err, rpctypes.ErrGRPCTimeout),
+		errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail), errors.Is(err, rpctypes.ErrTimeoutDueToConnectionLost),
+		status.Code(err) == codes.DeadlineExceeded:
+		return "the store (etcd) did not answer in time"
+	case errors.Is(err, rpctypes.ErrNoLeader), errors.Is(err, rpctypes.ErrGRPCNoLeader):
+		return "the store (etcd) has no leader: too few of its members are up"
+	case status.Code(err) == codes.Unavailable:
+		return "the store (etcd) cannot be reached"
+	case errors.Is(err, rpctypes.ErrGRPCRequestTooLarge), errors.Is(err, rpctypes.ErrRequestTooLarge):
+		return "the request is larger than the store (etcd) takes"
+	}
+	return "the store (etcd) failed"
+}
+
+// mayHaveApplied says whether a write that got err may still have happened.
+func mayHaveApplied(err error) bool {
+	return !errors.Is(err, rpctypes.ErrNoLeader) && !errors.Is(err, rpctypes.ErrGRPCNoLeader) &&
+		!errors.Is(err, rpctypes.ErrGRPCRequestTooLarge) && !errors.Is(err, rpctypes.ErrRequestTooLarge)
+}
+
+// confirm settles a write whose answer was lost: it reads key back (with a
+// context of its own: the write's may be spent) and reports the revision at
+// which key holds value, if it does. A key that does not hold it proves
+// nothing (the write may still land), so the caller then answers Unknown.
+func (s *Store) confirm(key string, value []byte) (int64, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	resp, err := s.Cli.Get(ctx, key)
+	if err != nil || len(resp.Kvs) == 0 || !bytes.Equal(resp.Kvs[0].Value, value) {
+		return 0, false
+	}
+	return resp.Kvs[0].ModRevision, true
 }
 
 // EncodeStored renders an object as stored: without revision.
@@ -123,9 +179,17 @@ func nameTaken(coll string, obj api.Object) *api.Error {
 	return api.NewError(http.StatusConflict, api.CodeNameTaken, "name", "a %s named %q already exists", what, obj.GetMeta().Name)
 }
 
-// create stores a new object with its name and reference index entries, and
+// Create stores a new object with its name and reference index entries, and
 // its secret if any, in one transaction.
 func (s *Store) Create(ctx context.Context, kind api.Kind, obj api.Object, secret []byte) ([]byte, int64, *api.Error) {
+	return s.CreateOnce(ctx, kind, obj, secret, nil)
+}
+
+// CreateOnce is Create, and with once set, also records the request's
+// idempotency key in the same transaction, so the key names at most one
+// object. A key already recorded fails the create with ErrReplay (see
+// idempotency.go).
+func (s *Store) CreateOnce(ctx context.Context, kind api.Kind, obj api.Object, secret []byte, once *Idempotency) ([]byte, int64, *api.Error) {
 	m := obj.GetMeta()
 	if m.ID == "" {
 		m.ID = NewID(kind.IDPrefix)
@@ -172,22 +236,45 @@ func (s *Store) Create(ctx context.Context, kind api.Kind, obj api.Object, secre
 		at := s.SecretKey(kind.Collection, m.ID)
 		ops = append(ops, clientv3.OpPut(at, string(s.seal(kind.Collection, secret, at))))
 	}
+	if once != nil {
+		c, o, err := s.recordOnce(ctx, once, kind.Collection, m.ID)
+		if err != nil {
+			return nil, 0, Unavailable(err)
+		}
+		cmps, ops = append(cmps, c), append(ops, o)
+	}
 	if len(cmps) == 1 && len(ops) == 1 {
 		// Nothing to compare but that the key is new, and the id was drawn
 		// here with 62 random bits: a plain put, the cheapest write etcd
 		// has, sent with the other puts waiting (batch.go).
 		rev, err := s.batcher.put(ctx, key, string(stored))
 		if err != nil {
-			return nil, 0, Unavailable(err)
+			var ok bool
+			if rev, ok = s.confirm(key, stored); !ok {
+				return nil, 0, WriteFailed(err)
+			}
 		}
 		s.writes.WithLabelValues(kind.Collection, "create").Inc()
 		return stored, rev, nil
 	}
 	resp, err := s.Cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 	if err != nil {
-		return nil, 0, Unavailable(err)
+		if once != nil && errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			s.forgetLease()
+			return nil, 0, Unavailable(err)
+		}
+		if rev, ok := s.confirm(key, stored); ok {
+			s.writes.WithLabelValues(kind.Collection, "create").Inc()
+			return stored, rev, nil
+		}
+		return nil, 0, WriteFailed(err)
 	}
 	if !resp.Succeeded {
+		if once != nil {
+			if r, err := s.Cli.Get(ctx, once.key); err == nil && len(r.Kvs) > 0 {
+				return nil, 0, errReplay
+			}
+		}
 		if unique {
 			if r, err := s.Cli.Get(ctx, nk); err == nil && len(r.Kvs) > 0 {
 				return nil, 0, nameTaken(kind.Collection, obj)
@@ -305,7 +392,11 @@ func (s *Store) commitUpdate(ctx context.Context, kind api.Kind, cur, next api.O
 	}
 	resp, err := s.Cli.Txn(ctx).If(cmps...).Then(ops...).Else(clientv3.OpGet(key, clientv3.WithKeysOnly())).Commit()
 	if err != nil {
-		return nil, 0, Unavailable(err), false
+		if rev, ok := s.confirm(key, stored); ok {
+			s.writes.WithLabelValues(kind.Collection, "update").Inc()
+			return stored, rev, nil, false
+		}
+		return nil, 0, WriteFailed(err), false
 	}
 	if !resp.Succeeded {
 		kvs := resp.Responses[0].GetResponseRange().Kvs
@@ -370,7 +461,11 @@ func (s *Store) Remove(ctx context.Context, kind api.Kind, id string, expectRev 
 		resp, err := s.Cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
 			Then(clientv3.OpPut(key, string(stored)), clientv3.OpPut(s.MarkerKey(kind.Collection, id), "")).Commit()
 		if err != nil {
-			return nil, 0, false, Unavailable(err)
+			if rev, ok := s.confirm(key, stored); ok {
+				s.parentMarked(kind.Collection, id, rev)
+				return stored, rev, false, nil
+			}
+			return nil, 0, false, WriteFailed(err)
 		}
 		if resp.Succeeded {
 			s.writes.WithLabelValues(kind.Collection, "delete").Inc()
@@ -413,7 +508,7 @@ func (s *Store) Purge(ctx context.Context, kind api.Kind, obj api.Object) (int64
 	}
 	resp, err := s.Cli.Txn(ctx).If(clientv3.Compare(clientv3.ModRevision(key), "=", m.Revision)).Then(ops...).Commit()
 	if err != nil {
-		return 0, Unavailable(err), false
+		return 0, WriteFailed(err), false
 	}
 	if !resp.Succeeded {
 		return 0, nil, true

@@ -47,6 +47,7 @@ type Store struct {
 	serviceStacks idMap      // each service's stack, for container creates
 	parents       parents    // see parents.go
 	batcher       putBatcher // see batch.go
+	idem          idemLease  // see idempotency.go
 }
 
 // New returns a store under prefix; writes counts writes by collection and
