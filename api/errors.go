@@ -23,8 +23,8 @@ const (
 	// CodeUnknown: the store did not confirm a write in time, and it may or
 	// may not have happened. Retry a create with the same Idempotency-Key
 	// (a replay returns the first result), or read the object.
-	CodeUnknown = "Unknown"
-	CodeInternal         = "InternalError"
+	CodeUnknown  = "Unknown"
+	CodeInternal = "InternalError"
 )
 
 // Error is the body of every error response.

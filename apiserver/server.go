@@ -43,9 +43,9 @@ type Options struct {
 	// rest (default <DataDir>/encryption-keys, created if missing; see
 	// store/seal.go). Every server of one store needs the same file.
 	EncryptionKeyFile string
-	TLSCert       string
-	TLSKey        string
-	Logger        *slog.Logger
+	TLSCert           string
+	TLSKey            string
+	Logger            *slog.Logger
 
 	// HistoryRevisions is how many store revisions the embedded etcd keeps
 	// for watchers resuming with since=; older ones get a resync.
