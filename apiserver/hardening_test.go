@@ -1,26 +1,28 @@
 package apiserver_test
 
 import (
-	"crypto/tls"
-	"os"
-	"path/filepath"
-
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
+	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
 	"github.com/drover/drover/api"
 	"github.com/drover/drover/apiserver"
+	"github.com/drover/drover/client"
 	"github.com/drover/drover/internal/testenv"
 )
 
@@ -289,4 +291,48 @@ func TestIntegrationEmbeddedEtcdLocked(t *testing.T) {
 			t.Fatalf("%s: %v %v; want mode 0600", f, fi, err)
 		}
 	}
+}
+
+// One client address cannot take every connection the server can hold: past
+// MaxConnsPerClient it gets 429 and a closed connection, and its share comes
+// back as it closes connections (issue 9, defect 3).
+func TestIntegrationConnectionsCappedPerClient(t *testing.T) {
+	integration(t)
+	s, cl := testenv.StartServer(t, apiserver.Options{MaxConnsPerClient: 30})
+	host := strings.TrimPrefix(s.URL(), "http://")
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for i := 0; i < 30; i++ {
+		c, err := net.Dial("tcp", host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c) // idle: sends nothing
+	}
+	time.Sleep(200 * time.Millisecond) // let the server accept them all
+	c, err := net.Dial("tcp", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	answer, _ := io.ReadAll(c)
+	c.Close()
+	if !strings.HasPrefix(string(answer), "HTTP/1.1 429") || !strings.Contains(string(answer), "TooManyConnections") {
+		t.Fatalf("connection 31 from one address: got %q, want a 429 and a close", answer)
+	}
+	if _, _, err := cl.Stacks().List(context.Background(), client.ListOptions{}); err == nil {
+		t.Fatal("a request got through with the address's connections all held")
+	}
+	for _, c := range held[:5] {
+		c.Close()
+	}
+	held = held[5:]
+	testenv.Eventually(t, "requests served again once the client closed some connections", 10*time.Second, func() error {
+		_, _, err := cl.Stacks().List(context.Background(), client.ListOptions{})
+		return err
+	})
 }

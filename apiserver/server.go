@@ -63,6 +63,10 @@ type Options struct {
 	// ReadTimeout bounds reading one request, body included (default 30s).
 	ReadTimeout time.Duration
 
+	// MaxConnsPerClient caps the connections one client address may hold
+	// (default 1024); more are answered 429 and closed.
+	MaxConnsPerClient int
+
 	// StoreTimeout bounds the store calls of one plain request (default 5s):
 	// past it the client gets 503 with Retry-After.
 	StoreTimeout time.Duration
@@ -98,6 +102,9 @@ func (o *Options) withDefaults() {
 	}
 	if o.StoreTimeout == 0 {
 		o.StoreTimeout = 5 * time.Second
+	}
+	if o.MaxConnsPerClient == 0 {
+		o.MaxConnsPerClient = 1024
 	}
 	if o.KeyPrefix == "" {
 		o.KeyPrefix = "/drover/"
@@ -188,7 +195,9 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		s.closeStore()
 		return nil, fmt.Errorf("server: listening on %s: %w", opts.Listen, err)
 	}
-	s.ln = ln
+	refused := prometheus.NewCounter(prometheus.CounterOpts{Name: "drover_server_connections_refused_total", Help: "Connections refused because their client address held MaxConnsPerClient already."})
+	s.metrics.reg.MustRegister(refused)
+	s.ln = newLimitListener(ln, opts.MaxConnsPerClient, refused)
 	scheme := "http"
 	if opts.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(opts.TLSCert, opts.TLSKey)
@@ -197,7 +206,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 			s.closeStore()
 			return nil, fmt.Errorf("server: loading TLS key pair: %w", err)
 		}
-		s.ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		s.ln = tls.NewListener(s.ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
 		scheme = "https"
 	}
 	s.url = scheme + "://" + advertised(ln.Addr().(*net.TCPAddr))

@@ -34,6 +34,7 @@ func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.StringVar(&o.TLSKey, "tls-key", "", "private key of --tls-cert (PEM)")
 	fs.IntVar(&o.HistoryRevisions, "history-revisions", 100000, "store revisions the embedded etcd keeps for resuming watchers")
 	fs.DurationVar(&o.PingInterval, "ping-interval", 0, "event stream keepalive interval (default 5s)")
+	fs.IntVar(&o.MaxConnsPerClient, "max-conns-per-client", 1024, "connections one client address may hold at once; more are answered 429")
 	var co controllers.Options
 	runControllers := true
 	fs.BoolVar(&runControllers, "controllers", true, "run the controllers: garbage collector, host lifecycle, scheduler (one leader among servers sharing a store)")
