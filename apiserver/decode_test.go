@@ -188,3 +188,34 @@ func FuzzCheckTemplate(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRegisterBody feeds arbitrary bodies to the registration decoder, which
+// runs before any token is checked, so anyone can reach it: never a panic,
+// every refusal a 4xx naming what is wrong, every acceptance a valid host
+// name and labels.
+func FuzzRegisterBody(f *testing.F) {
+	for _, s := range []string{
+		`{"token":"rt-x.y","name":"node1","agentIP":"10.0.0.1","hostname":"n1","labels":{"zone":"a"}}`,
+		`{"name":"Node 1"}`, `{"name":""}`, `{"name":"a","labels":{"a\u200bb":"x"}}`, `{"name":"a","agentIP":"x"}`,
+		`{"name":"a","extra":1}`, `{"name":"` + strings.Repeat("a", 70) + `"}`, `{`, `[]`, ``,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		req, aerr := decodeRegister([]byte(body))
+		if aerr != nil {
+			if aerr.Status < 400 || aerr.Status > 499 || aerr.Message == "" {
+				t.Fatalf("decodeRegister(%q): %d %q, want a 4xx with a message", body, aerr.Status, aerr.Message)
+			}
+			return
+		}
+		if !validHostName(req.Name) || len(req.Name) > 63 {
+			t.Fatalf("decodeRegister(%q) accepted host name %q", body, req.Name)
+		}
+		for k, v := range req.Labels {
+			if validLabel("labels", k, v) != nil {
+				t.Fatalf("decodeRegister(%q) accepted label %q=%q", body, k, v)
+			}
+		}
+	})
+}

@@ -31,23 +31,9 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr)
 		return
 	}
-	m, aerr := decodeBody(body)
+	req, aerr := decodeRegister(body)
 	if aerr != nil {
 		writeError(w, aerr)
-		return
-	}
-	var req api.RegisterRequest
-	if aerr := checkShape(typeOf(&req), m, ""); aerr != nil {
-		writeError(w, aerr)
-		return
-	}
-	json.Unmarshal(body, &req)
-	if req.Name == "" {
-		writeError(w, required("name", "the host's name"))
-		return
-	}
-	if len(req.Name) > 63 || !validHostName(req.Name) {
-		writeError(w, invalid("name", "%q is not a host name: lowercase letters, digits, '-' and '.', labels of at most 63 characters", req.Name))
 		return
 	}
 	// Who asks: an API key, or only a token.
@@ -141,6 +127,38 @@ func (s *Server) register(w http.ResponseWriter, r *http.Request) {
 	reveal(key)
 	b, _ := json.Marshal(api.RegisterResponse{Host: host, AccessKey: key.ID, SecretKey: key.Status.SecretKey})
 	writeRaw(w, http.StatusOK, b)
+}
+
+// decodeRegister reads and checks a registration body.
+func decodeRegister(body []byte) (api.RegisterRequest, *api.Error) {
+	var req api.RegisterRequest
+	m, aerr := decodeBody(body)
+	if aerr != nil {
+		return req, aerr
+	}
+	if aerr := checkShape(typeOf(&req), m, ""); aerr != nil {
+		return req, aerr
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		return req, jsonSyntaxError(body, err)
+	}
+	if req.Name == "" {
+		return req, required("name", "the host's name")
+	}
+	if len(req.Name) > 63 || !validHostName(req.Name) {
+		return req, invalid("name", "%q is not a host name: lowercase letters, digits, '-' and '.', labels of at most 63 characters", req.Name)
+	}
+	if req.AgentIP != "" {
+		if aerr := validIP("agentIP", req.AgentIP); aerr != nil {
+			return req, aerr
+		}
+	}
+	for k, v := range req.Labels {
+		if aerr := validLabel("labels", k, v); aerr != nil {
+			return req, aerr
+		}
+	}
+	return req, nil
 }
 
 var errBadToken = api.NewError(http.StatusUnauthorized, api.CodeUnauthorized, "token", "registration token is missing or not valid: create one with POST /v1/registrationtokens (drover token create)")
