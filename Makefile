@@ -7,7 +7,7 @@ LISTEN   ?= 127.0.0.1:8080
 # Integration tests share 2 cores with etcd processes; give them room.
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build kube deps test test-short lint fuzz bench bench-engine bench-kube bench-sched bench-stack bench-netsvc up clean
+.PHONY: all build kube deps test test-short lint fuzz bench bench-chaos bench-engine bench-kube bench-sched bench-stack bench-netsvc up clean
 
 # Kubernetes is built from source; its version is named once, in images/kubernetes/go.mod.
 KUBE_VERSION := $(shell grep -oE '^\s*(require )?k8s.io/kubernetes v[0-9.]+' images/kubernetes/go.mod | awk '{print $$NF}')
@@ -73,6 +73,12 @@ bench: bench-engine bench-kube bench-sched bench-stack bench-netsvc
 ## figure for raw etcd (Debian's, from deps) in the same run; the server runs with controllers off.
 bench-engine: deps build
 	$(GO) run ./bench/engine
+
+## bench-chaos: writers through two servers on a 3-member etcd while the etcd leader and a server
+## are killed and restarted (60 s): acknowledged writes lost, unknown outcomes, events lost or
+## duplicated, p99 during and outside the faults.
+bench-chaos: deps build
+	$(GO) run ./bench/chaos
 
 ## bench-sched: scheduling decisions for 1,000 services of scale 10 over 100 hosts.
 bench-sched:

@@ -81,13 +81,13 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	defer etcdProc.stop()
+	defer etcdProc.Stop()
 	defer ecli.Close()
 	srv, c, err := startServer(ctx, dir, etcdURL)
 	if err != nil {
 		return err
 	}
-	defer srv.stop()
+	defer srv.Stop()
 
 	// Containers need a host and a service to hang from, like real ones.
 	host, err := c.Hosts().Create(ctx, &api.Host{Meta: api.Meta{Name: "bench-host"}})
@@ -217,7 +217,7 @@ func run() error {
 	}
 	fmt.Printf("engine: list %d containers (HTTP bytes, best of 3): %.3f s, %.1f MB (goal < 1 s); etcd range read of the same %d stored values (clientv3 Get, pages of %d at one revision as the server reads, best of 3): %.3f s, %.1f MB; ratio %.2f\n",
 		total, best.Seconds(), float64(httpBytes)/1e6, total, listPage, bestEtcd.Seconds(), float64(etcdBytes)/1e6, ratio(best, bestEtcd))
-	sm, em := memory(srv.pid()), memory(etcdProc.pid())
+	sm, em := memory(srv.Pid()), memory(etcdProc.Members[0].Pid())
 	fmt.Printf("engine: server RSS holding %d containers: %.0f MiB (peak %.0f, anonymous %.0f) (goal < 300 MiB); etcd RSS (holding the server's keys and %d raw ones): %.0f MiB (peak %.0f, anonymous %.0f, mmap'd database file %.0f); ratio %.2f\n",
 		total, sm["VmRSS:"], sm["VmHWM:"], sm["RssAnon:"], rawSeq.Load()+int64(ed.writes), em["VmRSS:"], em["VmHWM:"], em["RssAnon:"], em["RssFile:"], sm["VmRSS:"]/em["VmRSS:"])
 	if *hold > 0 {
