@@ -379,11 +379,14 @@ type Network struct {
 	Status NetworkStatus `json:"status"`
 }
 
+// NetworkSpec is an overlay: a CIDR cut into one subnet per host, joined by
+// VXLAN (VNI on UDP VXLANPort).
 type NetworkSpec struct {
 	CIDR           string `json:"cidr,omitempty"`
 	HostSubnetSize int    `json:"hostSubnetSize,omitempty"`
 	MTU            int    `json:"mtu,omitempty"`
 	VNI            int    `json:"vni,omitempty"`
+	VXLANPort      int    `json:"vxlanPort,omitempty"`
 }
 
 type NetworkStatus struct {

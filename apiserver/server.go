@@ -221,6 +221,12 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		s.closeStore()
 		return nil, err
 	}
+	if err := s.bootstrapNetwork(initCtx); err != nil {
+		cancel()
+		s.ln.Close()
+		s.closeStore()
+		return nil, err
+	}
 	// Secrets sealed by an older key, or stored before sealing, are sealed
 	// anew; one this key file cannot open stops the start (the servers'
 	// key files differ).
@@ -448,6 +454,17 @@ func (s *Server) bootstrapCredentials(ctx context.Context) error {
 		return err
 	}
 	return s.bootstrapKey(ctx, s.ControllerCredentialsPath(), api.RoleService, "service key of the controllers")
+}
+
+// bootstrapNetwork creates the managed network hosts take their subnets
+// from, with its defaults (10.42.0.0/16 in /24s), if the store has none.
+func (s *Server) bootstrapNetwork(ctx context.Context) error {
+	kind, _ := api.KindByCollection("networks")
+	_, _, aerr := s.st.Create(ctx, kind, &api.Network{Meta: api.Meta{Name: store.ManagedNetwork}}, nil)
+	if aerr != nil && aerr.Code != api.CodeNameTaken {
+		return fmt.Errorf("server: creating network %s: %w", store.ManagedNetwork, aerr)
+	}
+	return nil
 }
 
 // ControllerCredentialsPath is the service-role key the controllers run with.

@@ -129,6 +129,9 @@ func normalize(coll string, obj api.Object) {
 		if o.Spec.VNI == 0 {
 			o.Spec.VNI = 1
 		}
+		if o.Spec.VXLANPort == 0 {
+			o.Spec.VXLANPort = 4789 // IANA's
+		}
 	}
 }
 
@@ -434,6 +437,9 @@ func validateNetwork(o *api.Network) *api.Error {
 	}
 	if o.Spec.VNI < 1 || o.Spec.VNI > 1<<24-1 {
 		return invalid("spec.vni", "must be between 1 and 16777215, got %d", o.Spec.VNI)
+	}
+	if o.Spec.VXLANPort < 1 || o.Spec.VXLANPort > 65535 {
+		return invalid("spec.vxlanPort", "must be a UDP port, got %d", o.Spec.VXLANPort)
 	}
 	return nil
 }

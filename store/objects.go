@@ -204,89 +204,107 @@ func (s *Store) CreateOnce(ctx context.Context, kind api.Kind, obj api.Object, s
 	if err := s.denormalize(ctx, kind.Collection, obj); err != nil {
 		return nil, 0, err
 	}
-	key := s.ObjectKey(kind.Collection, m.ID)
-	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}
-	stored := EncodeStored(obj)
-	if aerr := checkSize(obj, stored, secret); aerr != nil {
-		return nil, 0, aerr
-	}
-	ops := []clientv3.Op{clientv3.OpPut(key, string(stored))}
-	scope, unique := nameScope(kind.Collection, obj)
-	var nk string
-	if unique {
-		nk = s.NameKey(kind.Collection, scope, m.Name)
-		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(nk), "=", 0))
-		ops = append(ops, clientv3.OpPut(nk, m.ID))
-	}
-	checked, aerr := s.checkParents(ctx, kind.Collection, obj)
-	if aerr != nil {
-		return nil, 0, aerr
-	}
-	only := func(ref) bool { return true }
-	if checked {
-		only = func(r ref) bool { return r.indexed != nil } // checked against the parents map; index entries still go in
-	}
-	rc, ro, used := s.refChecks(kind.Collection, obj, only)
-	if checked {
-		rc, used = nil, nil
-	}
-	cmps = append(cmps, rc...)
-	ops = append(ops, ro...)
-	if secret != nil {
-		at := s.SecretKey(kind.Collection, m.ID)
-		ops = append(ops, clientv3.OpPut(at, string(s.seal(kind.Collection, secret, at))))
-	}
-	if once != nil {
-		c, o, err := s.recordOnce(ctx, once, kind.Collection, m.ID)
-		if err != nil {
-			return nil, 0, Unavailable(err)
-		}
-		cmps, ops = append(cmps, c), append(ops, o)
-	}
-	if len(cmps) == 1 && len(ops) == 1 {
-		// Nothing to compare but that the key is new, and the id was drawn
-		// here with 62 random bits: a plain put, the cheapest write etcd
-		// has, sent with the other puts waiting (batch.go).
-		rev, err := s.batcher.put(ctx, key, string(stored))
-		if err != nil {
-			var ok bool
-			if rev, ok = s.confirm(key, stored); !ok {
-				return nil, 0, WriteFailed(err)
+	skip := map[string]bool{} // host subnets taken meanwhile
+	for attempt := 0; ; attempt++ {
+		key := s.ObjectKey(kind.Collection, m.ID)
+		cmps := []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}
+		var allocCmps []clientv3.Cmp
+		var allocOps []clientv3.Op
+		host, isHost := obj.(*api.Host)
+		if isHost {
+			var aerr *api.Error
+			if allocCmps, allocOps, aerr = s.allocateSubnet(ctx, host, skip); aerr != nil {
+				return nil, 0, aerr
 			}
 		}
-		s.writes.WithLabelValues(kind.Collection, "create").Inc()
-		return stored, rev, nil
-	}
-	resp, err := s.Cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
-	if err != nil {
-		if once != nil && errors.Is(err, rpctypes.ErrLeaseNotFound) {
-			s.forgetLease()
-			return nil, 0, Unavailable(err)
+		stored := EncodeStored(obj)
+		if aerr := checkSize(obj, stored, secret); aerr != nil {
+			return nil, 0, aerr
 		}
-		if rev, ok := s.confirm(key, stored); ok {
+		ops := []clientv3.Op{clientv3.OpPut(key, string(stored))}
+		scope, unique := nameScope(kind.Collection, obj)
+		var nk string
+		if unique {
+			nk = s.NameKey(kind.Collection, scope, m.Name)
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(nk), "=", 0))
+			ops = append(ops, clientv3.OpPut(nk, m.ID))
+		}
+		checked, aerr := s.checkParents(ctx, kind.Collection, obj)
+		if aerr != nil {
+			return nil, 0, aerr
+		}
+		only := func(ref) bool { return true }
+		if checked {
+			only = func(r ref) bool { return r.indexed != nil } // checked against the parents map; index entries still go in
+		}
+		rc, ro, used := s.refChecks(kind.Collection, obj, only)
+		if checked {
+			rc, used = nil, nil
+		}
+		cmps = append(append(cmps, rc...), allocCmps...)
+		ops = append(append(ops, ro...), allocOps...)
+		if secret != nil {
+			at := s.SecretKey(kind.Collection, m.ID)
+			ops = append(ops, clientv3.OpPut(at, string(s.seal(kind.Collection, secret, at))))
+		}
+		if once != nil {
+			c, o, err := s.recordOnce(ctx, once, kind.Collection, m.ID)
+			if err != nil {
+				return nil, 0, Unavailable(err)
+			}
+			cmps, ops = append(cmps, c), append(ops, o)
+		}
+		if len(cmps) == 1 && len(ops) == 1 {
+			// Nothing to compare but that the key is new, and the id was drawn
+			// here with 62 random bits: a plain put, the cheapest write etcd
+			// has, sent with the other puts waiting (batch.go).
+			rev, err := s.batcher.put(ctx, key, string(stored))
+			if err != nil {
+				var ok bool
+				if rev, ok = s.confirm(key, stored); !ok {
+					return nil, 0, WriteFailed(err)
+				}
+			}
 			s.writes.WithLabelValues(kind.Collection, "create").Inc()
 			return stored, rev, nil
 		}
-		return nil, 0, WriteFailed(err)
-	}
-	if !resp.Succeeded {
-		if once != nil {
-			if r, err := s.Cli.Get(ctx, once.key); err == nil && len(r.Kvs) > 0 {
-				return nil, 0, errReplay
+		resp, err := s.Cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+		if err != nil {
+			if once != nil && errors.Is(err, rpctypes.ErrLeaseNotFound) {
+				s.forgetLease()
+				return nil, 0, Unavailable(err)
 			}
-		}
-		if unique {
-			if r, err := s.Cli.Get(ctx, nk); err == nil && len(r.Kvs) > 0 {
-				return nil, 0, nameTaken(kind.Collection, obj)
+			if rev, ok := s.confirm(key, stored); ok {
+				s.writes.WithLabelValues(kind.Collection, "create").Inc()
+				return stored, rev, nil
 			}
+			return nil, 0, WriteFailed(err)
 		}
-		if e := s.explainRefFailure(ctx, obj, used); e != nil {
-			return nil, 0, e
+		if !resp.Succeeded {
+			if once != nil {
+				if r, err := s.Cli.Get(ctx, once.key); err == nil && len(r.Kvs) > 0 {
+					return nil, 0, errReplay
+				}
+			}
+			if unique {
+				if r, err := s.Cli.Get(ctx, nk); err == nil && len(r.Kvs) > 0 {
+					return nil, 0, nameTaken(kind.Collection, obj)
+				}
+			}
+			if e := s.explainRefFailure(ctx, obj, used); e != nil {
+				return nil, 0, e
+			}
+			if isHost && host.Status.Subnet != "" && attempt < 50 {
+				// Another registration took the subnet (or the network
+				// changed) meanwhile: pick again.
+				skip[host.Status.Subnet] = true
+				continue
+			}
+			return nil, 0, api.NewError(http.StatusConflict, api.CodeConflict, "", "concurrent change; retry")
 		}
-		return nil, 0, api.NewError(http.StatusConflict, api.CodeConflict, "", "concurrent change; retry")
+		s.writes.WithLabelValues(kind.Collection, "create").Inc()
+		return stored, resp.Header.Revision, nil
 	}
-	s.writes.WithLabelValues(kind.Collection, "create").Inc()
-	return stored, resp.Header.Revision, nil
 }
 
 // mutateFunc turns the current object into the wanted one. It may return a
@@ -356,6 +374,21 @@ func (s *Store) commitUpdate(ctx context.Context, kind api.Kind, cur, next api.O
 		}
 		return nil, 0, invalid(r.field, "cannot change from %q to %q; create a new %s instead", o, n, kind.Type), false
 	}
+	var guard []clientv3.Cmp
+	switch c := cur.(type) {
+	case *api.Host:
+		if n := next.(*api.Host); n.Status.Subnet != c.Status.Subnet {
+			return nil, 0, invalid("status.subnet", "is allocated by the server from network %s (%q); it cannot be set to %q", ManagedNetwork, c.Status.Subnet, n.Status.Subnet), false
+		}
+	case *api.Network:
+		cmp, aerr := s.CheckNetworkChange(ctx, c, next.(*api.Network))
+		if aerr != nil {
+			return nil, 0, aerr, false
+		}
+		if cmp != nil {
+			guard = append(guard, *cmp)
+		}
+	}
 	if specChanged(cur, next) {
 		nm.Generation = cm.Generation + 1
 	}
@@ -373,7 +406,7 @@ func (s *Store) commitUpdate(ctx context.Context, kind api.Kind, cur, next api.O
 		rev, aerr, retry := s.Purge(ctx, kind, cur)
 		return stored, rev, aerr, retry
 	}
-	cmps := []clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", cm.Revision)}
+	cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", cm.Revision)}, guard...)
 	ops := []clientv3.Op{clientv3.OpPut(key, string(stored))}
 	oscope, unique := nameScope(kind.Collection, cur)
 	nscope, _ := nameScope(kind.Collection, next)
@@ -494,6 +527,11 @@ func (s *Store) Purge(ctx context.Context, kind api.Kind, obj api.Object) (int64
 	for _, r := range refs[kind.Collection] {
 		if pid := r.get(obj); pid != "" && r.indexed != nil && r.indexed(obj) {
 			ops = append(ops, clientv3.OpDelete(s.IndexPrefix(kind.Collection, r.parent, pid)+m.ID))
+		}
+	}
+	if h, ok := obj.(*api.Host); ok {
+		if op, ok := s.releaseSubnet(h); ok {
+			ops = append(ops, op)
 		}
 	}
 	if kind.Collection == "hosts" {
