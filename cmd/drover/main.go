@@ -41,6 +41,7 @@ func commands() []command {
 		{"agent", "run the host agent: register, heartbeat, run this host's containers through Docker", runAgent},
 		{"kubernetes-agent", "keep Kubernetes objects and engine objects in step, both ways", runKubernetesAgent},
 		{"dns", "serve DNS for engine and Kubernetes names, forwarding the rest", runDNS},
+		{"net", "program this host's overlay network (bridge, VXLAN, routes) from the engine", runNet},
 		{"metadata", "serve the metadata service: each container reads its own and the shared views", runMetadata},
 		{"stack", "stack up NAME -f docker-compose.yml [-f rancher-compose.yml] | ls | rm NAME | rollback NAME", runStack},
 		{"host", "host ls: the hosts, their state and labels", runHost},

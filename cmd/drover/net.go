@@ -1,0 +1,36 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"io"
+
+	"github.com/drover/drover/internal/lifecycle"
+	overlay "github.com/drover/drover/net"
+)
+
+func runNet(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fs := flag.NewFlagSet("drover net", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o overlay.Options
+	ef := engineFlags(fs)
+	fs.StringVar(&o.Host, "host", "", "this host's name in the engine (default: the machine's)")
+	fs.StringVar(&o.Iface, "iface", "", "underlay device for VXLAN (default: the one holding the host's agent IP)")
+	fs.StringVar(&o.Listen, "listen", "127.0.0.1:10271", "address for /healthz, /readyz and /metrics (empty: none)")
+	lf := addLogFlags(fs)
+	if done, err := parseFlags(fs, args); done {
+		return err
+	}
+	log, err := lf.logger(stderr)
+	if err != nil {
+		return err
+	}
+	eng, err := ef.client()
+	if err != nil {
+		return usageError{err.Error()}
+	}
+	o.Engine, o.Logger = eng, log
+	ctx, cancel := lifecycle.SignalContext(ctx, log)
+	defer cancel()
+	return overlay.Run(ctx, o)
+}
