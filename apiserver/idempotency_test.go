@@ -137,10 +137,13 @@ func TestIntegrationClientCreateRetriesOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	cluster.Stop(0)
+	restarted := make(chan struct{})
 	go func() {
+		defer close(restarted)
 		time.Sleep(2 * time.Second)
 		cluster.Start(0)
 	}()
+	defer func() { <-restarted }()
 	admin.CreateRetries = 30
 	cctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()

@@ -63,6 +63,10 @@ type Options struct {
 	// ReadTimeout bounds reading one request, body included (default 30s).
 	ReadTimeout time.Duration
 
+	// NoManagedNetwork leaves out the managed network (and with it host
+	// subnets), for engines whose hosts bring their own networking.
+	NoManagedNetwork bool
+
 	// MaxConnsPerClient caps the connections one client address may hold
 	// (default 1024); more are answered 429 and closed.
 	MaxConnsPerClient int
@@ -459,6 +463,9 @@ func (s *Server) bootstrapCredentials(ctx context.Context) error {
 // bootstrapNetwork creates the managed network hosts take their subnets
 // from, with its defaults (10.42.0.0/16 in /24s), if the store has none.
 func (s *Server) bootstrapNetwork(ctx context.Context) error {
+	if s.opts.NoManagedNetwork {
+		return nil
+	}
 	kind, _ := api.KindByCollection("networks")
 	_, _, aerr := s.st.Create(ctx, kind, &api.Network{Meta: api.Meta{Name: store.ManagedNetwork}}, nil)
 	if aerr != nil && aerr.Code != api.CodeNameTaken {

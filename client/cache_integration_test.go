@@ -59,7 +59,7 @@ func mustDelete(t *testing.T, c *client.Client, n *api.Network) {
 // collector needed in the test.
 func TestIntegrationCacheListAndWatch(t *testing.T) {
 	integration(t)
-	_, c := testenv.StartServer(t, apiserver.Options{PingInterval: 200 * time.Millisecond})
+	_, c := testenv.StartServer(t, apiserver.Options{NoManagedNetwork: true, PingInterval: 200 * time.Millisecond})
 	a := mustNetwork(t, c, "a")
 	b := mustNetwork(t, c, "b")
 	var rec recorder
@@ -101,7 +101,7 @@ func TestIntegrationCacheListAndWatch(t *testing.T) {
 // ping bookmarks, though no event it gets moves it.
 func TestIntegrationCachePingBookmark(t *testing.T) {
 	integration(t)
-	_, c := testenv.StartServer(t, apiserver.Options{PingInterval: 200 * time.Millisecond})
+	_, c := testenv.StartServer(t, apiserver.Options{NoManagedNetwork: true, PingInterval: 200 * time.Millisecond})
 	web, err := c.Networks().Create(context.Background(), &api.Network{Meta: api.Meta{Name: "web", Labels: map[string]string{"tier": "web"}}})
 	if err != nil {
 		t.Fatal(err)
@@ -131,9 +131,9 @@ func TestIntegrationCacheResync(t *testing.T) {
 	ctx := context.Background()
 	cluster := testenv.StartEtcdCluster(t, 1)
 	dir := t.TempDir()
-	opts := apiserver.Options{EtcdEndpoints: cluster.Endpoints(), DataDir: dir, RingSize: 2, PingInterval: 200 * time.Millisecond}
+	opts := apiserver.Options{NoManagedNetwork: true, EtcdEndpoints: cluster.Endpoints(), DataDir: dir, RingSize: 2, PingInterval: 200 * time.Millisecond}
 	s1, c1 := testenv.StartServer(t, opts)
-	_, c2 := testenv.StartServer(t, apiserver.Options{EtcdEndpoints: cluster.Endpoints()})
+	_, c2 := testenv.StartServer(t, apiserver.Options{NoManagedNetwork: true, EtcdEndpoints: cluster.Endpoints()})
 	keep := mustNetwork(t, c2, "keep")
 	changed := mustNetwork(t, c2, "changed")
 	gone := mustNetwork(t, c2, "gone")
@@ -195,7 +195,7 @@ func TestIntegrationCacheSnapshot(t *testing.T) {
 	dataDir := t.TempDir()
 	snapDir := t.TempDir()
 	path := filepath.Join(snapDir, "networks.json")
-	opts := apiserver.Options{DataDir: dataDir, PingInterval: 200 * time.Millisecond}
+	opts := apiserver.Options{NoManagedNetwork: true, DataDir: dataDir, PingInterval: 200 * time.Millisecond}
 	s, c := testenv.StartServer(t, opts)
 	opts.Listen = strings.TrimPrefix(s.URL(), "http://")
 	n1 := mustNetwork(t, c, "n1")
@@ -285,7 +285,7 @@ func ptrs[T any](items []T) []*T {
 func TestIntegrationCacheSnapshotOfAnotherEngine(t *testing.T) {
 	integration(t)
 	path := filepath.Join(t.TempDir(), "networks.json")
-	sa, a := testenv.StartServer(t, apiserver.Options{})
+	sa, a := testenv.StartServer(t, apiserver.Options{NoManagedNetwork: true})
 	mustNetwork(t, a, "only-in-a")
 	for i := 0; i < 20; i++ {
 		mustNetwork(t, a, fmt.Sprintf("churn-%d", i)) // a's revision runs ahead of b's
@@ -299,7 +299,7 @@ func TestIntegrationCacheSnapshotOfAnotherEngine(t *testing.T) {
 	sa.Close()
 
 	// Another engine: the snapshot is not loaded.
-	_, b := testenv.StartServer(t, apiserver.Options{})
+	_, b := testenv.StartServer(t, apiserver.Options{NoManagedNetwork: true})
 	mustNetwork(t, b, "only-in-b")
 	other := client.NewCache(b.Networks(), client.ListOptions{}, client.Handlers[api.Network]{}, testenv.Logger())
 	other.SetSnapshot(path)
@@ -311,7 +311,7 @@ func TestIntegrationCacheSnapshotOfAnotherEngine(t *testing.T) {
 
 	// A wiped store behind the same address as the snapshot's.
 	dataDir := t.TempDir()
-	sc, c := testenv.StartServer(t, apiserver.Options{DataDir: dataDir})
+	sc, c := testenv.StartServer(t, apiserver.Options{NoManagedNetwork: true, DataDir: dataDir})
 	addr := strings.TrimPrefix(sc.URL(), "http://")
 	for i := 0; i < 30; i++ {
 		mustNetwork(t, c, fmt.Sprintf("old-%d", i))
@@ -324,7 +324,7 @@ func TestIntegrationCacheSnapshotOfAnotherEngine(t *testing.T) {
 	eventually(t, "the snapshot", func() bool { _, err := os.Stat(snap); return err == nil })
 	stopOld()
 	sc.Close()
-	_, wiped := testenv.StartServer(t, apiserver.Options{DataDir: t.TempDir(), Listen: addr})
+	_, wiped := testenv.StartServer(t, apiserver.Options{NoManagedNetwork: true, DataDir: t.TempDir(), Listen: addr})
 	mustNetwork(t, wiped, "fresh")
 	again := client.NewCache(wiped.Networks(), client.ListOptions{}, client.Handlers[api.Network]{}, testenv.Logger())
 	again.SetSnapshot(snap)

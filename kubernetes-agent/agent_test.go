@@ -204,16 +204,17 @@ func TestIntegrationEveryRow(t *testing.T) {
 	if _, err := e.eng.Hosts().Patch(ctx, host.ID, map[string]any{"labels": map[string]any{"zone": nil, "note": nil}}); err != nil {
 		t.Fatal(err)
 	}
-	// The subnet is status (the IPAM controller's): written through /status.
-	if _, err := e.eng.Hosts().PatchStatus(ctx, host.ID, map[string]any{"status": map[string]any{"subnet": "10.42.7.0/24"}}); err != nil {
-		t.Fatal(err)
+	// The host's subnet, allocated by the engine, is the node's podCIDR.
+	subnet := host.Status.Subnet
+	if subnet == "" {
+		t.Fatal("the host got no subnet of the managed network")
 	}
 	eventually(t, "dropped host label leaves the node; subnet becomes podCIDR", func() error {
 		n, err := k.CoreV1().Nodes().Get(ctx, "node1", metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
-		if _, ok := n.Labels["zone"]; ok || n.Labels["kubernetes.io/hostname"] != "node1" || n.Spec.PodCIDR != "10.42.7.0/24" {
+		if _, ok := n.Labels["zone"]; ok || n.Labels["kubernetes.io/hostname"] != "node1" || n.Spec.PodCIDR != subnet {
 			return fmt.Errorf("node labels %v podCIDR %q", n.Labels, n.Spec.PodCIDR)
 		}
 		h, _ := e.eng.Hosts().Get(ctx, host.ID)

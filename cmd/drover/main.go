@@ -6,9 +6,17 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	overlay "github.com/drover/drover/net"
 )
 
 func main() {
+	// Installed as /opt/cni/bin/drover, the binary is a CNI plugin: the
+	// runtime calls it with CNI_COMMAND set and no arguments.
+	if len(os.Args) == 1 && os.Getenv("CNI_COMMAND") != "" {
+		overlay.CNIMain()
+		return
+	}
 	if err := run(context.Background(), os.Args[1:], os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "drover:", err)
 		os.Exit(exitCode(err))

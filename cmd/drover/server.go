@@ -34,6 +34,7 @@ func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.StringVar(&o.TLSKey, "tls-key", "", "private key of --tls-cert (PEM)")
 	fs.IntVar(&o.HistoryRevisions, "history-revisions", 100000, "store revisions the embedded etcd keeps for resuming watchers")
 	fs.DurationVar(&o.PingInterval, "ping-interval", 0, "event stream keepalive interval (default 5s)")
+	managedNet := fs.Bool("managed-network", true, "create the network managed (10.42.0.0/16 in /24s) at first start, and give every host a subnet of it")
 	fs.IntVar(&o.MaxConnsPerClient, "max-conns-per-client", 1024, "connections one client address may hold at once; more are answered 429")
 	var co controllers.Options
 	runControllers := true
@@ -51,6 +52,7 @@ func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if endpoints != "" {
 		o.EtcdEndpoints = strings.Split(endpoints, ",")
 	}
+	o.NoManagedNetwork = !*managedNet
 	if *rotate {
 		path := o.EncryptionKeyFile
 		if path == "" {
