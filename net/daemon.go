@@ -1,12 +1,15 @@
 package overlay
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -29,6 +32,12 @@ type Options struct {
 	Iface string
 	// Listen serves /healthz, /readyz and /metrics ("": nothing).
 	Listen string
+	// CNIConfDir receives 10-drover.conflist for the kubelet once the
+	// host's subnet is known ("": none is written).
+	CNIConfDir string
+	// IPAMDir is where the CNI plugin and the agent keep address
+	// allocations (default DefaultIPAMDir).
+	IPAMDir string
 	// NS is the network namespace to program (tests; default: our own).
 	NS     netns.NsHandle
 	Logger *slog.Logger
@@ -225,6 +234,9 @@ func (d *daemon) pass(ctx context.Context) error {
 	if total > 0 {
 		d.log.Info("overlay programmed", "changes", total, "remoteHosts", st.Routes, "subnet", me.Subnet.String())
 	}
+	if err := d.writeConflist(me.Subnet, n.Spec.MTU); err != nil {
+		return err
+	}
 	// Other hosts need our VTEP's MAC: report it once.
 	if mac := VTEPMAC(local.ID).String(); local.Status.VTEPMAC != mac {
 		if _, err := d.o.Engine.Hosts().PatchStatus(ctx, local.ID, map[string]any{"status": map[string]any{"vtepMAC": mac}}); err != nil {
@@ -251,4 +263,43 @@ func overlayHost(h *api.Host) (Host, bool) {
 		out.VTEPMAC = mac
 	}
 	return out, out.Subnet != nil && out.AgentIP != nil
+}
+
+// Conflist is the CNI network configuration for a host's subnet.
+func Conflist(subnet *net.IPNet, mtu int, ipamDir string) []byte {
+	if ipamDir == "" {
+		ipamDir = DefaultIPAMDir
+	}
+	b, _ := json.MarshalIndent(map[string]any{
+		"cniVersion": "1.1.0",
+		"name":       "drover",
+		"plugins": []any{map[string]any{
+			"type": "drover", "bridge": BridgeName, "subnet": subnet.String(), "mtu": mtu, "dataDir": ipamDir,
+		}},
+	}, "", "  ")
+	return append(b, '\n')
+}
+
+// writeConflist writes the conflist if it differs, in one rename.
+func (d *daemon) writeConflist(subnet *net.IPNet, mtu int) error {
+	if d.o.CNIConfDir == "" {
+		return nil
+	}
+	want := Conflist(subnet, mtu, d.o.IPAMDir)
+	path := filepath.Join(d.o.CNIConfDir, "10-drover.conflist")
+	if have, err := os.ReadFile(path); err == nil && bytes.Equal(have, want) {
+		return nil
+	}
+	if err := os.MkdirAll(d.o.CNIConfDir, 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, want, 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	d.log.Info("CNI configuration written", "path", path, "subnet", subnet.String())
+	return nil
 }

@@ -16,6 +16,8 @@ func runNet(ctx context.Context, args []string, _, stderr io.Writer) error {
 	ef := engineFlags(fs)
 	fs.StringVar(&o.Host, "host", "", "this host's name in the engine (default: the machine's)")
 	fs.StringVar(&o.Iface, "iface", "", "underlay device for VXLAN (default: the one holding the host's agent IP)")
+	fs.StringVar(&o.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "where to write 10-drover.conflist for the kubelet (empty: nowhere)")
+	fs.StringVar(&o.IPAMDir, "ipam-dir", overlay.DefaultIPAMDir, "where pods' and containers' address allocations are kept (named in the conflist)")
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:10271", "address for /healthz, /readyz and /metrics (empty: none)")
 	lf := addLogFlags(fs)
 	if done, err := parseFlags(fs, args); done {

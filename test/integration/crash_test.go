@@ -9,8 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,35 +17,8 @@ import (
 	"github.com/drover/drover/internal/testenv"
 )
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// droverBinary builds cmd/drover once for the package's tests.
-func droverBinary(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(file), "..", "..")
-		dir, err := os.MkdirTemp("", "drover-integration-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "drover")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/drover")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
+// droverBinary is bin/drover built from this checkout.
+func droverBinary(t *testing.T) string { return testenv.DroverBinary(t) }
 
 // serverProc is a `drover server` process on an external etcd.
 type serverProc struct {
