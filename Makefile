@@ -7,7 +7,7 @@ LISTEN   ?= 127.0.0.1:8080
 # Integration tests share 2 cores with etcd processes; give them room.
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build kube deps test test-short lint fuzz bench bench-chaos bench-engine bench-kube bench-sched bench-stack bench-netsvc up clean
+.PHONY: all build kube deps test test-short lint fuzz bench bench-chaos bench-net bench-engine bench-kube bench-sched bench-stack bench-netsvc up clean
 
 # Kubernetes is built from source; its version is named once, in images/kubernetes/go.mod.
 KUBE_VERSION := $(shell grep -oE '^\s*(require )?k8s.io/kubernetes v[0-9.]+' images/kubernetes/go.mod | awk '{print $$NF}')
@@ -67,7 +67,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzMetadataPath -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./metadata/
 
 ## bench: every benchmark (prints one line per figure).
-bench: bench-engine bench-kube bench-sched bench-stack bench-netsvc
+bench: bench-engine bench-kube bench-sched bench-stack bench-netsvc bench-net
 
 ## bench-engine: engine throughput, event latency, large lists and memory, each beside the same
 ## figure for raw etcd (Debian's, from deps) in the same run; the server runs with controllers off.
@@ -79,6 +79,11 @@ bench-engine: deps build
 ## duplicated, p99 during and outside the faults.
 bench-chaos: deps build
 	$(GO) run ./bench/chaos
+
+## bench-net: the overlay in network namespaces: pod->pod TCP over VXLAN vs a plain veth (iperf3),
+## programming 1,000 remote hosts vs iproute2 batches, host join -> routes everywhere vs a watch.
+bench-net: deps
+	$(GO) test -count=1 -run XXX -bench 'OverlayThroughput|ProgramRemoteHosts|HostJoin' -benchtime 1x -timeout 10m ./net
 
 ## bench-sched: scheduling decisions for 1,000 services of scale 10 over 100 hosts.
 bench-sched:

@@ -20,7 +20,7 @@ import (
 // namespaces with a veth on their host's drover0. All namespaces are
 // unnamed and vanish with the test: the machine's own is never touched.
 
-func needRoot(t *testing.T) {
+func needRoot(t testing.TB) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("integration test (network namespaces); run without -short")
@@ -31,7 +31,7 @@ func needRoot(t *testing.T) {
 }
 
 // newNS makes an unnamed network namespace, freed when the test ends.
-func newNS(t *testing.T) netns.NsHandle {
+func newNS(t testing.TB) netns.NsHandle {
 	t.Helper()
 	var ns netns.NsHandle
 	errc := make(chan error, 1)
@@ -50,7 +50,7 @@ func newNS(t *testing.T) netns.NsHandle {
 	return ns
 }
 
-func handle(t *testing.T, ns netns.NsHandle) *netlink.Handle {
+func handle(t testing.TB, ns netns.NsHandle) *netlink.Handle {
 	t.Helper()
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
@@ -60,14 +60,14 @@ func handle(t *testing.T, ns netns.NsHandle) *netlink.Handle {
 	return h
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
 }
 
-func cidr(t *testing.T, s string) *net.IPNet {
+func cidr(t testing.TB, s string) *net.IPNet {
 	t.Helper()
 	ip, n, err := net.ParseCIDR(s)
 	must(t, err)
@@ -77,7 +77,7 @@ func cidr(t *testing.T, s string) *net.IPNet {
 
 // lab is an underlay with hosts on it.
 type lab struct {
-	t     *testing.T
+	t     testing.TB
 	under netns.NsHandle
 	uh    *netlink.Handle
 	hosts map[string]*labHost
@@ -92,7 +92,7 @@ type labHost struct {
 	prog    *Programmer
 }
 
-func newLab(t *testing.T) *lab {
+func newLab(t testing.TB) *lab {
 	l := &lab{t: t, under: newNS(t), hosts: map[string]*labHost{}}
 	l.uh = handle(t, l.under)
 	attrs := netlink.NewLinkAttrs()
@@ -185,7 +185,7 @@ func (l *lab) addContainer(h *labHost, name, ip string) netns.NsHandle {
 
 // listen starts a line echo server in ns at addr, answering "<remote addr>\n"
 // to each connection's first line.
-func listen(t *testing.T, ns netns.NsHandle, addr string) {
+func listen(t testing.TB, ns netns.NsHandle, addr string) {
 	t.Helper()
 	var ln net.Listener
 	must(t, InNS(ns, func() (err error) { ln, err = net.Listen("tcp4", addr); return }))

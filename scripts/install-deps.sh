@@ -19,6 +19,10 @@ command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 command -v dig >/dev/null 2>&1 || missing+=(bind9-dnsutils)
 # dnsperf: the DNS benchmark's load generator.
 command -v dnsperf >/dev/null 2>&1 || missing+=(dnsperf)
+# iperf3: the overlay benchmark's throughput peer and load.
+command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3)
+# nsenter: the CNI tests run the plugin inside a host namespace, as a runtime does.
+command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
 if [ ${#missing[@]} -gt 0 ]; then
 	echo "install-deps: installing ${missing[*]} from Debian" >&2
 	export DEBIAN_FRONTEND=noninteractive
