@@ -26,12 +26,18 @@ import (
 	"github.com/drover/drover/client"
 	"github.com/drover/drover/internal/backoff"
 	"github.com/drover/drover/internal/lifecycle"
+	overlay "github.com/drover/drover/net"
 )
 
 // Options configure an agent.
 type Options struct {
 	Server string // engine URL
 	Token  string // registration token (not needed once StateDir holds a key)
+	// Overlay puts service containers on the host's subnet of the managed
+	// network (Docker network "drover" on drover0); IPAMDir keeps their
+	// addresses (default /var/lib/drover/ipam, shared with the CNI plugin).
+	Overlay bool
+	IPAMDir string
 	// StateDir keeps the agent key the engine issued (agent-key.json, mode
 	// 0600): a restarted agent re-registers with it, as a host that exists
 	// is not handed to a mere token holder (default /var/lib/drover/agent).
@@ -61,6 +67,8 @@ type Agent struct {
 	reg     *prometheus.Registry
 	metrics agentMetrics
 
+	ipam *overlay.IPAM // nil: containers stay on Docker's default bridge
+
 	mu      sync.Mutex
 	backoff map[string]*crashBackoff // by engine container id
 	health  *healthChecker
@@ -70,6 +78,9 @@ type Agent struct {
 func Run(ctx context.Context, opts Options) error {
 	if opts.StateDir == "" {
 		opts.StateDir = "/var/lib/drover/agent"
+	}
+	if opts.IPAMDir == "" {
+		opts.IPAMDir = overlay.DefaultIPAMDir
 	}
 	if opts.Server == "" {
 		return errors.New("agent: --server is required")
@@ -102,6 +113,13 @@ func Run(ctx context.Context, opts Options) error {
 	a.metrics = newAgentMetrics(a.reg)
 	if err := a.register(ctx); err != nil {
 		return err
+	}
+	if opts.Overlay {
+		ipam, err := a.setupOverlay(ctx)
+		if err != nil {
+			return fmt.Errorf("agent: overlay: %w", err)
+		}
+		a.ipam = ipam
 	}
 	a.health = newHealthChecker(a)
 	a.ctrs = client.NewCache(a.eng.Containers(), client.ListOptions{HostID: a.host.ID}, client.Handlers[api.Container]{

@@ -3,6 +3,8 @@ package agent_test
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,6 +33,10 @@ type cluster struct {
 	done   map[string]chan struct{}
 	// states holds each agent's state directory (its kept key).
 	states string
+	// overlay starts agents with containers on the overlay, their
+	// addresses kept in ipamDir.
+	overlay bool
+	ipamDir string
 }
 
 func (c *cluster) stateDir(name string) string { return filepath.Join(c.states, name) }
@@ -68,7 +74,7 @@ func (c *cluster) startAgent(name string, labels map[string]string) {
 	c.agents[name], c.done[name] = cancel, done
 	go func() {
 		defer close(done)
-		err := agent.Run(ctx, agent.Options{Server: c.srv.URL(), Token: c.token, Name: name, StateDir: c.stateDir(name), Labels: labels, Logger: testenv.Logger(),
+		err := agent.Run(ctx, agent.Options{Server: c.srv.URL(), Token: c.token, Name: name, StateDir: c.stateDir(name), Labels: labels, Logger: testenv.Logger(), Overlay: c.overlay, IPAMDir: c.ipamDir,
 			Heartbeat: 500 * time.Millisecond, Resync: time.Second})
 		if err != nil && ctx.Err() == nil {
 			c.t.Errorf("agent %s: %v", name, err)
@@ -395,6 +401,123 @@ func TestIntegrationAgentKeepsItsKey(t *testing.T) {
 		}
 		if ids := c.hostIDs(); len(ids) != 1 || ids["keeper"] != first {
 			return fmt.Errorf("hosts %v, want keeper=%s only", ids, first)
+		}
+		return nil
+	})
+}
+
+// Service containers join the overlay: an address of the host's subnet
+// from the allocator (kept across agent restarts, released when the
+// container goes), 169.254.169.250 as nameserver and the stack's search
+// list; network_mode none keeps its meaning.
+func TestIntegrationContainersOnTheOverlay(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	c.overlay, c.ipamDir = true, t.TempDir()
+	t.Cleanup(func() {
+		c.stopAgent("ov")
+		for _, id := range c.hostIDs() {
+			testenv.RemoveDockerContainers(agent.LabelHostID + "=" + id)
+		}
+		exec.Command("docker", "network", "rm", agent.OverlayNetwork).Run()
+	})
+	c.startAgent("ov", nil)
+	waitHosts(t, c, 1)
+	host, err := c.eng.Hosts().Get(ctx, c.hostIDs()["ov"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, subnet, err := net.ParseCIDR(host.Status.Subnet)
+	if err != nil {
+		t.Fatalf("host subnet %q: %v", host.Status.Subnet, err)
+	}
+	st, err := c.eng.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: "ovl"}, Spec: api.StackSpec{Compose: `services:
+  web:
+    image: drover-test-app:v1
+    x-drover:
+      scale: 2
+  quiet:
+    image: drover-test-app:v1
+    network_mode: none
+`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	webIPs := func() (map[string]string, error) {
+		ctrs, _, err := c.eng.Containers().List(ctx, client.ListOptions{StackID: st.ID, LabelSelector: "io.drover.service.name=web"})
+		if err != nil {
+			return nil, err
+		}
+		out := map[string]string{}
+		for _, ct := range ctrs {
+			if ct.Status.State != api.ContainerRunning || ct.Status.PrimaryIP == "" {
+				return nil, fmt.Errorf("%s is %s at %q", ct.Name, ct.Status.State, ct.Status.PrimaryIP)
+			}
+			out[ct.ID] = ct.Status.PrimaryIP
+		}
+		return out, nil
+	}
+	var ips map[string]string
+	eventually(t, "web running on the overlay", 60*time.Second, func() (err error) {
+		if ips, err = webIPs(); err == nil && len(ips) != 2 {
+			err = fmt.Errorf("%d web containers", len(ips))
+		}
+		return err
+	})
+	seen := map[string]bool{}
+	for id, ip := range ips {
+		if !subnet.Contains(net.ParseIP(ip)) || seen[ip] {
+			t.Fatalf("web containers at %v: want distinct addresses of %s", ips, subnet)
+		}
+		seen[ip] = true
+		// Real traffic: this namespace reaches it through drover0.
+		resp, err := http.Get("http://" + ip + ":8080/")
+		if err != nil {
+			t.Fatalf("GET web container %s at %s: %v", id, ip, err)
+		}
+		resp.Body.Close()
+		ct, _ := c.eng.Containers().Get(ctx, id)
+		out, err := exec.Command("docker", "inspect", "-f", "{{json .HostConfig.DNS}} {{json .HostConfig.DNSSearch}} {{.HostConfig.NetworkMode}}", ct.Status.DockerID).Output()
+		if err != nil || !strings.Contains(string(out), `["169.254.169.250"]`) || !strings.Contains(string(out), "ovl.drover.internal") || !strings.Contains(string(out), agent.OverlayNetwork) {
+			t.Fatalf("web container's DNS and network: %s %v", out, err)
+		}
+	}
+	quiet, _, _ := c.eng.Containers().List(ctx, client.ListOptions{StackID: st.ID, LabelSelector: "io.drover.service.name=quiet"})
+	if len(quiet) != 1 {
+		t.Fatalf("%d quiet containers", len(quiet))
+	}
+	eventually(t, "quiet running", 30*time.Second, func() error {
+		q, err := c.eng.Containers().Get(ctx, quiet[0].ID)
+		if err != nil || q.Status.State != api.ContainerRunning {
+			return fmt.Errorf("%+v %v", q.Status, err)
+		}
+		if q.Status.PrimaryIP != "" {
+			t.Fatalf("network_mode none got address %s", q.Status.PrimaryIP)
+		}
+		return nil
+	})
+
+	// A restarted agent keeps the addresses it gave.
+	c.stopAgent("ov")
+	c.startAgent("ov", nil)
+	time.Sleep(2 * time.Second)
+	after, err := webIPs()
+	if err != nil || fmt.Sprint(after) != fmt.Sprint(ips) {
+		t.Fatalf("after an agent restart: %v %v, want %v", after, err, ips)
+	}
+	// Scaled down (the stack's file says so): the removed container's
+	// address is released.
+	if _, err := c.eng.Stacks().Patch(ctx, st.ID, map[string]any{"spec": map[string]any{"compose": strings.Replace(st.Spec.Compose, "scale: 2", "scale: 1", 1)}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the removed container's address released", 60*time.Second, func() error {
+		entries, err := os.ReadDir(filepath.Join(c.ipamDir, strings.ReplaceAll(subnet.String(), "/", "_")))
+		if err != nil {
+			return err
+		}
+		if len(entries) != 1 {
+			now, _ := webIPs()
+			return fmt.Errorf("%d addresses held; web containers now %v", len(entries), now)
 		}
 		return nil
 	})

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
@@ -144,7 +145,11 @@ func (a *Agent) reconcile(ctx context.Context) error {
 			return nil
 		})
 	}
-	return g.Wait()
+	err = g.Wait()
+	if a.ipam != nil {
+		a.releaseAddresses(desired)
+	}
+	return err
 }
 
 func (a *Agent) remove(ctx context.Context, dockerID string) {
@@ -266,7 +271,21 @@ func (a *Agent) create(ctx context.Context, c *api.Container, hash string) error
 	}
 	hc.Resources.Memory = lc.MemoryBytes
 	hc.Resources.NanoCPUs = lc.MilliCPU * 1_000_000
-	resp, err := a.docker.ContainerCreate(ctx, cfg, hc, nil, nil, dockerName(c))
+	var netCfg *network.NetworkingConfig
+	if a.ipam != nil && onOverlay(lc.NetworkMode) {
+		var dns, search []string
+		if netCfg, dns, search, err = a.overlayEndpoint(c); err != nil {
+			return fmt.Errorf("overlay address: %w", err)
+		}
+		hc.NetworkMode = OverlayNetwork
+		if len(hc.DNS) == 0 {
+			hc.DNS = dns
+		}
+		if len(hc.DNSSearch) == 0 {
+			hc.DNSSearch = search
+		}
+	}
+	resp, err := a.docker.ContainerCreate(ctx, cfg, hc, netCfg, nil, dockerName(c))
 	a.count("create", err)
 	if err != nil {
 		if strings.Contains(err.Error(), "Conflict") {

@@ -23,6 +23,8 @@ func runAgent(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.StringVar(&labels, "labels", "", "host labels k=v,k2=v2 (set when the host first registers)")
 	fs.StringVar(&o.IP, "ip", "", "this host's address as other hosts reach it")
 	fs.StringVar(&o.DockerHost, "docker-host", "", "Docker Engine URL (default: DOCKER_HOST or the local socket)")
+	fs.BoolVar(&o.Overlay, "overlay", true, "put service containers on the host's subnet of the managed network (Docker network drover on drover0)")
+	fs.StringVar(&o.IPAMDir, "ipam-dir", "/var/lib/drover/ipam", "where container and pod addresses are kept (shared with the CNI plugin)")
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:10270", "address for /healthz and /metrics (empty: none)")
 	lf := addLogFlags(fs)
 	if done, err := parseFlags(fs, args); done {
