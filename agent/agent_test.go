@@ -37,6 +37,7 @@ type cluster struct {
 	// addresses kept in ipamDir.
 	overlay bool
 	ipamDir string
+	agentIP string // reported by the agents started from now on
 }
 
 func (c *cluster) stateDir(name string) string { return filepath.Join(c.states, name) }
@@ -74,7 +75,7 @@ func (c *cluster) startAgent(name string, labels map[string]string) {
 	c.agents[name], c.done[name] = cancel, done
 	go func() {
 		defer close(done)
-		err := agent.Run(ctx, agent.Options{Server: c.srv.URL(), Token: c.token, Name: name, StateDir: c.stateDir(name), Labels: labels, Logger: testenv.Logger(), Overlay: c.overlay, IPAMDir: c.ipamDir,
+		err := agent.Run(ctx, agent.Options{Server: c.srv.URL(), Token: c.token, Name: name, StateDir: c.stateDir(name), Labels: labels, Logger: testenv.Logger(), Overlay: c.overlay, IPAMDir: c.ipamDir, IP: c.agentIP,
 			Heartbeat: 500 * time.Millisecond, Resync: time.Second})
 		if err != nil && ctx.Err() == nil {
 			c.t.Errorf("agent %s: %v", name, err)

@@ -224,6 +224,11 @@ func (d *daemon) pass(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	c, err = d.prog.EnsureForward()
+	total += c
+	if err != nil {
+		return err
+	}
 	c, st, err := d.prog.Sync(remotes)
 	total += c
 	if err != nil {

@@ -153,6 +153,9 @@ func (l *lab) program(h *labHost) (ensure, sync, masq int) {
 	must(t, err)
 	masq, err = h.prog.EnsureMasquerade()
 	must(t, err)
+	fwd, err := h.prog.EnsureForward()
+	must(t, err)
+	masq += fwd
 	sync, _, err = h.prog.Sync(l.remotes())
 	must(t, err)
 	return ensure, sync, masq
