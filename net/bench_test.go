@@ -82,10 +82,21 @@ func BenchmarkOverlayThroughput(b *testing.B) {
 		must(b, h.LinkSetUp(lnk))
 	}
 	for i := 0; i < b.N; i++ {
-		vx := iperf(b, c2, c1, "10.42.2.2")
-		veth := iperf(b, p2, p1, "10.99.0.2")
-		fmt.Printf("net: TCP pod->pod across VXLAN (iperf3, 5 s): %.2f Gbit/s; same over one plain veth (peer): %.2f Gbit/s; ratio %.2f (goal >= 0.90)\n",
-			vx/1e9, veth/1e9, vx/veth)
+		// Alternating runs, so the machine's noise hits both.
+		var vx, veth, lo, hi float64
+		const pairs = 3
+		for j := 0; j < pairs; j++ {
+			x, v := iperf(b, c2, c1, "10.42.2.2"), iperf(b, p2, p1, "10.99.0.2")
+			vx, veth = vx+x, veth+v
+			if r := x / v; j == 0 || r < lo {
+				lo = r
+			}
+			if r := x / v; r > hi {
+				hi = r
+			}
+		}
+		fmt.Printf("net: TCP pod->pod across VXLAN (iperf3, %d alternating runs of 5 s): %.2f Gbit/s; same over one plain veth (peer): %.2f Gbit/s; ratio %.2f (%.2f-%.2f) (goal >= 0.90)\n",
+			pairs, vx/pairs/1e9, veth/pairs/1e9, vx/veth, lo, hi)
 	}
 }
 
