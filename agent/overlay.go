@@ -6,8 +6,8 @@ import (
 	"net"
 	"strings"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/errdefs"
 
 	"github.com/drover/drover/api"
 	overlay "github.com/drover/drover/net"
@@ -52,7 +52,7 @@ func (a *Agent) setupOverlay(ctx context.Context) (*overlay.IPAM, error) {
 			return nil, fmt.Errorf("replacing docker network %s: %w", OverlayNetwork, err)
 		}
 		fallthrough
-	case errdefs.IsNotFound(err):
+	case cerrdefs.IsNotFound(err):
 		_, err := a.docker.NetworkCreate(ctx, OverlayNetwork, network.CreateOptions{
 			Driver: "bridge",
 			IPAM:   &network.IPAM{Config: []network.IPAMConfig{{Subnet: subnet.String(), Gateway: gw}}},
