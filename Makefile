@@ -60,6 +60,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzCredentials -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./auth/
 	$(GO) test -run XXX -fuzz FuzzParseSelector -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./api/
 	$(GO) test -run XXX -fuzz FuzzSplitData -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./client/
+	$(GO) test -run XXX -fuzz FuzzWatchFrames -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./client/
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./stacks/
 	$(GO) test -run XXX -fuzz FuzzAffinity -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./stacks/
 	$(GO) test -run XXX -fuzz FuzzServeDNS -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./dns/resolver/
