@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"io"
+
+	"github.com/vishvananda/netns"
 
 	"github.com/drover/drover/internal/lifecycle"
 	overlay "github.com/drover/drover/net"
@@ -19,6 +22,7 @@ func runNet(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.StringVar(&o.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "where to write 10-drover.conflist for the kubelet (empty: nowhere)")
 	fs.StringVar(&o.IPAMDir, "ipam-dir", overlay.DefaultIPAMDir, "where pods' and containers' address allocations are kept (named in the conflist)")
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:10271", "address for /healthz, /readyz and /metrics (empty: none)")
+	nsPath := fs.String("netns", "", "program the network namespace at this path instead of our own (the engine is still reached from ours)")
 	lf := addLogFlags(fs)
 	if done, err := parseFlags(fs, args); done {
 		return err
@@ -32,6 +36,14 @@ func runNet(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return usageError{err.Error()}
 	}
 	o.Engine, o.Logger = eng, log
+	if *nsPath != "" {
+		ns, err := netns.GetFromPath(*nsPath)
+		if err != nil {
+			return usageError{fmt.Sprintf("--netns %s: %v", *nsPath, err)}
+		}
+		defer ns.Close()
+		o.NS = ns
+	}
 	ctx, cancel := lifecycle.SignalContext(ctx, log)
 	defer cancel()
 	return overlay.Run(ctx, o)
