@@ -46,6 +46,7 @@ type Options struct {
 type daemonMetrics struct {
 	reg      *prometheus.Registry
 	remotes  prometheus.Gauge
+	entries  *prometheus.GaugeVec
 	programs prometheus.Histogram
 	changes  prometheus.Counter
 	errors   prometheus.Counter
@@ -56,12 +57,14 @@ func newDaemonMetrics() *daemonMetrics {
 		reg: prometheus.NewRegistry(),
 		remotes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "drover_net_remote_hosts",
 			Help: "Remote hosts programmed: each has one route, one neighbour and one FDB entry."}),
+		entries: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "drover_net_entries",
+			Help: "Routes, neighbours and FDB entries drover net holds for remote hosts."}, []string{"kind"}),
 		programs: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "drover_net_program_duration_seconds",
 			Help: "Time to bring the data path to the engine's state after a change.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		changes: prometheus.NewCounter(prometheus.CounterOpts{Name: "drover_net_changes_total", Help: "Links, addresses, routes, neighbours, FDB entries and rules added or removed."}),
 		errors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "drover_net_errors_total", Help: "Programming passes that failed (retried)."}),
 	}
-	m.reg.MustRegister(m.remotes, m.programs, m.changes, m.errors, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.reg.MustRegister(m.remotes, m.entries, m.programs, m.changes, m.errors, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -236,6 +239,9 @@ func (d *daemon) pass(ctx context.Context) error {
 	}
 	d.m.changes.Add(float64(total))
 	d.m.remotes.Set(float64(st.Routes))
+	d.m.entries.WithLabelValues("route").Set(float64(st.Routes))
+	d.m.entries.WithLabelValues("neighbour").Set(float64(st.Neighbours))
+	d.m.entries.WithLabelValues("fdb").Set(float64(st.FDB))
 	if total > 0 {
 		d.log.Info("overlay programmed", "changes", total, "remoteHosts", st.Routes, "subnet", me.Subnet.String())
 	}
