@@ -435,8 +435,15 @@ func TestIntegrationContainersOnTheOverlay(t *testing.T) {
 	st, err := c.eng.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: "ovl"}, Spec: api.StackSpec{Compose: `services:
   web:
     image: drover-test-app:v1
+    labels:
+      io.rancher.sidekicks: side
     x-drover:
       scale: 2
+  side:
+    image: drover-test-app:v1
+    environment:
+      PORT: "9090"
+    network_mode: container:web
   quiet:
     image: drover-test-app:v1
     network_mode: none
@@ -445,7 +452,7 @@ func TestIntegrationContainersOnTheOverlay(t *testing.T) {
 		t.Fatal(err)
 	}
 	webIPs := func() (map[string]string, error) {
-		ctrs, _, err := c.eng.Containers().List(ctx, client.ListOptions{StackID: st.ID, LabelSelector: "io.drover.service.name=web"})
+		ctrs, _, err := c.eng.Containers().List(ctx, client.ListOptions{StackID: st.ID, LabelSelector: "io.drover.service.name=web,io.drover.service.launch.config=io.drover.service.primary.launch.config"})
 		if err != nil {
 			return nil, err
 		}
@@ -483,6 +490,24 @@ func TestIntegrationContainersOnTheOverlay(t *testing.T) {
 			t.Fatalf("web container's DNS and network: %s %v", out, err)
 		}
 	}
+	// Each sidekick shares its primary's namespace, and so its address.
+	eventually(t, "sidekicks on their primaries' addresses", 60*time.Second, func() error {
+		sides, _, err := c.eng.Containers().List(ctx, client.ListOptions{StackID: st.ID, LabelSelector: "io.drover.service.launch.config=side"})
+		if err != nil || len(sides) != 2 {
+			return fmt.Errorf("%d sidekicks (%v)", len(sides), err)
+		}
+		for _, sd := range sides {
+			if sd.Status.State != api.ContainerRunning || !seen[sd.Status.PrimaryIP] {
+				return fmt.Errorf("sidekick %s is %s at %q; primaries at %v", sd.Name, sd.Status.State, sd.Status.PrimaryIP, ips)
+			}
+			resp, err := http.Get("http://" + sd.Status.PrimaryIP + ":9090/")
+			if err != nil {
+				return fmt.Errorf("GET the sidekick at %s:9090: %w", sd.Status.PrimaryIP, err)
+			}
+			resp.Body.Close()
+		}
+		return nil
+	})
 	quiet, _, _ := c.eng.Containers().List(ctx, client.ListOptions{StackID: st.ID, LabelSelector: "io.drover.service.name=quiet"})
 	if len(quiet) != 1 {
 		t.Fatalf("%d quiet containers", len(quiet))

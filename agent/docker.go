@@ -262,8 +262,12 @@ func (a *Agent) create(ctx context.Context, c *api.Container, hash string) error
 	if err != nil {
 		return err
 	}
+	netMode, err := a.networkMode(c)
+	if err != nil {
+		return err
+	}
 	hc := &container.HostConfig{
-		PortBindings: bindings, Binds: lc.Volumes, NetworkMode: container.NetworkMode(lc.NetworkMode), VolumesFrom: volumesFrom,
+		PortBindings: bindings, Binds: lc.Volumes, NetworkMode: container.NetworkMode(netMode), VolumesFrom: volumesFrom,
 		Privileged: lc.Privileged, CapAdd: lc.CapAdd, CapDrop: lc.CapDrop, DNS: lc.DNS, DNSSearch: lc.DNSSearch,
 		// The agent applies restart policies itself, so the engine sees every
 		// restart and crash loops back off; Docker must not race it.
@@ -309,15 +313,9 @@ func (a *Agent) create(ctx context.Context, c *api.Container, hash string) error
 	return a.reportInspect(ctx, c, insp, "")
 }
 
-// volumesFrom maps volumes_from names (the service's own name for the
-// primary, or a sidekick's name) to the Docker containers of the same
-// deployment unit, as Rancher did for sidekicks. A name that is no part of
-// the unit is passed through, for a Docker container named so.
-func (a *Agent) volumesFrom(c *api.Container) ([]string, error) {
-	lc := c.Spec.LaunchConfig
-	if len(lc.VolumesFrom) == 0 {
-		return nil, nil
-	}
+// unitMembers maps the containers of c's deployment unit by launch config
+// name (the service's own name for the primary).
+func (a *Agent) unitMembers(c *api.Container) map[string]*api.Container {
 	unit := map[string]*api.Container{}
 	for _, o := range a.ctrs.List() {
 		if o.Spec.DeploymentUnit != "" && o.Spec.DeploymentUnit == c.Spec.DeploymentUnit {
@@ -328,6 +326,38 @@ func (a *Agent) volumesFrom(c *api.Container) ([]string, error) {
 			unit[name] = o
 		}
 	}
+	return unit
+}
+
+// networkMode maps network_mode container:<name>, where name is a member
+// of the same deployment unit (a sidekick sharing its primary's network
+// namespace, and so its address), to that member's Docker container.
+func (a *Agent) networkMode(c *api.Container) (string, error) {
+	mode := c.Spec.LaunchConfig.NetworkMode
+	name, ok := strings.CutPrefix(mode, "container:")
+	if !ok {
+		return mode, nil
+	}
+	target, ok := a.unitMembers(c)[name]
+	if !ok {
+		return mode, nil // a Docker container named so
+	}
+	if target.ID == c.ID {
+		return "", fmt.Errorf("network_mode %q names the container itself", mode)
+	}
+	return "container:" + dockerName(target), nil
+}
+
+// volumesFrom maps volumes_from names (the service's own name for the
+// primary, or a sidekick's name) to the Docker containers of the same
+// deployment unit, as Rancher did for sidekicks. A name that is no part of
+// the unit is passed through, for a Docker container named so.
+func (a *Agent) volumesFrom(c *api.Container) ([]string, error) {
+	lc := c.Spec.LaunchConfig
+	if len(lc.VolumesFrom) == 0 {
+		return nil, nil
+	}
+	unit := a.unitMembers(c)
 	var out []string
 	for _, ref := range lc.VolumesFrom {
 		name, mode, _ := strings.Cut(ref, ":")
@@ -400,6 +430,17 @@ func (a *Agent) reportInspect(ctx context.Context, c *api.Container, insp contai
 		for _, n := range names {
 			if ep := insp.NetworkSettings.Networks[n]; ip == "" && ep != nil && ep.IPAddress != "" {
 				ip, mac = ep.IPAddress, ep.MacAddress
+			}
+		}
+		if ip == "" && insp.HostConfig != nil {
+			// A sidekick in its primary's network namespace has the
+			// primary's address.
+			if target, ok := strings.CutPrefix(string(insp.HostConfig.NetworkMode), "container:"); ok {
+				for _, m := range a.unitMembers(c) {
+					if dockerName(m) == target || m.Status.DockerID == target {
+						ip = m.Status.PrimaryIP
+					}
+				}
 			}
 		}
 		st["primaryIP"], st["mac"] = ip, mac
