@@ -7,7 +7,7 @@ LISTEN   ?= 127.0.0.1:8080
 # Integration tests share 2 cores with etcd processes; give them room.
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build kube deps test test-short lint fuzz bench bench-chaos bench-net bench-engine bench-kube bench-sched bench-stack bench-netsvc up clean
+.PHONY: all build kube deps images test test-short lint fuzz bench bench-chaos bench-net bench-engine bench-kube bench-sched bench-stack bench-netsvc up clean
 
 # Kubernetes is built from source; its version is named once, in images/kubernetes/go.mod.
 KUBE_VERSION := $(shell grep -oE '^\s*(require )?k8s.io/kubernetes v[0-9.]+' images/kubernetes/go.mod | awk '{print $$NF}')
@@ -31,6 +31,10 @@ bin/kube: images/kubernetes/go.mod images/kubernetes/go.sum $(wildcard images/ku
 
 deps:
 	./scripts/install-deps.sh
+
+## images: every image the stacks run, FROM scratch, built from this repository (only what changed).
+images:
+	$(GO) run ./images/build -version $(VERSION)
 
 ## test: lint, then every test (unit, and integration against real etcd and a real kube-apiserver) with the race detector.
 test: deps lint kube
