@@ -1,0 +1,246 @@
+// Package pki makes the Kubernetes stack's PKI with crypto/x509: the
+// cluster CA, the apiserver's serving certificate, the client certificates
+// of the control plane, kube-proxy, the kubelets and the admin, the
+// kubelets' serving certificates, the service-account signing key and the
+// front-proxy CA and client, as kubeadm and RKE lay them out; and the
+// kubeconfigs that use them. Keys are ECDSA P-256.
+package pki
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"sort"
+	"time"
+)
+
+// Pair is a certificate and its private key, PEM-encoded.
+type Pair struct {
+	Cert, Key []byte
+}
+
+// Host is a node of the cluster: its kubelet gets a client certificate as
+// system:node:<Name> and a serving certificate for its name and addresses.
+type Host struct {
+	Name string
+	IPs  []net.IP
+}
+
+// Options say what the certificates are for.
+type Options struct {
+	// ServiceIP is the apiserver's address in the service network (the
+	// first address of the service CIDR, e.g. 10.43.0.1).
+	ServiceIP net.IP
+	// APIServerNames and APIServerIPs are the other names and addresses
+	// clients reach the apiserver by (the control-plane hosts').
+	APIServerNames []string
+	APIServerIPs   []net.IP
+	ClusterDomain  string // default cluster.local
+	Hosts          []Host
+	// CAValidFor and ValidFor default to 10 years and 1 year.
+	CAValidFor, ValidFor time.Duration
+	Now                  func() time.Time
+}
+
+// Bundle is the whole PKI.
+type Bundle struct {
+	CA           Pair
+	FrontProxyCA Pair
+	// Certs by name: kube-apiserver, kube-apiserver-kubelet-client,
+	// kube-controller-manager, kube-scheduler, kube-proxy, admin,
+	// front-proxy-client, kubelet-client-<host>, kubelet-serving-<host>.
+	Certs map[string]Pair
+	// ServiceAccountKey signs service-account tokens (PEM private key);
+	// ServiceAccountPub verifies them.
+	ServiceAccountKey, ServiceAccountPub []byte
+}
+
+// Names lists the bundle's certificates in order.
+func (b *Bundle) Names() []string {
+	out := make([]string, 0, len(b.Certs))
+	for n := range b.Certs {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+type signer struct {
+	cert *x509.Certificate
+	key  crypto.Signer
+}
+
+// Generate makes a new bundle.
+func Generate(o Options) (*Bundle, error) {
+	if o.ServiceIP == nil {
+		return nil, errors.New("pki: the apiserver's service IP is needed")
+	}
+	if o.ClusterDomain == "" {
+		o.ClusterDomain = "cluster.local"
+	}
+	if o.CAValidFor == 0 {
+		o.CAValidFor = 10 * 365 * 24 * time.Hour
+	}
+	if o.ValidFor == 0 {
+		o.ValidFor = 365 * 24 * time.Hour
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	b := &Bundle{Certs: map[string]Pair{}}
+	ca, caPair, err := newCA("drover-kubernetes-ca", o)
+	if err != nil {
+		return nil, err
+	}
+	b.CA = caPair
+	fp, fpPair, err := newCA("drover-front-proxy-ca", o)
+	if err != nil {
+		return nil, err
+	}
+	b.FrontProxyCA = fpPair
+	names := append([]string{"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc." + o.ClusterDomain, "localhost"}, o.APIServerNames...)
+	ips := append([]net.IP{o.ServiceIP, net.ParseIP("127.0.0.1")}, o.APIServerIPs...)
+	type spec struct {
+		name   string
+		by     *signer
+		cn     string
+		orgs   []string
+		server bool
+		client bool
+		dns    []string
+		ips    []net.IP
+	}
+	specs := []spec{
+		{name: "kube-apiserver", by: ca, cn: "kube-apiserver", server: true, dns: names, ips: ips},
+		{name: "kube-apiserver-kubelet-client", by: ca, cn: "kube-apiserver-kubelet-client", orgs: []string{"system:masters"}, client: true},
+		{name: "kube-controller-manager", by: ca, cn: "system:kube-controller-manager", client: true},
+		{name: "kube-scheduler", by: ca, cn: "system:kube-scheduler", client: true},
+		{name: "kube-proxy", by: ca, cn: "system:kube-proxy", client: true},
+		{name: "admin", by: ca, cn: "drover-admin", orgs: []string{"system:masters"}, client: true},
+		{name: "front-proxy-client", by: fp, cn: "front-proxy-client", client: true},
+	}
+	for _, h := range o.Hosts {
+		specs = append(specs,
+			spec{name: "kubelet-client-" + h.Name, by: ca, cn: "system:node:" + h.Name, orgs: []string{"system:nodes"}, client: true},
+			spec{name: "kubelet-serving-" + h.Name, by: ca, cn: h.Name, orgs: []string{"system:nodes"}, server: true, dns: []string{h.Name}, ips: h.IPs})
+	}
+	for _, s := range specs {
+		p, err := issue(s.by, o, s.cn, s.orgs, s.server, s.client, s.dns, s.ips)
+		if err != nil {
+			return nil, fmt.Errorf("pki: %s: %w", s.name, err)
+		}
+		b.Certs[s.name] = p
+	}
+	sa, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	if b.ServiceAccountKey, err = keyPEM(sa); err != nil {
+		return nil, err
+	}
+	pub, err := x509.MarshalPKIXPublicKey(&sa.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	b.ServiceAccountPub = pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})
+	return b, nil
+}
+
+func serial() *big.Int {
+	n, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 126))
+	return n
+}
+
+func keyPEM(k *ecdsa.PrivateKey) ([]byte, error) {
+	der, err := x509.MarshalECPrivateKey(k)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), nil
+}
+
+func newCA(cn string, o Options) (*signer, Pair, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, Pair{}, err
+	}
+	now := o.Now()
+	tmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: cn},
+		NotBefore: now.Add(-5 * time.Minute), NotAfter: now.Add(o.CAValidFor),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return nil, Pair{}, err
+	}
+	cert, _ := x509.ParseCertificate(der)
+	kp, err := keyPEM(key)
+	if err != nil {
+		return nil, Pair{}, err
+	}
+	return &signer{cert, key}, Pair{Cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), Key: kp}, nil
+}
+
+func issue(by *signer, o Options, cn string, orgs []string, server, client bool, dns []string, ips []net.IP) (Pair, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return Pair{}, err
+	}
+	now := o.Now()
+	tmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: cn, Organization: orgs},
+		NotBefore: now.Add(-5 * time.Minute), NotAfter: now.Add(o.ValidFor),
+		KeyUsage: x509.KeyUsageDigitalSignature, DNSNames: dns, IPAddresses: ips}
+	if server {
+		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
+	}
+	if client {
+		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, by.cert, &key.PublicKey, by.key)
+	if err != nil {
+		return Pair{}, err
+	}
+	kp, err := keyPEM(key)
+	if err != nil {
+		return Pair{}, err
+	}
+	return Pair{Cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), Key: kp}, nil
+}
+
+// Kubeconfig is a kubeconfig for the bundle's certificate name (admin,
+// kube-controller-manager, kube-scheduler, kube-proxy, kubelet-client-<host>)
+// to reach the apiserver at server, trusting the cluster CA, with the
+// certificates inline.
+func (b *Bundle) Kubeconfig(name, server string) ([]byte, error) {
+	p, ok := b.Certs[name]
+	if !ok {
+		return nil, fmt.Errorf("pki: no certificate %q (have %v)", name, b.Names())
+	}
+	return []byte(fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: drover
+  cluster:
+    server: %s
+    certificate-authority-data: %s
+users:
+- name: %s
+  user:
+    client-certificate-data: %s
+    client-key-data: %s
+contexts:
+- name: drover
+  context: {cluster: drover, user: %s}
+current-context: drover
+`, server, b64(b.CA.Cert), name, b64(p.Cert), b64(p.Key), name)), nil
+}
+
+func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
