@@ -49,6 +49,7 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("PUT /v1/{collection}/{id}/status", s.authed(http.HandlerFunc(s.updateHandler)))
 	mux.Handle("PATCH /v1/{collection}/{id}/status", s.authed(http.HandlerFunc(s.updateHandler)))
 	mux.Handle("DELETE /v1/{collection}/{id}", s.authed(http.HandlerFunc(s.deleteHandler)))
+	mux.Handle("GET /v1/certificates/{id}/key", s.authed(http.HandlerFunc(s.certificateKey)))
 	return s.instrument(mux)
 }
 
@@ -663,4 +664,28 @@ func (r *statusRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	r.status = http.StatusSwitchingProtocols
 	return h.Hijack()
+}
+
+// certificateKey serves GET /v1/certificates/<id>/key: the private key of a
+// certificate, opened from its sealed copy, as PEM. Only admin and service
+// keys may read it (the components that install certificates: load
+// balancers, the Kubernetes stack); the object itself never carries it.
+func (s *Server) certificateKey(w http.ResponseWriter, r *http.Request) {
+	p := principalFrom(r.Context())
+	if p.Role != api.RoleAdmin && p.Role != api.RoleService {
+		writeError(w, forbidden(p, "read certificate private keys"))
+		return
+	}
+	id := r.PathValue("id")
+	key, err := s.st.Secret(r.Context(), "certificates", id)
+	if err == store.ErrNotFound {
+		writeError(w, api.NewError(http.StatusNotFound, api.CodeNotFound, "", "certificate %q not found", id))
+		return
+	} else if err != nil {
+		writeError(w, store.Unavailable(err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-pem-file")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write(key)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/drover/drover/api"
 	"github.com/drover/drover/apiserver"
+	"github.com/drover/drover/client"
 	"github.com/drover/drover/internal/testenv"
 	"github.com/drover/drover/store"
 )
@@ -36,7 +37,7 @@ func TestIntegrationCertificateKeysSealedAtRest(t *testing.T) {
 		t.Fatal(err)
 	}
 	at := "/drover/s/certificates/" + cert.ID
-	raw := func() string {
+	sealed := func() string {
 		t.Helper()
 		resp, err := etcd.Get(ctx, at)
 		if err != nil || len(resp.Kvs) != 1 {
@@ -49,9 +50,28 @@ func TestIntegrationCertificateKeysSealedAtRest(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := ring.CurrentKey()
-	stored := raw()
+	stored := sealed()
 	if strings.Contains(stored, "PRIVATE KEY") || !strings.HasPrefix(stored, "drover-aesgcm:"+first+":") {
 		t.Fatalf("the private key is stored as %.60q..., want sealed with key %s", stored, first)
+	}
+	// Admins and services read the key back through the API; agents do not.
+	creds := readCreds(t, srv)
+	if code, body := raw(t, srv.URL(), "GET", "/v1/certificates/"+cert.ID+"/key", "", creds); code != 200 || string(body) != string(keyPEM) {
+		t.Fatalf("GET the key: %d (equal: %v)", code, string(body) == string(keyPEM))
+	}
+	if code, _ := raw(t, srv.URL(), "GET", "/v1/certificates/cert-nope/key", "", creds); code != 404 {
+		t.Fatalf("GET the key of no certificate: %d, want 404", code)
+	}
+	tok, err := admin.RegistrationTokens().Create(ctx, &api.RegistrationToken{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := client.New(srv.URL(), "", "").Register(ctx, api.RegisterRequest{Token: tok.Status.Token, Name: "h1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := raw(t, srv.URL(), "GET", "/v1/certificates/"+cert.ID+"/key", "", &api.Credentials{AccessKey: reg.AccessKey, SecretKey: reg.SecretKey}); code != 403 {
+		t.Fatalf("an agent reading a private key: %d, want 403", code)
 	}
 	st := store.New(etcd, "/drover/", nil)
 	st.Keyring = ring
@@ -66,7 +86,7 @@ func TestIntegrationCertificateKeysSealedAtRest(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.StartServer(t, opts)
-	if stored := raw(); !strings.HasPrefix(stored, "drover-aesgcm:"+newKey+":") {
+	if stored := sealed(); !strings.HasPrefix(stored, "drover-aesgcm:"+newKey+":") {
 		t.Fatalf("after rotating to %s and restarting, the key is stored as %.40q...", newKey, stored)
 	}
 	ring, _ = store.LoadKeyring(keys)
