@@ -178,6 +178,16 @@ func (c *Client) Register(ctx context.Context, req api.RegisterRequest) (*api.Re
 	return &out, nil
 }
 
+// CertificateKey reads a certificate's private key (PEM; admin and service
+// keys only).
+func (c *Client) CertificateKey(ctx context.Context, id string) ([]byte, error) {
+	var b json.RawMessage
+	if err := c.do(ctx, http.MethodGet, "/v1/certificates/"+url.PathEscape(id)+"/key", nil, &rawBody{&b}); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
 // Ping checks /healthz.
 func (c *Client) Ping(ctx context.Context) error {
 	return c.do(ctx, http.MethodGet, "/healthz", nil, nil)

@@ -60,8 +60,9 @@ type Bundle struct {
 	// front-proxy-client, kubelet-client-<host>, kubelet-serving-<host>.
 	Certs map[string]Pair
 	// ServiceAccountKey signs service-account tokens (PEM private key);
-	// ServiceAccountPub verifies them.
-	ServiceAccountKey, ServiceAccountPub []byte
+	// ServiceAccountPub verifies them. ServiceAccountCert is a self-signed
+	// certificate of that key, so it can be kept like the others.
+	ServiceAccountKey, ServiceAccountPub, ServiceAccountCert []byte
 }
 
 // Names lists the bundle's certificates in order.
@@ -152,6 +153,14 @@ func Generate(o Options) (*Bundle, error) {
 		return nil, err
 	}
 	b.ServiceAccountPub = pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub})
+	now := o.Now()
+	tmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: "drover-service-account-signer"},
+		NotBefore: now.Add(-5 * time.Minute), NotAfter: now.Add(o.CAValidFor), KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &sa.PublicKey, sa)
+	if err != nil {
+		return nil, err
+	}
+	b.ServiceAccountCert = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	return b, nil
 }
 
