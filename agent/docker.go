@@ -388,6 +388,28 @@ func (a *Agent) ensureImage(ctx context.Context, lc *api.LaunchConfig) error {
 	if lc.PullImage == "never" {
 		return fmt.Errorf("image %s is not on this host and pull_image is never", lc.Image)
 	}
+	// No registry needed: an image the engine holds comes from the engine.
+	if err != nil {
+		if rc, eerr := a.eng.ImageArchive(ctx, lc.Image); eerr == nil {
+			resp, lerr := a.docker.ImageLoad(ctx, rc)
+			rc.Close()
+			if lerr == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			a.count("load", lerr)
+			if lerr != nil {
+				return fmt.Errorf("image %s: loading it from the engine: %w", lc.Image, lerr)
+			}
+			if _, ierr := a.docker.ImageInspect(ctx, lc.Image); ierr != nil {
+				return fmt.Errorf("image %s: the archive the engine holds under that name does not contain it", lc.Image)
+			}
+			a.log.Info("image loaded from the engine", "image", lc.Image)
+			return nil
+		} else if !api.IsNotFound(eerr) {
+			a.log.Warn("could not ask the engine for an image; trying a registry", "image", lc.Image, "err", eerr)
+		}
+	}
 	rc, perr := a.docker.ImagePull(ctx, lc.Image, image.PullOptions{})
 	if perr == nil {
 		_, perr = io.Copy(io.Discard, rc)

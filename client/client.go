@@ -188,6 +188,60 @@ func (c *Client) CertificateKey(ctx context.Context, id string) ([]byte, error) 
 	return b, nil
 }
 
+// ImageInfo describes an image the engine holds (see apiserver/images.go).
+type ImageInfo struct {
+	Name   string    `json:"name"`
+	Size   int64     `json:"size"`
+	SHA256 string    `json:"sha256"`
+	Stored time.Time `json:"storedAt"`
+}
+
+// PushImage uploads an image archive (what docker save writes) as ref.
+// Only ctx bounds it: images take longer than requests.
+func (c *Client) PushImage(ctx context.Context, ref string, archive io.Reader) (*ImageInfo, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, c.base+"/v1/images?name="+url.QueryEscape(ref), archive)
+	if err != nil {
+		return nil, err
+	}
+	req.SetBasicAuth(c.accessKey, c.secretKey)
+	req.Header.Set("Content-Type", "application/x-tar")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("client: pushing %s: %w", ref, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return nil, readError(resp)
+	}
+	var info ImageInfo
+	return &info, json.NewDecoder(resp.Body).Decode(&info)
+}
+
+// ImageArchive opens the archive of an image the engine holds; the caller
+// closes it. A missing image is a 404 (api.IsNotFound).
+func (c *Client) ImageArchive(ctx context.Context, ref string) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/images?name="+url.QueryEscape(ref), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.SetBasicAuth(c.accessKey, c.secretKey)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("client: fetching image %s: %w", ref, err)
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		return nil, readError(resp)
+	}
+	return resp.Body, nil
+}
+
+// Images lists the images the engine holds.
+func (c *Client) Images(ctx context.Context) ([]ImageInfo, error) {
+	var out struct{ Data []ImageInfo }
+	return out.Data, c.do(ctx, http.MethodGet, "/v1/images", nil, &out)
+}
+
 // Ping checks /healthz.
 func (c *Client) Ping(ctx context.Context) error {
 	return c.do(ctx, http.MethodGet, "/healthz", nil, nil)

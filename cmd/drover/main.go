@@ -54,6 +54,7 @@ func commands() []command {
 		{"stack", "stack up NAME -f docker-compose.yml [-f rancher-compose.yml] | ls | rm NAME | rollback NAME", runStack},
 		{"host", "host ls: the hosts, their state and labels", runHost},
 		{"ps", "the containers (--stack NAME for one stack)", runPs},
+		{"image", "image push IMAGE...: put images into the engine, where agents without them load them (no registry needed) | image ls", runImage},
 		{"cert", "cert init: make the Kubernetes stack's CA and certificates in the engine", runCert},
 		{"kubeconfig", "print the Kubernetes admin's kubeconfig (--apiserver URL)", runKubeconfig},
 		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
