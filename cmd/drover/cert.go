@@ -49,9 +49,7 @@ func runCert(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if o.ServiceIP == nil {
 		return usageError{fmt.Sprintf("--service-ip %q is not an address", *serviceIP)}
 	}
-	for _, n := range split(*names) {
-		o.APIServerNames = append(o.APIServerNames, n)
-	}
+	o.APIServerNames = append(o.APIServerNames, split(*names)...)
 	for _, s := range split(*ips) {
 		ip := net.ParseIP(s)
 		if ip == nil {
