@@ -224,6 +224,50 @@ func issue(by *signer, o Options, cn string, orgs []string, server, client bool,
 	return Pair{Cert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), Key: kp}, nil
 }
 
+// parseCA reads a CA pair (PEM) to sign with.
+func parseCA(p Pair) (*signer, error) {
+	blk, _ := pem.Decode(p.Cert)
+	if blk == nil {
+		return nil, errors.New("pki: the CA certificate is not PEM")
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("pki: the CA certificate: %w", err)
+	}
+	kb, _ := pem.Decode(p.Key)
+	if kb == nil {
+		return nil, errors.New("pki: the CA key is not PEM")
+	}
+	key, err := x509.ParseECPrivateKey(kb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("pki: the CA key: %w", err)
+	}
+	if !key.PublicKey.Equal(cert.PublicKey) {
+		return nil, errors.New("pki: the CA key is not the CA certificate's")
+	}
+	return &signer{cert, key}, nil
+}
+
+// HostCerts issues a host's kubelet client and serving certificates with
+// the cluster CA, for a host that joined after the bundle was made.
+func HostCerts(ca Pair, h Host, o Options) (client, serving Pair, err error) {
+	s, err := parseCA(ca)
+	if err != nil {
+		return Pair{}, Pair{}, err
+	}
+	if o.ValidFor == 0 {
+		o.ValidFor = 365 * 24 * time.Hour
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if client, err = issue(s, o, "system:node:"+h.Name, []string{"system:nodes"}, false, true, nil, nil); err != nil {
+		return Pair{}, Pair{}, err
+	}
+	serving, err = issue(s, o, h.Name, []string{"system:nodes"}, true, false, []string{h.Name}, h.IPs)
+	return client, serving, err
+}
+
 // Kubeconfig is a kubeconfig for the bundle's certificate name (admin,
 // kube-controller-manager, kube-scheduler, kube-proxy, kubelet-client-<host>)
 // to reach the apiserver at server, trusting the cluster CA, with the

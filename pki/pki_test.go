@@ -68,6 +68,22 @@ func TestBundleShape(t *testing.T) {
 	if _, err := b.Kubeconfig("nobody", "https://x"); err == nil {
 		t.Fatal("a kubeconfig for a certificate that does not exist")
 	}
+	// A host that joins later gets certificates from the same CA.
+	cl, sv, err := HostCerts(b.CA, Host{Name: "late", IPs: []net.IP{net.ParseIP("192.168.1.9")}}, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lc := parse(cl.Cert); lc.Subject.CommonName != "system:node:late" {
+		t.Fatalf("late kubelet client %v", lc.Subject)
+	} else if _, err := lc.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		t.Fatalf("late kubelet client: %v", err)
+	}
+	if _, err := parse(sv.Cert).Verify(x509.VerifyOptions{Roots: pool, DNSName: "late"}); err != nil {
+		t.Fatalf("late kubelet serving: %v", err)
+	}
+	if _, _, err := HostCerts(Pair{Cert: b.CA.Cert, Key: b.Certs["admin"].Key}, Host{Name: "x"}, Options{}); err == nil {
+		t.Fatal("signing with a key that is not the CA's")
+	}
 }
 
 // The bundle runs a real kube-apiserver: every client certificate is the

@@ -42,8 +42,7 @@ func runCert(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	if len(have) > 0 {
-		fmt.Fprintf(stdout, "the Kubernetes PKI is in the engine already (%d certificates); nothing changed\n", len(have))
-		return nil
+		return addHostCerts(ctx, c, have, stdout)
 	}
 	o := pki.Options{ServiceIP: net.ParseIP(*serviceIP)}
 	if o.ServiceIP == nil {
@@ -85,6 +84,54 @@ func runCert(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 	fmt.Fprintf(stdout, "the Kubernetes PKI is in the engine: %d certificates (k8s-*), for %d hosts; drover kubeconfig prints the admin's kubeconfig\n", len(pairs), len(hosts))
+	return nil
+}
+
+// addHostCerts gives the hosts that joined since the PKI was made their
+// kubelet certificates, signed by the CA kept in the engine.
+func addHostCerts(ctx context.Context, c *client.Client, have []api.Certificate, stdout io.Writer) error {
+	byName := map[string]*api.Certificate{}
+	for i := range have {
+		byName[have[i].Name] = &have[i]
+	}
+	ca := byName[pkiName("ca")]
+	if ca == nil {
+		return fmt.Errorf("the engine holds Kubernetes certificates but no %s: remove them (label %s=kubernetes) and run drover cert init again", pkiName("ca"), pkiLabel)
+	}
+	hosts, _, err := c.Hosts().List(ctx, client.ListOptions{})
+	if err != nil {
+		return err
+	}
+	added := 0
+	for _, h := range hosts {
+		if byName[pkiName("kubelet-client-"+h.Name)] != nil {
+			continue
+		}
+		key, err := c.CertificateKey(ctx, ca.ID)
+		if err != nil {
+			return fmt.Errorf("reading the CA key: %w", err)
+		}
+		ph := pki.Host{Name: h.Name}
+		if ip := net.ParseIP(h.Status.AgentIP); ip != nil {
+			ph.IPs = []net.IP{ip}
+		}
+		cl, sv, err := pki.HostCerts(pki.Pair{Cert: []byte(ca.Spec.Cert), Key: key}, ph, pki.Options{})
+		if err != nil {
+			return err
+		}
+		for n, p := range map[string]pki.Pair{"kubelet-client-" + h.Name: cl, "kubelet-serving-" + h.Name: sv} {
+			cert := &api.Certificate{Meta: api.Meta{Name: pkiName(n), Labels: map[string]string{pkiLabel: "kubernetes"}}, Spec: api.CertificateSpec{Cert: string(p.Cert), Key: string(p.Key)}}
+			if _, err := c.Certificates().Create(ctx, cert); err != nil {
+				return fmt.Errorf("storing %s: %w", pkiName(n), err)
+			}
+		}
+		added++
+	}
+	if added == 0 {
+		fmt.Fprintf(stdout, "the Kubernetes PKI is in the engine already (%d certificates, every host has its kubelet's); nothing changed\n", len(have))
+		return nil
+	}
+	fmt.Fprintf(stdout, "kubelet certificates added for %d host(s) that joined since the PKI was made\n", added)
 	return nil
 }
 

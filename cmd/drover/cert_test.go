@@ -52,6 +52,16 @@ func TestIntegrationCertInitAndKubeconfig(t *testing.T) {
 	if after, _, _ := eng.Certificates().List(ctx, client.ListOptions{LabelSelector: "io.drover.pki=kubernetes"}); len(after) != 14 {
 		t.Fatalf("cert init again left %d certificates", len(after))
 	}
+	// A host that joins later gets its kubelet's certificates from the same CA.
+	if _, err := eng.Register(ctx, api.RegisterRequest{Name: "w2", AgentIP: "192.168.5.3"}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := cli("cert", "init"); err != nil || !strings.Contains(out, "added for 1 host") {
+		t.Fatalf("cert init after a host joined: %s %v", out, err)
+	}
+	if after, _, _ := eng.Certificates().List(ctx, client.ListOptions{LabelSelector: "io.drover.pki=kubernetes"}); len(after) != 16 {
+		t.Fatalf("after w2 joined: %d certificates, want 16", len(after))
+	}
 	kc, err := cli("kubeconfig", "--apiserver", "https://192.168.5.1:6443")
 	if err != nil {
 		t.Fatal(err)
