@@ -268,6 +268,40 @@ func HostCerts(ca Pair, h Host, o Options) (client, serving Pair, err error) {
 	return client, serving, err
 }
 
+// Reissue makes a new key and certificate in place of old (PEM), with the
+// same subject, names, addresses and usages, signed by ca (which must be
+// the one that signed old), valid from now: a rotation. Clients holding the
+// old one keep working until it expires, as both chain to the same CA.
+func Reissue(ca Pair, old []byte, o Options) (Pair, error) {
+	s, err := parseCA(ca)
+	if err != nil {
+		return Pair{}, err
+	}
+	blk, _ := pem.Decode(old)
+	if blk == nil {
+		return Pair{}, errors.New("pki: the certificate to rotate is not PEM")
+	}
+	prev, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return Pair{}, err
+	}
+	if err := prev.CheckSignatureFrom(s.cert); err != nil {
+		return Pair{}, fmt.Errorf("pki: %s was not signed by %s: %w", prev.Subject.CommonName, s.cert.Subject.CommonName, err)
+	}
+	if o.ValidFor == 0 {
+		o.ValidFor = 365 * 24 * time.Hour
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	var server, client bool
+	for _, u := range prev.ExtKeyUsage {
+		server = server || u == x509.ExtKeyUsageServerAuth
+		client = client || u == x509.ExtKeyUsageClientAuth
+	}
+	return issue(s, o, prev.Subject.CommonName, prev.Subject.Organization, server, client, prev.DNSNames, prev.IPAddresses)
+}
+
 // Kubeconfig is a kubeconfig for the bundle's certificate name (admin,
 // kube-controller-manager, kube-scheduler, kube-proxy, kubelet-client-<host>)
 // to reach the apiserver at server, trusting the cluster CA, with the

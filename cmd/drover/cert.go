@@ -18,10 +18,13 @@ const pkiLabel = "io.drover.pki"
 
 func pkiName(name string) string { return "k8s-" + name }
 
-// runCert: drover cert init.
+// runCert: drover cert init | rotate.
 func runCert(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "rotate" {
+		return runCertRotate(ctx, args[1:], stdout, stderr)
+	}
 	if len(args) == 0 || args[0] != "init" {
-		return usageError{"usage: drover cert init [--service-ip IP] [--apiserver-name NAME,...] [--apiserver-ip IP,...]"}
+		return usageError{"usage: drover cert init [--service-ip IP] [--apiserver-name NAME,...] [--apiserver-ip IP,...] | drover cert rotate"}
 	}
 	fs, cf := newCLIFlags("drover cert init", stderr)
 	serviceIP := fs.String("service-ip", "10.43.0.1", "the apiserver's address in the service network")
@@ -132,6 +135,64 @@ func addHostCerts(ctx context.Context, c *client.Client, have []api.Certificate,
 		return nil
 	}
 	fmt.Fprintf(stdout, "kubelet certificates added for %d host(s) that joined since the PKI was made\n", added)
+	return nil
+}
+
+// runCertRotate gives every leaf certificate of the Kubernetes PKI a new key
+// and a new certificate from the same CA. The CAs and the service-account
+// key stay: what holds an old certificate keeps working until it expires,
+// and picks the new one up when it restarts.
+func runCertRotate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs, cf := newCLIFlags("drover cert rotate", stderr)
+	if err := parseCLI(fs, args); err != nil {
+		if err == errHelp {
+			return nil
+		}
+		return err
+	}
+	c, err := cf.client()
+	if err != nil {
+		return err
+	}
+	have, _, err := c.Certificates().List(ctx, client.ListOptions{LabelSelector: pkiLabel + "=kubernetes"})
+	if err != nil {
+		return err
+	}
+	cas := map[string]pki.Pair{}
+	for _, n := range []string{"ca", "front-proxy-ca"} {
+		for _, h := range have {
+			if h.Name == pkiName(n) {
+				key, err := c.CertificateKey(ctx, h.ID)
+				if err != nil {
+					return fmt.Errorf("reading the key of %s: %w", h.Name, err)
+				}
+				cas[n] = pki.Pair{Cert: []byte(h.Spec.Cert), Key: key}
+			}
+		}
+	}
+	if len(cas) != 2 {
+		return fmt.Errorf("the engine holds no Kubernetes CAs: make the PKI first (drover cert init)")
+	}
+	rotated := 0
+	for _, h := range have {
+		switch h.Name {
+		case pkiName("ca"), pkiName("front-proxy-ca"), pkiName("service-account"):
+			continue
+		}
+		ca := cas["ca"]
+		if h.Name == pkiName("front-proxy-client") {
+			ca = cas["front-proxy-ca"]
+		}
+		p, err := pki.Reissue(ca, []byte(h.Spec.Cert), pki.Options{})
+		if err != nil {
+			return fmt.Errorf("%s: %w", h.Name, err)
+		}
+		if _, err := c.Certificates().Patch(ctx, h.ID, map[string]any{"spec": map[string]any{"cert": string(p.Cert), "key": string(p.Key)}}); err != nil {
+			return fmt.Errorf("storing the new %s: %w", h.Name, err)
+		}
+		rotated++
+	}
+	fmt.Fprintf(stdout, "%d certificates rotated (new keys, same CAs); old ones stay valid until they expire\n", rotated)
 	return nil
 }
 
