@@ -160,7 +160,8 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if _, err := s.st.Cli.Get(ctx, s.st.Prefix+"ready"); err != nil {
-		http.Error(w, "store unreachable: "+err.Error(), http.StatusServiceUnavailable)
+		s.log.Warn("readyz: the store does not answer", "err", err)
+		http.Error(w, store.Unavailable(err).Message, http.StatusServiceUnavailable)
 		return
 	}
 	io.WriteString(w, "ok\n")
