@@ -43,7 +43,10 @@ func TestIntegrationDaemonProcesses(t *testing.T) {
 		metric  string
 		stopped string
 	}{
-		{"agent", []string{"agent", "--server", srv.URL(), "--token", tok.Status.Token, "--name", "proc-host", "--listen", agentHTTP}, agentHTTP, "go_goroutines", "agent stopped"},
+		{"agent", []string{"agent", "--server", srv.URL(), "--token", tok.Status.Token, "--name", "proc-host", "--listen", agentHTTP,
+			// Nothing on the machine: state in the test's directories, containers
+			// on Docker's bridge (the overlay's own tests share the Docker network).
+			"--state-dir", t.TempDir(), "--ipam-dir", t.TempDir(), "--overlay=false"}, agentHTTP, "go_goroutines", "agent stopped"},
 		{"dns", []string{"dns", "--listen", fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)), "--upstream", "127.0.0.1:1", "--metrics-listen", dnsMetrics, "--credentials", creds, "--state-dir", t.TempDir()}, dnsMetrics, "drover_dns_cache_hits_total", ""},
 		{"metadata", []string{"metadata", "--listen", mdAddr, "--credentials", creds, "--state-dir", t.TempDir()}, mdAddr, "drover_metadata_containers", ""},
 	}
