@@ -25,23 +25,7 @@ import (
 // upstream is a second DNS server the test starts, to forward to.
 func upstream(t *testing.T) string {
 	t.Helper()
-	// UDP and TCP on one port number: the kernel picks a free UDP port,
-	// whose TCP twin may be taken by another test; try again then.
-	var pc net.PacketConn
-	var ln net.Listener
-	for attempt := 0; ; attempt++ {
-		var err error
-		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
-			t.Fatal(err)
-		}
-		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
-			break
-		}
-		pc.Close()
-		if attempt == 20 {
-			t.Fatalf("no port free for both UDP and TCP: %v", err)
-		}
-	}
+	pc, ln := testenv.ListenUDPAndTCP(t)
 	h := mdns.HandlerFunc(func(w mdns.ResponseWriter, r *mdns.Msg) {
 		m := new(mdns.Msg)
 		m.SetReply(r)

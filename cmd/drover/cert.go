@@ -18,6 +18,47 @@ const pkiLabel = "io.drover.pki"
 
 func pkiName(name string) string { return "k8s-" + name }
 
+// pkiCerts is the PKI as the engine holds it, by short name (ca, admin,
+// kubelet-client-<host>, ...).
+type pkiCerts struct {
+	c     *client.Client
+	certs map[string]*api.Certificate
+}
+
+func loadPKI(ctx context.Context, c *client.Client) (*pkiCerts, error) {
+	list, _, err := c.Certificates().List(ctx, client.ListOptions{LabelSelector: pkiLabel + "=kubernetes"})
+	if err != nil {
+		return nil, err
+	}
+	p := &pkiCerts{c: c, certs: map[string]*api.Certificate{}}
+	for i := range list {
+		p.certs[strings.TrimPrefix(list[i].Name, pkiName(""))] = &list[i]
+	}
+	return p, nil
+}
+
+// pair reads a certificate with its private key.
+func (p *pkiCerts) pair(ctx context.Context, name string) (pki.Pair, error) {
+	cert := p.certs[name]
+	if cert == nil {
+		return pki.Pair{}, fmt.Errorf("the engine has no certificate %s: make the Kubernetes PKI first (drover cert init)", pkiName(name))
+	}
+	key, err := p.c.CertificateKey(ctx, cert.ID)
+	if err != nil {
+		return pki.Pair{}, fmt.Errorf("reading the key of %s: %w", cert.Name, err)
+	}
+	return pki.Pair{Cert: []byte(cert.Spec.Cert), Key: key}, nil
+}
+
+// add stores a new certificate of the PKI.
+func (p *pkiCerts) add(ctx context.Context, name string, pair pki.Pair) error {
+	cert := &api.Certificate{Meta: api.Meta{Name: pkiName(name), Labels: map[string]string{pkiLabel: "kubernetes"}}, Spec: api.CertificateSpec{Cert: string(pair.Cert), Key: string(pair.Key)}}
+	if _, err := p.c.Certificates().Create(ctx, cert); err != nil {
+		return fmt.Errorf("storing %s: %w", pkiName(name), err)
+	}
+	return nil
+}
+
 // runCert: drover cert init | rotate.
 func runCert(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "rotate" {
@@ -30,22 +71,16 @@ func runCert(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	serviceIP := fs.String("service-ip", "10.43.0.1", "the apiserver's address in the service network")
 	names := fs.String("apiserver-name", "", "more names clients reach the apiserver by (comma-separated)")
 	ips := fs.String("apiserver-ip", "", "more addresses clients reach the apiserver at (comma-separated)")
-	if err := parseCLI(fs, args[1:]); err != nil {
-		if err == errHelp {
-			return nil
-		}
-		return err
+	c, err := cf.connect(fs, args[1:])
+	if c == nil {
+		return err // nil after -h
 	}
-	c, err := cf.client()
+	have, err := loadPKI(ctx, c)
 	if err != nil {
 		return err
 	}
-	have, _, err := c.Certificates().List(ctx, client.ListOptions{LabelSelector: pkiLabel + "=kubernetes"})
-	if err != nil {
-		return err
-	}
-	if len(have) > 0 {
-		return addHostCerts(ctx, c, have, stdout)
+	if len(have.certs) > 0 {
+		return addHostCerts(ctx, have, stdout)
 	}
 	o := pki.Options{ServiceIP: net.ParseIP(*serviceIP)}
 	if o.ServiceIP == nil {
@@ -81,9 +116,8 @@ func runCert(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		pairs[n] = p
 	}
 	for n, p := range pairs {
-		cert := &api.Certificate{Meta: api.Meta{Name: pkiName(n), Labels: map[string]string{pkiLabel: "kubernetes"}}, Spec: api.CertificateSpec{Cert: string(p.Cert), Key: string(p.Key)}}
-		if _, err := c.Certificates().Create(ctx, cert); err != nil {
-			return fmt.Errorf("storing %s: %w", pkiName(n), err)
+		if err := have.add(ctx, n, p); err != nil {
+			return err
 		}
 	}
 	fmt.Fprintf(stdout, "the Kubernetes PKI is in the engine: %d certificates (k8s-*), for %d hosts; drover kubeconfig prints the admin's kubeconfig\n", len(pairs), len(hosts))
@@ -92,46 +126,40 @@ func runCert(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 // addHostCerts gives the hosts that joined since the PKI was made their
 // kubelet certificates, signed by the CA kept in the engine.
-func addHostCerts(ctx context.Context, c *client.Client, have []api.Certificate, stdout io.Writer) error {
-	byName := map[string]*api.Certificate{}
-	for i := range have {
-		byName[have[i].Name] = &have[i]
-	}
-	ca := byName[pkiName("ca")]
-	if ca == nil {
-		return fmt.Errorf("the engine holds Kubernetes certificates but no %s: remove them (label %s=kubernetes) and run drover cert init again", pkiName("ca"), pkiLabel)
-	}
-	hosts, _, err := c.Hosts().List(ctx, client.ListOptions{})
+func addHostCerts(ctx context.Context, have *pkiCerts, stdout io.Writer) error {
+	hosts, _, err := have.c.Hosts().List(ctx, client.ListOptions{})
 	if err != nil {
 		return err
 	}
+	var ca pki.Pair
 	added := 0
 	for _, h := range hosts {
-		if byName[pkiName("kubelet-client-"+h.Name)] != nil {
+		if have.certs["kubelet-client-"+h.Name] != nil {
 			continue
 		}
-		key, err := c.CertificateKey(ctx, ca.ID)
-		if err != nil {
-			return fmt.Errorf("reading the CA key: %w", err)
+		if ca.Key == nil {
+			if ca, err = have.pair(ctx, "ca"); err != nil {
+				return err
+			}
 		}
 		ph := pki.Host{Name: h.Name}
 		if ip := net.ParseIP(h.Status.AgentIP); ip != nil {
 			ph.IPs = []net.IP{ip}
 		}
-		cl, sv, err := pki.HostCerts(pki.Pair{Cert: []byte(ca.Spec.Cert), Key: key}, ph, pki.Options{})
+		cl, sv, err := pki.HostCerts(ca, ph, pki.Options{})
 		if err != nil {
 			return err
 		}
-		for n, p := range map[string]pki.Pair{"kubelet-client-" + h.Name: cl, "kubelet-serving-" + h.Name: sv} {
-			cert := &api.Certificate{Meta: api.Meta{Name: pkiName(n), Labels: map[string]string{pkiLabel: "kubernetes"}}, Spec: api.CertificateSpec{Cert: string(p.Cert), Key: string(p.Key)}}
-			if _, err := c.Certificates().Create(ctx, cert); err != nil {
-				return fmt.Errorf("storing %s: %w", pkiName(n), err)
-			}
+		if err := have.add(ctx, "kubelet-client-"+h.Name, cl); err != nil {
+			return err
+		}
+		if err := have.add(ctx, "kubelet-serving-"+h.Name, sv); err != nil {
+			return err
 		}
 		added++
 	}
 	if added == 0 {
-		fmt.Fprintf(stdout, "the Kubernetes PKI is in the engine already (%d certificates, every host has its kubelet's); nothing changed\n", len(have))
+		fmt.Fprintf(stdout, "the Kubernetes PKI is in the engine already (%d certificates, every host has its kubelet's); nothing changed\n", len(have.certs))
 		return nil
 	}
 	fmt.Fprintf(stdout, "kubelet certificates added for %d host(s) that joined since the PKI was made\n", added)
@@ -144,51 +172,37 @@ func addHostCerts(ctx context.Context, c *client.Client, have []api.Certificate,
 // and picks the new one up when it restarts.
 func runCertRotate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, cf := newCLIFlags("drover cert rotate", stderr)
-	if err := parseCLI(fs, args); err != nil {
-		if err == errHelp {
-			return nil
-		}
-		return err
+	c, err := cf.connect(fs, args)
+	if c == nil {
+		return err // nil after -h
 	}
-	c, err := cf.client()
+	have, err := loadPKI(ctx, c)
 	if err != nil {
 		return err
 	}
-	have, _, err := c.Certificates().List(ctx, client.ListOptions{LabelSelector: pkiLabel + "=kubernetes"})
+	ca, err := have.pair(ctx, "ca")
 	if err != nil {
 		return err
 	}
-	cas := map[string]pki.Pair{}
-	for _, n := range []string{"ca", "front-proxy-ca"} {
-		for _, h := range have {
-			if h.Name == pkiName(n) {
-				key, err := c.CertificateKey(ctx, h.ID)
-				if err != nil {
-					return fmt.Errorf("reading the key of %s: %w", h.Name, err)
-				}
-				cas[n] = pki.Pair{Cert: []byte(h.Spec.Cert), Key: key}
-			}
-		}
-	}
-	if len(cas) != 2 {
-		return fmt.Errorf("the engine holds no Kubernetes CAs: make the PKI first (drover cert init)")
+	frontProxyCA, err := have.pair(ctx, "front-proxy-ca")
+	if err != nil {
+		return err
 	}
 	rotated := 0
-	for _, h := range have {
-		switch h.Name {
-		case pkiName("ca"), pkiName("front-proxy-ca"), pkiName("service-account"):
+	for name, cert := range have.certs {
+		signer := ca
+		switch name {
+		case "ca", "front-proxy-ca", "service-account":
 			continue
+		case "front-proxy-client":
+			signer = frontProxyCA
 		}
-		ca := cas["ca"]
-		if h.Name == pkiName("front-proxy-client") {
-			ca = cas["front-proxy-ca"]
-		}
-		p, err := pki.Reissue(ca, []byte(h.Spec.Cert), pki.Options{})
+		p, err := pki.Reissue(signer, []byte(cert.Spec.Cert), pki.Options{})
 		if err != nil {
-			return fmt.Errorf("%s: %w", h.Name, err)
+			return fmt.Errorf("%s: %w", cert.Name, err)
 		}
-		if _, err := c.Certificates().Patch(ctx, h.ID, map[string]any{"spec": map[string]any{"cert": string(p.Cert), "key": string(p.Key)}}); err != nil {
-			return fmt.Errorf("storing the new %s: %w", h.Name, err)
+		if _, err := c.Certificates().Patch(ctx, cert.ID, map[string]any{"spec": map[string]any{"cert": string(p.Cert), "key": string(p.Key)}}); err != nil {
+			return fmt.Errorf("storing the new %s: %w", cert.Name, err)
 		}
 		rotated++
 	}
@@ -206,43 +220,27 @@ func split(s string) []string {
 	return out
 }
 
-// runKubeconfig: drover kubeconfig --server URL prints the admin kubeconfig.
+// runKubeconfig: drover kubeconfig --apiserver URL prints the admin kubeconfig.
 func runKubeconfig(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, cf := newCLIFlags("drover kubeconfig", stderr)
 	server := fs.String("apiserver", "https://127.0.0.1:6443", "the Kubernetes apiserver URL to write (--server is the engine's)")
-	if err := parseCLI(fs, args); err != nil {
-		if err == errHelp {
-			return nil
-		}
-		return err
+	c, err := cf.connect(fs, args)
+	if c == nil {
+		return err // nil after -h
 	}
-	c, err := cf.client()
+	have, err := loadPKI(ctx, c)
 	if err != nil {
 		return err
 	}
-	get := func(name string) (*api.Certificate, error) {
-		list, _, err := c.Certificates().List(ctx, client.ListOptions{Name: pkiName(name)})
-		if err != nil {
-			return nil, err
-		}
-		if len(list) != 1 {
-			return nil, fmt.Errorf("the engine has no certificate %s: make the Kubernetes PKI first (drover cert init)", pkiName(name))
-		}
-		return &list[0], nil
+	ca, ok := have.certs["ca"]
+	if !ok {
+		return fmt.Errorf("the engine has no certificate %s: make the Kubernetes PKI first (drover cert init)", pkiName("ca"))
 	}
-	ca, err := get("ca")
+	admin, err := have.pair(ctx, "admin")
 	if err != nil {
 		return err
 	}
-	admin, err := get("admin")
-	if err != nil {
-		return err
-	}
-	key, err := c.CertificateKey(ctx, admin.ID)
-	if err != nil {
-		return fmt.Errorf("reading the admin's key: %w", err)
-	}
-	b := &pki.Bundle{CA: pki.Pair{Cert: []byte(ca.Spec.Cert)}, Certs: map[string]pki.Pair{"admin": {Cert: []byte(admin.Spec.Cert), Key: key}}}
+	b := &pki.Bundle{CA: pki.Pair{Cert: []byte(ca.Spec.Cert)}, Certs: map[string]pki.Pair{"admin": admin}}
 	kc, err := b.Kubeconfig("admin", *server)
 	if err != nil {
 		return err

@@ -53,6 +53,19 @@ func parseCLI(fs *flag.FlagSet, args []string) error {
 
 var errHelp = errors.New("help shown")
 
+// connect parses args and makes the engine client. It returns a nil client
+// and a nil error when -h was asked for (the usage is printed), and a nil
+// client and the error when the flags or the credentials are wrong.
+func (cf *cliFlags) connect(fs *flag.FlagSet, args []string) (*client.Client, error) {
+	if err := parseCLI(fs, args); err != nil {
+		if err == errHelp {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return cf.client()
+}
+
 func (cf *cliFlags) client() (*client.Client, error) {
 	c, err := cf.engine.client()
 	if err != nil {
@@ -353,15 +366,9 @@ func allCurrent(svcs []api.Service, ctrs []api.Container) bool {
 
 func stackLs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, cf := newCLIFlags("drover stack ls", stderr)
-	if err := parseCLI(fs, args); err != nil {
-		if err == errHelp {
-			return nil
-		}
-		return err
-	}
-	c, err := cf.client()
-	if err != nil {
-		return err
+	c, err := cf.connect(fs, args)
+	if c == nil {
+		return err // nil after -h
 	}
 	list, _, err := c.Stacks().List(ctx, client.ListOptions{})
 	if err != nil {
@@ -477,15 +484,9 @@ func runHost(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return usageError{"usage: drover host ls"}
 	}
 	fs, cf := newCLIFlags("drover host ls", stderr)
-	if err := parseCLI(fs, args[1:]); err != nil {
-		if err == errHelp {
-			return nil
-		}
-		return err
-	}
-	c, err := cf.client()
-	if err != nil {
-		return err
+	c, err := cf.connect(fs, args[1:])
+	if c == nil {
+		return err // nil after -h
 	}
 	hosts, _, err := c.Hosts().List(ctx, client.ListOptions{})
 	if err != nil {
@@ -518,15 +519,9 @@ func runHost(ctx context.Context, args []string, stdout, stderr io.Writer) error
 func runPs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, cf := newCLIFlags("drover ps", stderr)
 	stackName := fs.String("stack", "", "only this stack's containers")
-	if err := parseCLI(fs, args); err != nil {
-		if err == errHelp {
-			return nil
-		}
-		return err
-	}
-	c, err := cf.client()
-	if err != nil {
-		return err
+	c, err := cf.connect(fs, args)
+	if c == nil {
+		return err // nil after -h
 	}
 	opts := client.ListOptions{}
 	stacksByID := map[string]string{}

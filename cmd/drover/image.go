@@ -15,15 +15,9 @@ func runImage(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageError{"usage: drover image push IMAGE... (from this host's Docker Engine to the engine) | drover image ls"}
 	}
 	fs, cf := newCLIFlags("drover image "+args[0], stderr)
-	if err := parseCLI(fs, args[1:]); err != nil {
-		if err == errHelp {
-			return nil
-		}
-		return err
-	}
-	c, err := cf.client()
-	if err != nil {
-		return err
+	c, err := cf.connect(fs, args[1:])
+	if c == nil {
+		return err // nil after -h
 	}
 	if args[0] == "ls" {
 		imgs, err := c.Images(ctx)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	mdns "github.com/miekg/dns"
+
+	"github.com/drover/drover/internal/testenv"
 )
 
 // upstream is a real DNS server on a loopback port that counts the queries
@@ -23,23 +25,7 @@ type upstream struct {
 func startUpstream(t *testing.T, hold chan struct{}) *upstream {
 	t.Helper()
 	u := &upstream{hold: hold}
-	// UDP and TCP on one port number; the TCP twin of a free UDP port may
-	// be taken by another test: try again then.
-	var pc net.PacketConn
-	var ln net.Listener
-	for attempt := 0; ; attempt++ {
-		var err error
-		if pc, err = net.ListenPacket("udp", "127.0.0.1:0"); err != nil {
-			t.Fatal(err)
-		}
-		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
-			break
-		}
-		pc.Close()
-		if attempt == 20 {
-			t.Fatalf("no port free for both UDP and TCP: %v", err)
-		}
-	}
+	pc, ln := testenv.ListenUDPAndTCP(t)
 	u.addr = pc.LocalAddr().String()
 	h := mdns.HandlerFunc(func(w mdns.ResponseWriter, r *mdns.Msg) {
 		u.queries.Add(1)

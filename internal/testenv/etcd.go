@@ -175,3 +175,24 @@ func (c *EtcdCluster) Client(t testing.TB) *clientv3.Client {
 	t.Cleanup(func() { cli.Close() })
 	return cli
 }
+
+// ListenUDPAndTCP listens on one loopback port number for both UDP and TCP
+// (a DNS server's pair). The kernel picks a free UDP port whose TCP twin
+// may be taken by another test: it tries again then.
+func ListenUDPAndTCP(t testing.TB) (net.PacketConn, net.Listener) {
+	t.Helper()
+	for attempt := 0; ; attempt++ {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln
+		}
+		pc.Close()
+		if attempt == 20 {
+			t.Fatalf("no loopback port free for both UDP and TCP: %v", err)
+		}
+	}
+}
