@@ -1,0 +1,394 @@
+// Package e2e runs drover up on hosts made of privileged containers (as
+// kind does) and checks the cluster from outside and from inside its pods.
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/drover/drover/api"
+	"github.com/drover/drover/client"
+	"github.com/drover/drover/internal/kind"
+)
+
+const version = "e2e"
+
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// buildImages makes drover's images at tag e2e (only what changed) and the
+// test's workload image.
+func buildImages(t *testing.T) {
+	t.Helper()
+	root := repoRoot()
+	if _, err := os.Stat(filepath.Join(root, "bin", "kube")); err != nil {
+		t.Fatal("bin/kube is missing: make kube (make test builds it)")
+	}
+	cmd := exec.Command("go", "run", "./images/build", "-version", version, "-kube", "bin/kube")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make images: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	build := exec.Command("go", "build", "-o", filepath.Join(dir, "httpd"), "./test/e2e/httpd")
+	build.Dir, build.Env = root, append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building httpd: %v\n%s", err, out)
+	}
+	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM scratch\nCOPY httpd /httpd\nENTRYPOINT [\"/httpd\"]\n"), 0o644)
+	if out, err := exec.Command("docker", "build", "-q", "-t", "drover/e2e-httpd:"+version, dir).CombinedOutput(); err != nil {
+		t.Fatalf("docker build httpd: %v\n%s", err, out)
+	}
+}
+
+// TestIntegrationUp: drover up on one host with every role, drover up
+// --join on a worker, then the cluster works as a cluster should.
+func TestIntegrationUp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end test (Docker Engine, privileged host containers); run without -short")
+	}
+	if _, err := exec.LookPath("docker"); err != nil {
+		t.Fatal("the docker CLI is missing; the end-to-end test needs a Docker Engine")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	buildImages(t)
+	imgDir, err := os.MkdirTemp("/var/tmp", "drover-e2e-images-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(imgDir)
+	if err := kind.SaveImages(ctx, imgDir, "drover/drover:"+version, "drover/node:"+version, "drover/etcd:"+version, "drover/pause:"+version, "drover/lb-haproxy:"+version); err != nil {
+		t.Fatal(err)
+	}
+	cl := &kind.Cluster{Name: "drover-e2e", Image: "drover/node:" + version, Subnet: "172.31.250.0/24", Gateway: "172.31.250.1", Images: imgDir, Log: t.Logf}
+	if err := cl.Create(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if t.Failed() {
+			dumpHosts(t, cl)
+		}
+		cl.Destroy()
+	}()
+	h1, err := cl.AddHost(ctx, "h1", "172.31.250.11", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2, err := cl.AddHost(ctx, "h2", "172.31.250.12", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The first host: every role.
+	start := time.Now()
+	out, err := h1.Exec(ctx, "drover", "up", "--name", "h1", "--ip", h1.IP, "--timeout", "10m")
+	t.Logf("drover up on h1 (%.1fs):\n%s", time.Since(start).Seconds(), out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"loading /var/lib/drover/images/drover-images.tar", "node h1 is Ready", "DNS answers kubernetes.default.svc.cluster.local", "drover up --join http://172.31.250.11:8080 --token "} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("drover up's output lacks %q", want)
+		}
+	}
+	eng := engineClient(t, ctx, h1)
+	kc := kubeClient(t, ctx, h1)
+
+	// A worker joins with the token drover up printed.
+	tok := regexp.MustCompile(`--token (\S+)`).FindStringSubmatch(out)[1]
+	start = time.Now()
+	out, err = h2.Exec(ctx, "drover", "up", "--join", "http://172.31.250.11:8080", "--token", tok, "--name", "h2", "--ip", h2.IP, "--timeout", "10m")
+	t.Logf("drover up --join on h2 (%.1fs):\n%s", time.Since(start).Seconds(), out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "loading drover/drover:"+version+" from the engine") {
+		t.Errorf("the joining host did not load the agent's image from the engine")
+	}
+	eventually(t, ctx, 5*time.Minute, "both nodes Ready", func() error { return nodesReady(ctx, kc, "h1", "h2") })
+	t.Logf("h2 Ready %.1fs after drover up --join started", time.Since(start).Seconds())
+
+	// drover up again changes nothing.
+	before := revisions(t, ctx, eng)
+	out, err = h1.Exec(ctx, "drover", "up", "--name", "h1", "--ip", h1.IP, "--timeout", "5m")
+	if err != nil {
+		t.Fatalf("drover up again: %v\n%s", err, out)
+	}
+	for _, bad := range []string{"created", "updated", "starting drover", "put into the engine", "PKI made"} {
+		if strings.Contains(out, bad) {
+			t.Errorf("drover up run again did something (%q):\n%s", bad, out)
+		}
+	}
+	if after := revisions(t, ctx, eng); after != before {
+		t.Errorf("drover up run again changed the engine's stacks or services:\nbefore %s\nafter  %s", before, after)
+	}
+
+	// A Deployment of 4 replicas of a locally built server spreads over
+	// both hosts; its image comes from the engine (no registry).
+	archive, err := exec.CommandContext(ctx, "docker", "save", "drover/e2e-httpd:"+version).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := eng.PushImage(ctx, "drover/e2e-httpd:"+version, strings.NewReader(string(archive))); err != nil {
+		t.Fatal(err)
+	}
+	deployHTTPD(t, ctx, kc)
+	var pods []corev1.Pod
+	eventually(t, ctx, 4*time.Minute, "4 httpd pods running on both nodes", func() error {
+		list, err := kc.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=httpd"})
+		if err != nil {
+			return err
+		}
+		nodes := map[string]int{}
+		running := 0
+		for _, p := range list.Items {
+			if p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" {
+				running++
+				nodes[p.Spec.NodeName]++
+			}
+		}
+		if running != 4 || nodes["h1"] == 0 || nodes["h2"] == 0 {
+			return fmt.Errorf("%d running, by node %v", running, nodes)
+		}
+		pods = list.Items
+		return nil
+	})
+	on := func(node string) corev1.Pod {
+		for _, p := range pods {
+			if p.Spec.NodeName == node {
+				return p
+			}
+		}
+		t.Fatalf("no pod on %s", node)
+		return corev1.Pod{}
+	}
+	p1, p2 := on("h1"), on("h2")
+	// Ask a pod (through the apiserver's proxy) to fetch something.
+	get := func(p corev1.Pod, target string) (string, error) {
+		b, err := kc.CoreV1().Pods("default").ProxyGet("http", p.Name, "8080", "/get", map[string]string{"url": target}).DoRaw(ctx)
+		return string(b), err
+	}
+	eventually(t, ctx, time.Minute, "a pod on h1 reaches a pod on h2 through the overlay", func() error {
+		body, err := get(p1, "http://"+p2.Status.PodIP+":8080/")
+		if err == nil && !strings.Contains(body, p2.Name) {
+			err = fmt.Errorf("answer %q is not from %s", body, p2.Name)
+		}
+		return err
+	})
+	eventually(t, ctx, 2*time.Minute, "a pod reaches the Service by its DNS name", func() error {
+		body, err := get(p2, "http://httpd.default.svc.cluster.local/")
+		if err == nil && !strings.Contains(body, "httpd-") {
+			err = fmt.Errorf("answer %q", body)
+		}
+		return err
+	})
+	eventually(t, ctx, 2*time.Minute, "the metadata service answers a pod with its own data", func() error {
+		body, err := get(p1, "http://169.254.169.250/latest/self/container/name")
+		if err == nil && !strings.Contains(body, p1.Name) {
+			err = fmt.Errorf("answer %q, want the pod's name %s", body, p1.Name)
+		}
+		return err
+	})
+	eventually(t, ctx, time.Minute, "kubernetes-agent shows the pods as engine containers", func() error {
+		ctrs, _, err := eng.Containers().List(ctx, client.ListOptions{})
+		if err != nil {
+			return err
+		}
+		found := 0
+		for _, c := range ctrs {
+			for _, p := range pods {
+				if c.Name == p.Name && c.Status.PrimaryIP == p.Status.PodIP {
+					found++
+				}
+			}
+		}
+		if found != 4 {
+			return fmt.Errorf("%d of 4 pods are engine containers with their address", found)
+		}
+		return nil
+	})
+
+	// The worker goes: its node goes, and its pods come back on h1.
+	hosts, _, err := eng.Hosts().List(ctx, client.ListOptions{Name: "h2"})
+	if err != nil || len(hosts) != 1 {
+		t.Fatalf("host h2: %v %v", hosts, err)
+	}
+	h2.Remove()
+	if _, err := eng.Hosts().Delete(ctx, hosts[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, ctx, 2*time.Minute, "h2's node is gone", func() error {
+		_, err := kc.CoreV1().Nodes().Get(ctx, "h2", metav1.GetOptions{})
+		if err == nil {
+			return fmt.Errorf("node h2 is still there")
+		}
+		return nil
+	})
+	eventually(t, ctx, 4*time.Minute, "4 httpd pods running on h1", func() error {
+		list, err := kc.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=httpd"})
+		if err != nil {
+			return err
+		}
+		n := 0
+		for _, p := range list.Items {
+			if p.Status.Phase == corev1.PodRunning && p.Spec.NodeName == "h1" && p.DeletionTimestamp == nil {
+				n++
+			}
+		}
+		if n != 4 {
+			return fmt.Errorf("%d running on h1", n)
+		}
+		return nil
+	})
+}
+
+func engineClient(t *testing.T, ctx context.Context, h *kind.Host) *client.Client {
+	b, err := h.ReadFile(ctx, "/var/lib/drover/server/credentials.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cr api.Credentials
+	if err := json.Unmarshal(b, &cr); err != nil {
+		t.Fatal(err)
+	}
+	return client.New("http://"+h.IP+":8080", cr.AccessKey, cr.SecretKey)
+}
+
+func kubeClient(t *testing.T, ctx context.Context, h *kind.Host) *kubernetes.Clientset {
+	b, err := h.ReadFile(ctx, "/var/lib/drover/kubeconfig")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Timeout = 10 * time.Second
+	kc, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kc
+}
+
+func nodesReady(ctx context.Context, kc *kubernetes.Clientset, names ...string) error {
+	for _, n := range names {
+		node, err := kc.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		ready := false
+		for _, c := range node.Status.Conditions {
+			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+				ready = true
+			}
+		}
+		if !ready {
+			return fmt.Errorf("node %s not Ready", n)
+		}
+	}
+	return nil
+}
+
+// revisions fingerprints the built-in stacks and their services.
+func revisions(t *testing.T, ctx context.Context, eng *client.Client) string {
+	sts, _, err := eng.Stacks().List(ctx, client.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svcs, _, err := eng.Services().List(ctx, client.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, s := range sts {
+		if s.Name == "infra" || s.Name == "kubernetes" {
+			fmt.Fprintf(&b, "%s@%d ", s.Name, s.Generation)
+		}
+	}
+	for _, s := range svcs {
+		if s.Spec.Kind == api.ServiceContainer {
+			fmt.Fprintf(&b, "%s@%d ", s.Name, s.Generation)
+		}
+	}
+	return b.String()
+}
+
+func deployHTTPD(t *testing.T, ctx context.Context, kc *kubernetes.Clientset) {
+	replicas := int32(4)
+	labels := map[string]string{"app": "httpd"}
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "httpd", Labels: labels},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					Containers: []corev1.Container{{
+						Name: "httpd", Image: "drover/e2e-httpd:" + version, ImagePullPolicy: corev1.PullNever,
+						Ports: []corev1.ContainerPort{{ContainerPort: 8080}},
+						Env:   []corev1.EnvVar{{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}}},
+					}},
+					TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{
+						MaxSkew: 1, TopologyKey: "kubernetes.io/hostname", WhenUnsatisfiable: corev1.ScheduleAnyway,
+						LabelSelector: &metav1.LabelSelector{MatchLabels: labels},
+					}},
+				},
+			},
+		},
+	}
+	if _, err := kc.AppsV1().Deployments("default").Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "httpd"},
+		Spec:       corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	}
+	if _, err := kc.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func eventually(t *testing.T, ctx context.Context, limit time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	var err error
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if err = f(); err == nil {
+			t.Logf("ok: %s", what)
+			return
+		}
+		time.Sleep(time.Second)
+	}
+	t.Fatalf("%s: not after %s: %v", what, limit, err)
+}
+
+// dumpHosts logs what a failed run needs to be understood.
+func dumpHosts(t *testing.T, cl *kind.Cluster) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, n := range []string{"h1", "h2"} {
+		out, _ := kind.Docker(ctx, "exec", cl.Name+"-"+n, "sh", "-c", "docker ps -a; for c in $(docker ps -aq); do echo \"== $c\"; docker logs --tail 30 $c 2>&1; done")
+		t.Logf("host %s:\n%s", n, out)
+	}
+}
