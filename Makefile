@@ -1,13 +1,16 @@
 # drover: make up (run the engine), make test (everything, installing what it needs).
 GO       ?= go
-VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+# Evaluated once: the images and the binary that runs them carry the same tag.
+ifndef VERSION
+VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+endif
 LDFLAGS  := -X main.version=$(VERSION)
 DATA_DIR ?= $(CURDIR)/.drover
 LISTEN   ?= 127.0.0.1:8080
 # Integration tests share 2 cores with etcd processes; give them room.
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build kube deps images test test-short lint fuzz bench bench-chaos bench-net bench-engine bench-kube bench-sched bench-stack bench-netsvc up clean
+.PHONY: all build kube deps images test test-short lint fuzz bench bench-chaos bench-net bench-engine bench-kube bench-sched bench-stack bench-netsvc bench-up up engine clean
 
 # Kubernetes is built from source; its version is named once, in images/kubernetes/go.mod.
 KUBE_VERSION := $(shell grep -oE '^\s*(require )?k8s.io/kubernetes v[0-9.]+' images/kubernetes/go.mod | awk '{print $$NF}')
@@ -32,13 +35,16 @@ bin/kube: images/kubernetes/go.mod images/kubernetes/go.sum $(wildcard images/ku
 deps:
 	./scripts/install-deps.sh
 
-## images: every image the stacks run, FROM scratch, built from this repository (only what changed).
-images:
-	$(GO) run ./images/build -version $(VERSION)
+## images: every image the stacks run, built from this repository and Debian's packages (only what changed).
+images: deps kube
+	$(GO) run ./images/build -version $(VERSION) -kube bin/kube
 
 ## test: lint, then every test (unit, and integration against real etcd and a real kube-apiserver) with the race detector.
-test: deps lint kube
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+## The end-to-end test (a two-host Kubernetes in containers) runs alone afterwards: beside it,
+## the timing-sensitive soak tests (500 hosts' leases) would measure its load, not drover.
+test: deps lint kube images
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v /test/e2e)
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./test/e2e
 
 ## test-short: unit tests only, no real parts needed.
 test-short:
@@ -74,6 +80,11 @@ fuzz:
 ## bench: every benchmark (prints one line per figure).
 bench: bench-engine bench-kube bench-sched bench-stack bench-netsvc bench-net
 
+## bench-up: drover up on a fresh host container until the node is Ready and DNS answers,
+## then a second host joining until Ready (images built first).
+bench-up: images
+	$(GO) run ./bench/up -version $(VERSION)
+
 ## bench-engine: engine throughput, event latency, large lists and memory, each beside the same
 ## figure for raw etcd (Debian's, from deps) in the same run; the server runs with controllers off.
 bench-engine: deps build
@@ -108,7 +119,13 @@ bench-kube: kube deps
 	$(GO) test -count=1 -run XXX -bench KubeSync -benchtime 1x -timeout 20m ./kubernetes-agent
 
 ## up: build and run the engine with its embedded etcd on $(LISTEN); data in $(DATA_DIR).
-up: build
+## up: Kubernetes on this host (drover up): builds drover and its images, then runs the engine,
+## the agent, the infra and kubernetes stacks, and writes /var/lib/drover/kubeconfig.
+up: build images
+	bin/drover up
+
+## engine: only the engine, in the foreground (embedded etcd, data in DATA_DIR).
+engine: build
 	@echo "drover: starting the engine on http://$(LISTEN); admin credentials will be in $(DATA_DIR)/credentials.json"
 	bin/drover server --listen $(LISTEN) --data-dir $(DATA_DIR)
 

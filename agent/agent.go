@@ -41,7 +41,10 @@ type Options struct {
 	// StateDir keeps the agent key the engine issued (agent-key.json, mode
 	// 0600): a restarted agent re-registers with it, as a host that exists
 	// is not handed to a mere token holder (default /var/lib/drover/agent).
-	StateDir   string
+	StateDir string
+	// LBImage runs load balancer containers (default drover/lb-haproxy:latest;
+	// drover agent passes its own version's).
+	LBImage    string
 	Name       string            // host name (default: the machine's)
 	Labels     map[string]string // host labels, set at first registration
 	IP         string            // agent IP reported to the engine
@@ -96,6 +99,9 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	if opts.Heartbeat == 0 {
 		opts.Heartbeat = 5 * time.Second
+	}
+	if opts.LBImage == "" {
+		opts.LBImage = "drover/lb-haproxy:latest"
 	}
 	if opts.Resync == 0 {
 		opts.Resync = 10 * time.Second

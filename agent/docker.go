@@ -16,10 +16,12 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/network"
+	dockerclient "github.com/docker/docker/client"
 	"github.com/docker/go-connections/nat"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/internal/privileged"
 )
 
 // Labels on Docker containers. They tie a container to its engine object,
@@ -146,6 +148,7 @@ func (a *Agent) reconcile(ctx context.Context) error {
 		})
 	}
 	err = g.Wait()
+	a.dropSecrets(desired)
 	if a.ipam != nil {
 		a.releaseAddresses(desired)
 	}
@@ -168,6 +171,9 @@ func (a *Agent) count(action string, err error) {
 // ensure brings one container to its spec.
 func (a *Agent) ensure(ctx context.Context, c *api.Container, dc *container.Summary) error {
 	lc := c.Spec.LaunchConfig
+	if svc := a.loadBalancerOf(c); svc != nil {
+		lc = a.lbLaunchConfig(c, svc)
+	}
 	if lc == nil || lc.Image == "" {
 		return fmt.Errorf("container %s has no launch config with an image", c.Name)
 	}
@@ -233,6 +239,10 @@ func (a *Agent) ensure(ctx context.Context, c *api.Container, dc *container.Summ
 
 func (a *Agent) create(ctx context.Context, c *api.Container, hash string) error {
 	lc := c.Spec.LaunchConfig
+	lbSvc := a.loadBalancerOf(c)
+	if lbSvc != nil {
+		lc = a.lbLaunchConfig(c, lbSvc)
+	}
 	if err := a.ensureImage(ctx, lc); err != nil {
 		return err
 	}
@@ -249,6 +259,18 @@ func (a *Agent) create(ctx context.Context, c *api.Container, hash string) error
 		env = append(env, k+"="+v)
 	}
 	sort.Strings(env)
+	// Where the container runs, as Rancher's metadata would tell it: system
+	// containers on the host network name their node by it.
+	env = append(env, "DROVER_HOST_NAME="+a.host.Name, "DROVER_HOST_IP="+a.host.Status.AgentIP)
+	binds := lc.Volumes
+	if wantsSecrets(labels) {
+		dir, senv, err := a.writeSecrets(ctx, c)
+		if err != nil {
+			return err
+		}
+		env = append(env, senv...)
+		binds = append(append([]string{}, binds...), dir+":"+SecretsMount+":ro")
+	}
 	exposed, bindings, err := nat.ParsePortSpecs(append(append([]string{}, lc.Ports...), lc.Expose...))
 	if err != nil {
 		return fmt.Errorf("ports: %w", err)
@@ -267,11 +289,14 @@ func (a *Agent) create(ctx context.Context, c *api.Container, hash string) error
 		return err
 	}
 	hc := &container.HostConfig{
-		PortBindings: bindings, Binds: lc.Volumes, NetworkMode: container.NetworkMode(netMode), VolumesFrom: volumesFrom,
-		Privileged: lc.Privileged, CapAdd: lc.CapAdd, CapDrop: lc.CapDrop, DNS: lc.DNS, DNSSearch: lc.DNSSearch,
+		PortBindings: bindings, Binds: binds, NetworkMode: container.NetworkMode(netMode), VolumesFrom: volumesFrom,
+		PidMode: container.PidMode(lc.Pid), CapAdd: lc.CapAdd, CapDrop: lc.CapDrop, DNS: lc.DNS, DNSSearch: lc.DNSSearch,
 		// The agent applies restart policies itself, so the engine sees every
 		// restart and crash loops back off; Docker must not race it.
 		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
+	}
+	if lc.Privileged {
+		privileged.Apply(hc)
 	}
 	hc.Resources.Memory = lc.MemoryBytes
 	hc.Resources.NanoCPUs = lc.MilliCPU * 1_000_000
@@ -311,6 +336,63 @@ func (a *Agent) create(ctx context.Context, c *api.Container, hash string) error
 		return err
 	}
 	return a.reportInspect(ctx, c, insp, "")
+}
+
+// loadBalancerOf returns the LB service a container belongs to, or nil.
+func (a *Agent) loadBalancerOf(c *api.Container) *api.Service {
+	if a.svcs == nil || c.Spec.ServiceID == "" {
+		return nil
+	}
+	svc, ok := a.svcs.Get(c.Spec.ServiceID)
+	if !ok || svc.Spec.Kind != api.ServiceLoadBalancer {
+		return nil
+	}
+	return svc
+}
+
+// lbLaunchConfig runs an LB container as drover's HAProxy image, whatever
+// image the compose file named (rancher/lb-service-haproxy), with drover lb
+// for its service, an engine key of its own, and every rule's source port
+// published on the host as Rancher did.
+func (a *Agent) lbLaunchConfig(c *api.Container, svc *api.Service) *api.LaunchConfig {
+	var lc api.LaunchConfig
+	if c.Spec.LaunchConfig != nil {
+		lc = *c.Spec.LaunchConfig
+	}
+	lc.Image = a.opts.LBImage
+	lc.Entrypoint = []string{"/usr/local/bin/drover", "lb"}
+	lc.Command = []string{"--service", svc.ID}
+	labels := lc.Labels
+	lc.Labels = map[string]string{}
+	for k, v := range labels {
+		lc.Labels[k] = v
+	}
+	lc.Labels[api.LabelAgentRole] = api.RoleService
+	published := map[string]bool{}
+	for _, p := range lc.Ports {
+		published[lbPortKey(p)] = true
+	}
+	lc.Ports = append([]string(nil), lc.Ports...)
+	if svc.Spec.LBConfig != nil {
+		for _, r := range svc.Spec.LBConfig.PortRules {
+			if p := fmt.Sprintf("%d:%d/tcp", r.SourcePort, r.SourcePort); !published[lbPortKey(p)] {
+				lc.Ports = append(lc.Ports, p)
+				published[lbPortKey(p)] = true
+			}
+		}
+	}
+	return &lc
+}
+
+// lbPortKey is a port spec's container side ("80/tcp").
+func lbPortKey(spec string) string {
+	if i := strings.LastIndex(spec, ":"); i >= 0 {
+		spec = spec[i+1:]
+	}
+	if !strings.Contains(spec, "/") {
+		spec += "/tcp"
+	}
+	return spec
 }
 
 // unitMembers maps the containers of c's deployment unit by launch config
@@ -391,12 +473,8 @@ func (a *Agent) ensureImage(ctx context.Context, lc *api.LaunchConfig) error {
 	// No registry needed: an image the engine holds comes from the engine.
 	if err != nil {
 		if rc, eerr := a.eng.ImageArchive(ctx, lc.Image); eerr == nil {
-			resp, lerr := a.docker.ImageLoad(ctx, rc)
+			lerr := LoadImage(ctx, a.docker, rc)
 			rc.Close()
-			if lerr == nil {
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
 			a.count("load", lerr)
 			if lerr != nil {
 				return fmt.Errorf("image %s: loading it from the engine: %w", lc.Image, lerr)
@@ -424,6 +502,18 @@ func (a *Agent) ensureImage(ctx context.Context, lc *api.LaunchConfig) error {
 		return fmt.Errorf("image %s is not on this host and pulling it failed: %v", lc.Image, perr)
 	}
 	return nil
+}
+
+// LoadImage loads an image archive (what docker save writes, as the engine
+// serves it) into Docker, reading Docker's answer to the end.
+func LoadImage(ctx context.Context, d *dockerclient.Client, archive io.Reader) error {
+	resp, err := d.ImageLoad(ctx, archive)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(io.Discard, resp.Body)
+	return err
 }
 
 // reportInspect writes what Docker says into the container's status.

@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strconv"
 	"strings"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/docker/docker/api/types/network"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/client"
 	overlay "github.com/drover/drover/net"
 )
 
@@ -38,10 +40,12 @@ func (a *Agent) setupOverlay(ctx context.Context) (*overlay.IPAM, error) {
 		return nil, fmt.Errorf("host subnet %q: %w", a.host.Status.Subnet, err)
 	}
 	gw := overlay.Gateway(subnet).String()
+	mtu := strconv.Itoa(a.overlayMTU(ctx))
 	insp, err := a.docker.NetworkInspect(ctx, OverlayNetwork, network.InspectOptions{})
 	switch {
 	case err == nil:
-		ok := insp.Driver == "bridge" && len(insp.IPAM.Config) == 1 && insp.IPAM.Config[0].Subnet == subnet.String()
+		ok := insp.Driver == "bridge" && len(insp.IPAM.Config) == 1 && insp.IPAM.Config[0].Subnet == subnet.String() &&
+			insp.Options["com.docker.network.driver.mtu"] == mtu
 		if ok {
 			break
 		}
@@ -60,7 +64,7 @@ func (a *Agent) setupOverlay(ctx context.Context) (*overlay.IPAM, error) {
 				"com.docker.network.bridge.name": overlay.BridgeName,
 				// drover net masquerades what leaves the overlay, and only that.
 				"com.docker.network.bridge.enable_ip_masquerade": "false",
-				"com.docker.network.driver.mtu":                  "1450",
+				"com.docker.network.driver.mtu":                  mtu,
 			},
 			Labels: map[string]string{LabelHostID: a.host.ID},
 		})
@@ -72,6 +76,24 @@ func (a *Agent) setupOverlay(ctx context.Context) (*overlay.IPAM, error) {
 		return nil, fmt.Errorf("inspecting docker network %s: %w", OverlayNetwork, err)
 	}
 	return overlay.NewIPAM(a.opts.IPAMDir, subnet)
+}
+
+// overlayMTU is the MTU drover net gives the bridge: the managed network's,
+// or less when the underlay cannot carry it.
+func (a *Agent) overlayMTU(ctx context.Context) int {
+	spec := 0
+	if nets, _, err := a.eng.Networks().List(ctx, client.ListOptions{Name: "managed"}); err == nil && len(nets) == 1 {
+		spec = nets[0].Spec.MTU
+	}
+	under, err := overlay.UnderlayMTU(net.ParseIP(a.host.Status.AgentIP))
+	if err != nil {
+		if spec == 0 {
+			spec = 1450
+		}
+		a.log.Warn("the underlay's MTU is unknown; using the network's", "mtu", spec, "err", err)
+		return spec
+	}
+	return overlay.EffectiveMTU(spec, under)
 }
 
 // onOverlay says whether a container joins the overlay: the default mode,

@@ -271,6 +271,7 @@ type LaunchConfig struct {
 	VolumesFrom []string          `json:"volumesFrom,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
 	NetworkMode string            `json:"networkMode,omitempty"`
+	Pid         string            `json:"pid,omitempty"` // "host": the host's PID namespace
 	Privileged  bool              `json:"privileged,omitempty"`
 	CapAdd      []string          `json:"capAdd,omitempty"`
 	CapDrop     []string          `json:"capDrop,omitempty"`
@@ -314,6 +315,20 @@ type LBConfig struct {
 	CertificateIDs       []string   `json:"certificateIds,omitempty"`
 	DefaultCertificateID string     `json:"defaultCertificateId,omitempty"`
 	Config               string     `json:"config,omitempty"`
+	// StickinessPolicy is Rancher 1.6's cookie stickiness for HTTP rules.
+	StickinessPolicy *StickinessPolicy `json:"stickinessPolicy,omitempty"`
+}
+
+// StickinessPolicy: HAProxy's cookie directive. Mode is insert (default),
+// rewrite or prefix; Cookie is the cookie's name.
+type StickinessPolicy struct {
+	Name     string `json:"name,omitempty"`
+	Cookie   string `json:"cookie,omitempty"`
+	Domain   string `json:"domain,omitempty"`
+	Mode     string `json:"mode,omitempty"`
+	Indirect bool   `json:"indirect,omitempty"`
+	NoCache  bool   `json:"nocache,omitempty"`
+	PostOnly bool   `json:"postonly,omitempty"`
 }
 
 type PortRule struct {
@@ -578,4 +593,48 @@ func SetCondition(cs *[]Condition, c Condition, now time.Time) bool {
 	c.LastTransitionTime = now.UTC().Truncate(time.Second)
 	*cs = append(*cs, c)
 	return true
+}
+
+// Labels a system container carries to be handed secrets by its agent
+// (GET /v1/containers/{id}/secrets).
+const (
+	// LabelAgentRole asks for an engine key of this role ("service"), given
+	// to the container as DROVER_URL, DROVER_ACCESS_KEY, DROVER_SECRET_KEY
+	// and DROVER_CREDENTIALS. Rancher 1.x's io.rancher.container.agent.role
+	// (with io.rancher.container.create_agent) means the same; its
+	// "environment" role is "service" here.
+	LabelAgentRole = "io.drover.container.agent.role"
+	// LabelCertificates names engine certificates (comma-separated; "{host}"
+	// is the host's name) written with their keys to /run/drover/certs as
+	// NAME.crt and NAME.key.
+	LabelCertificates = "io.drover.container.certificates"
+)
+
+// ContainerAgentRole is the engine role a container's labels ask for, or "".
+func ContainerAgentRole(labels map[string]string) string {
+	if r := labels[LabelAgentRole]; r != "" {
+		return r
+	}
+	if labels["io.rancher.container.create_agent"] == "true" {
+		switch r := labels["io.rancher.container.agent.role"]; r {
+		case "environment", "environmentAdmin", "":
+			return RoleService
+		default:
+			return r
+		}
+	}
+	return ""
+}
+
+// ContainerSecrets is what GET /v1/containers/{id}/secrets returns.
+type ContainerSecrets struct {
+	Credentials  *Credentials        `json:"credentials,omitempty"`
+	Certificates []SecretCertificate `json:"certificates,omitempty"`
+}
+
+// SecretCertificate is a certificate with its private key.
+type SecretCertificate struct {
+	Name string `json:"name"`
+	Cert string `json:"cert"`
+	Key  string `json:"key,omitempty"`
 }

@@ -2,151 +2,114 @@ package apiserver_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/drover/drover/api"
 	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/client"
 	"github.com/drover/drover/internal/testenv"
-	"github.com/drover/drover/store"
+	"github.com/drover/drover/pki"
 )
 
-// Certificate private keys are stored sealed (AES-256-GCM, a key file
-// beside the server), re-sealed after a rotation, and a server whose key
-// file is not its peers' refuses to start (issue 9, defect 1).
-func TestIntegrationCertificateKeysSealedAtRest(t *testing.T) {
+// A container's labels ask for an engine key and certificates; the agent of
+// its host (and only it) is handed them; a host's kubelet certificates are
+// issued on first use; the key goes with the container.
+func TestIntegrationContainerSecrets(t *testing.T) {
 	integration(t)
 	ctx := context.Background()
-	cluster := testenv.StartEtcdCluster(t, 1)
-	etcd := cluster.Client(t)
-	keys := filepath.Join(t.TempDir(), "encryption-keys")
-	opts := apiserver.Options{EtcdEndpoints: cluster.Endpoints(), EncryptionKeyFile: keys}
-	srv, admin := testenv.StartServer(t, opts)
-
-	certFile, keyFile, _ := selfSigned(t, t.TempDir())
-	certPEM, _ := os.ReadFile(certFile)
-	keyPEM, _ := os.ReadFile(keyFile)
-	cert, err := admin.Certificates().Create(ctx, &api.Certificate{Meta: api.Meta{Name: "web"}, Spec: api.CertificateSpec{Cert: string(certPEM), Key: string(keyPEM)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	at := "/drover/s/certificates/" + cert.ID
-	sealed := func() string {
-		t.Helper()
-		resp, err := etcd.Get(ctx, at)
-		if err != nil || len(resp.Kvs) != 1 {
-			t.Fatalf("reading %s from etcd: %v", at, err)
-		}
-		return string(resp.Kvs[0].Value)
-	}
-	ring, err := store.LoadKeyring(keys)
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := ring.CurrentKey()
-	stored := sealed()
-	if strings.Contains(stored, "PRIVATE KEY") || !strings.HasPrefix(stored, "drover-aesgcm:"+first+":") {
-		t.Fatalf("the private key is stored as %.60q..., want sealed with key %s", stored, first)
-	}
-	// Admins and services read the key back through the API; agents do not.
-	creds := readCreds(t, srv)
-	if code, body := raw(t, srv.URL(), "GET", "/v1/certificates/"+cert.ID+"/key", "", creds); code != 200 || string(body) != string(keyPEM) {
-		t.Fatalf("GET the key: %d (equal: %v)", code, string(body) == string(keyPEM))
-	}
-	if code, _ := raw(t, srv.URL(), "GET", "/v1/certificates/cert-nope/key", "", creds); code != 404 {
-		t.Fatalf("GET the key of no certificate: %d, want 404", code)
-	}
+	s, admin := testenv.StartServer(t, apiserver.Options{})
+	anon := client.New(s.URL(), "", "")
 	tok, err := admin.RegistrationTokens().Create(ctx, &api.RegistrationToken{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := client.New(srv.URL(), "", "").Register(ctx, api.RegisterRequest{Token: tok.Status.Token, Name: "h1"})
+	reg1, err := anon.Register(ctx, api.RegisterRequest{Token: tok.Status.Token, Name: "node1", AgentIP: "10.9.0.1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code, _ := raw(t, srv.URL(), "GET", "/v1/certificates/"+cert.ID+"/key", "", &api.Credentials{AccessKey: reg.AccessKey, SecretKey: reg.SecretKey}); code != 403 {
-		t.Fatalf("an agent reading a private key: %d, want 403", code)
-	}
-	st := store.New(etcd, "/drover/", nil)
-	st.Keyring = ring
-	if got, err := st.Secret(ctx, "certificates", cert.ID); err != nil || string(got) != string(keyPEM) {
-		t.Fatalf("opening the stored key: %v (equal: %v)", err, string(got) == string(keyPEM))
-	}
-
-	// Rotation: a new key first in the file, a restart re-seals.
-	srv.Close()
-	newKey, err := store.RotateKeyring(keys)
+	reg2, err := anon.Register(ctx, api.RegisterRequest{Token: tok.Status.Token, Name: "node2", AgentIP: "10.9.0.2"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	testenv.StartServer(t, opts)
-	if stored := sealed(); !strings.HasPrefix(stored, "drover-aesgcm:"+newKey+":") {
-		t.Fatalf("after rotating to %s and restarting, the key is stored as %.40q...", newKey, stored)
-	}
-	ring, _ = store.LoadKeyring(keys)
-	st.Keyring = ring
-	if got, err := st.Secret(ctx, "certificates", cert.ID); err != nil || string(got) != string(keyPEM) {
-		t.Fatalf("opening the re-sealed key: %v", err)
-	}
+	agent1 := client.New(s.URL(), reg1.AccessKey, reg1.SecretKey)
+	agent2 := client.New(s.URL(), reg2.AccessKey, reg2.SecretKey)
 
-	// A server with a key file of its own does not start on this store.
-	_, err = apiserver.Start(ctx, apiserver.Options{EtcdEndpoints: cluster.Endpoints(), DataDir: t.TempDir(), Listen: "127.0.0.1:0", Logger: testenv.Logger()})
-	if err == nil || !strings.Contains(err.Error(), "encryption keys") {
-		t.Fatalf("a server with other encryption keys: want a refusal naming them, got %v", err)
+	// A CA in the engine, as drover cert init leaves it.
+	b, err := pki.Generate(pki.Options{ServiceIP: []byte{10, 43, 0, 1}})
+	if err != nil {
+		t.Fatal(err)
 	}
-}
-
-// An external etcd that requires client certificates is reached with
-// --etcd-cafile/--etcd-certfile/--etcd-keyfile; without them, or with a
-// certificate of another CA, the server says it cannot reach etcd.
-func TestIntegrationExternalEtcdClientCertificates(t *testing.T) {
-	integration(t)
-	ctx := context.Background()
-	e := testenv.StartEtcdTLS(t)
-	_, admin := testenv.StartServer(t, apiserver.Options{EtcdEndpoints: []string{e.Endpoint}, EtcdCAFile: e.CAFile, EtcdCertFile: e.CertFile, EtcdKeyFile: e.KeyFile})
-	if _, err := admin.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: "over-tls"}}); err != nil {
-		t.Fatalf("creating a stack over TLS to etcd: %v", err)
+	for name, p := range map[string]pki.Pair{"k8s-ca": b.CA, "k8s-kube-proxy": b.Certs["kube-proxy"]} {
+		if _, err := admin.Certificates().Create(ctx, &api.Certificate{Meta: api.Meta{Name: name}, Spec: api.CertificateSpec{Cert: string(p.Cert), Key: string(p.Key)}}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	// Anyone without a certificate gets nothing from etcd.
-	anon, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint}, DialTimeout: 2 * time.Second})
-	if err == nil {
-		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		_, err = anon.Get(cctx, "/drover/", clientv3.WithPrefix())
-		cancel()
-		anon.Close()
+	ct, err := admin.Containers().Create(ctx, &api.Container{Meta: api.Meta{Name: "kubelet-1"}, Spec: api.ContainerSpec{HostID: reg1.Host.ID, LaunchConfig: &api.LaunchConfig{Image: "drover/node:x", Labels: map[string]string{
+		api.LabelAgentRole:    "service",
+		api.LabelCertificates: "k8s-ca, k8s-kube-proxy,k8s-kubelet-client-{host}",
+	}}}})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err == nil {
-		t.Fatal("a client without a certificate read the store")
+	if _, err := agent2.ContainerSecrets(ctx, ct.ID); !api.IsStatus(err, 403) {
+		t.Fatalf("another host's agent: want 403, got %v", err)
 	}
-	for name, o := range map[string]apiserver.Options{
-		"no client certificate":     {EtcdCAFile: e.CAFile},
-		"a stranger's certificate":  {EtcdCAFile: e.CAFile, EtcdCertFile: e.StrangerCertFile, EtcdKeyFile: e.StrangerKeyFile},
-		"a certificate without key": {EtcdCAFile: e.CAFile, EtcdCertFile: e.CertFile},
-		"certificates for http://":  {EtcdCAFile: e.CAFile, EtcdCertFile: e.CertFile, EtcdKeyFile: e.KeyFile, EtcdEndpoints: []string{strings.Replace(e.Endpoint, "https", "http", 1)}},
-		"a CA file that is not PEM": {EtcdCAFile: e.KeyFile + ".missing"},
-	} {
-		if o.EtcdEndpoints == nil {
-			o.EtcdEndpoints = []string{e.Endpoint}
+	sec, err := agent1.ContainerSecrets(ctx, ct.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := []string{}
+	for _, c := range sec.Certificates {
+		names = append(names, c.Name)
+		if c.Key == "" || !strings.Contains(c.Cert, "BEGIN CERTIFICATE") {
+			t.Errorf("%s: no key or certificate", c.Name)
 		}
-		o.DataDir, o.Listen, o.Logger = t.TempDir(), "127.0.0.1:0", testenv.Logger()
-		start := time.Now()
-		s, err := apiserver.Start(ctx, o)
-		if err == nil {
-			s.Close()
-			t.Errorf("%s: the server started", name)
-			continue
+	}
+	if strings.Join(names, ",") != "k8s-ca,k8s-kube-proxy,k8s-kubelet-client-node1" {
+		t.Fatalf("certificates %v", names)
+	}
+	// The issued certificate is the node's and chains to the CA.
+	if _, err := pki.Reissue(b.CA, []byte(sec.Certificates[2].Cert), pki.Options{}); err != nil {
+		t.Fatalf("the issued kubelet certificate does not chain to the CA: %v", err)
+	}
+	kept, _, err := admin.Certificates().List(ctx, client.ListOptions{Name: "k8s-kubelet-serving-node1"})
+	if err != nil || len(kept) != 1 || !strings.Contains(strings.Join(kept[0].Status.SANs, ","), "10.9.0.1") {
+		t.Fatalf("the serving certificate was not kept with the host's address: %v %v", kept, err)
+	}
+	// The key works, with the service role, and asking again replaces it.
+	svc := client.New(s.URL(), sec.Credentials.AccessKey, sec.Credentials.SecretKey)
+	if _, _, err := svc.Hosts().List(ctx, client.ListOptions{}); err != nil {
+		t.Fatalf("the container's key: %v", err)
+	}
+	again, err := agent1.ContainerSecrets(ctx, ct.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Certificates[2].Cert != sec.Certificates[2].Cert {
+		t.Errorf("the kubelet certificate was issued twice")
+	}
+	if _, _, err := svc.Hosts().List(ctx, client.ListOptions{}); !api.IsStatus(err, 401) {
+		t.Fatalf("the replaced key still works: %v", err)
+	}
+	// The key goes with the container.
+	svc = client.New(s.URL(), again.Credentials.AccessKey, again.Credentials.SecretKey)
+	if _, err := admin.Containers().Delete(ctx, ct.ID); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "the container's key is revoked with it", 30*time.Second, func() error {
+		if _, _, err := svc.Hosts().List(ctx, client.ListOptions{}); !api.IsStatus(err, 401) {
+			return err
 		}
-		if !strings.Contains(err.Error(), "etcd") {
-			t.Errorf("%s: error %q does not say it is about etcd", name, err)
-		}
-		if d := time.Since(start); d > 20*time.Second {
-			t.Errorf("%s: took %s to fail", name, d)
-		}
+		return nil
+	})
+	// A certificate nobody made is a clear 404.
+	ct2, err := admin.Containers().Create(ctx, &api.Container{Meta: api.Meta{Name: "x-1"}, Spec: api.ContainerSpec{HostID: reg1.Host.ID, LaunchConfig: &api.LaunchConfig{Image: "x", Labels: map[string]string{api.LabelCertificates: "k8s-nope"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := agent1.ContainerSecrets(ctx, ct2.ID); !api.IsNotFound(err) || !strings.Contains(err.Error(), "k8s-nope") {
+		t.Fatalf("a missing certificate: %v", err)
 	}
 }

@@ -385,6 +385,9 @@ func validateLaunchConfig(f string, lc *api.LaunchConfig) *api.Error {
 	if lc.MemoryBytes < 0 || lc.MilliCPU < 0 {
 		return invalid(f, "memoryBytes and milliCPU must not be negative")
 	}
+	if lc.Pid != "" && lc.Pid != "host" {
+		return invalid(f+".pid", "must be empty or \"host\"")
+	}
 	if lc.Restart != "" {
 		r, _, _ := strings.Cut(lc.Restart, ":")
 		if err := oneOf(f+".restart", r, "no", "always", "on-failure", "unless-stopped"); err != nil {

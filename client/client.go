@@ -188,6 +188,16 @@ func (c *Client) CertificateKey(ctx context.Context, id string) ([]byte, error) 
 	return b, nil
 }
 
+// ContainerSecrets reads what a container's labels ask to be handed (an
+// engine key, certificates with their keys): for the agent of its host.
+func (c *Client) ContainerSecrets(ctx context.Context, id string) (*api.ContainerSecrets, error) {
+	var out api.ContainerSecrets
+	if err := c.do(ctx, http.MethodGet, "/v1/containers/"+url.PathEscape(id)+"/secrets", nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // ImageInfo describes an image the engine holds (see apiserver/images.go).
 type ImageInfo struct {
 	Name   string    `json:"name"`

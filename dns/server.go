@@ -29,6 +29,7 @@ import (
 	"github.com/drover/drover/api"
 	"github.com/drover/drover/client"
 	"github.com/drover/drover/dns/resolver"
+	"github.com/drover/drover/internal/freebind"
 	"github.com/drover/drover/internal/lifecycle"
 )
 
@@ -190,12 +191,12 @@ func (s *Server) Run(ctx context.Context) error {
 	grace, graceDone := context.WithTimeout(ctx, SyncGrace)
 	s.waitSynced(grace)
 	graceDone()
-	pc, err := net.ListenPacket("udp", s.opts.Listen)
+	pc, err := freebind.ListenPacket("udp", s.opts.Listen)
 	if err != nil {
 		return fmt.Errorf("dns: listening on udp %s: %w", s.opts.Listen, err)
 	}
 	// TCP on the same port UDP got.
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
+	ln, err := freebind.Listen("tcp", pc.LocalAddr().String())
 	if err != nil {
 		pc.Close()
 		return fmt.Errorf("dns: listening on tcp %s: %w", pc.LocalAddr(), err)

@@ -27,6 +27,7 @@ import (
 
 	"github.com/drover/drover/api"
 	"github.com/drover/drover/client"
+	"github.com/drover/drover/internal/freebind"
 )
 
 // Versions are the API versions served; all carry the same data.
@@ -127,7 +128,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err := s.startCaches(ctx, &caches); err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", opts.Listen)
+	ln, err := freebind.Listen("tcp", opts.Listen)
 	if err != nil {
 		return fmt.Errorf("metadata: listening on %s: %w", opts.Listen, err)
 	}

@@ -67,7 +67,14 @@ func TestIntegrationCNIPlugin(t *testing.T) {
 	l.program(h)
 	listen(t, h.ns, ServiceIP+":80")
 	ipamDir := t.TempDir()
-	conf := pluginConf(t, Conflist(h.subnet, 1450, ipamDir), nil)
+	// The conflist says 1.0.0 (containerd 1.6/1.7 take no later); a 1.1
+	// runtime sends 1.1.0, which STATUS and GC need. Both are exercised:
+	// conf10 adds pod2 below.
+	conf := pluginConf(t, Conflist(h.subnet, 1450, ipamDir), map[string]any{"cniVersion": "1.1.0"})
+	conf10 := pluginConf(t, Conflist(h.subnet, 1450, ipamDir), nil)
+	if !strings.Contains(conf10, `"cniVersion":"1.0.0"`) {
+		t.Fatalf("the conflist's version: %s", conf10)
+	}
 	nsPath := func(ns netns.NsHandle) string { return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(ns)) }
 
 	if out, err := cniCall(t, h.ns, "VERSION", "", "", `{"cniVersion":"1.1.0"}`); err != nil || !strings.Contains(string(out), `"1.1.0"`) {
@@ -78,7 +85,11 @@ func TestIntegrationCNIPlugin(t *testing.T) {
 	}
 	add := func(id string, pod netns.NsHandle) net.IP {
 		t.Helper()
-		out, err := cniCall(t, h.ns, "ADD", id, nsPath(pod), conf)
+		c := conf
+		if id == "pod2" {
+			c = conf10
+		}
+		out, err := cniCall(t, h.ns, "ADD", id, nsPath(pod), c)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,7 +139,7 @@ func TestIntegrationCNIPlugin(t *testing.T) {
 		t.Fatalf("CHECK pod1: %v", err)
 	}
 	// GC: the runtime has only pod1 now.
-	gc := pluginConf(t, Conflist(h.subnet, 1450, ipamDir), map[string]any{"cni.dev/valid-attachments": []any{map[string]any{"containerID": "pod1", "ifname": "eth0"}}})
+	gc := pluginConf(t, Conflist(h.subnet, 1450, ipamDir), map[string]any{"cniVersion": "1.1.0", "cni.dev/valid-attachments": []any{map[string]any{"containerID": "pod1", "ifname": "eth0"}}})
 	if _, err := cniCall(t, h.ns, "GC", "", "", gc); err != nil {
 		t.Fatalf("GC: %v", err)
 	}

@@ -38,7 +38,8 @@ type Options struct {
 	// IPAMDir is where the CNI plugin and the agent keep address
 	// allocations (default DefaultIPAMDir).
 	IPAMDir string
-	// NS is the network namespace to program (tests; default: our own).
+	// NS is the network namespace to program (tests; default, zero or
+	// netns.None(): our own).
 	NS     netns.NsHandle
 	Logger *slog.Logger
 }
@@ -81,6 +82,10 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if o.Host == "" {
 		o.Host, _ = os.Hostname()
+	}
+	if o.NS == 0 {
+		// The zero value is no namespace handle (fd 0 is stdin): our own.
+		o.NS = netns.None()
 	}
 	d := &daemon{o: o, log: o.Logger, m: newDaemonMetrics(), kick: make(chan struct{}, 1)}
 	poke := func() {
@@ -220,22 +225,22 @@ func (d *daemon) pass(ctx context.Context) error {
 	c, err := d.prog.Ensure()
 	total += c
 	if err != nil {
-		return err
+		return fmt.Errorf("the bridge and VXLAN device: %w", err)
 	}
 	c, err = d.prog.EnsureMasquerade()
 	total += c
 	if err != nil {
-		return err
+		return fmt.Errorf("masquerading (nftables table drover): %w", err)
 	}
 	c, err = d.prog.EnsureForward()
 	total += c
 	if err != nil {
-		return err
+		return fmt.Errorf("forwarding (iptables FORWARD): %w", err)
 	}
 	c, st, err := d.prog.Sync(remotes)
 	total += c
 	if err != nil {
-		return err
+		return fmt.Errorf("routes to the other hosts: %w", err)
 	}
 	d.m.changes.Add(float64(total))
 	d.m.remotes.Set(float64(st.Routes))
@@ -245,7 +250,7 @@ func (d *daemon) pass(ctx context.Context) error {
 	if total > 0 {
 		d.log.Info("overlay programmed", "changes", total, "remoteHosts", st.Routes, "subnet", me.Subnet.String())
 	}
-	if err := d.writeConflist(me.Subnet, n.Spec.MTU); err != nil {
+	if err := d.writeConflist(me.Subnet, d.prog.MTU()); err != nil {
 		return err
 	}
 	// Other hosts need our VTEP's MAC: report it once.
@@ -282,7 +287,9 @@ func Conflist(subnet *net.IPNet, mtu int, ipamDir string) []byte {
 		ipamDir = DefaultIPAMDir
 	}
 	b, _ := json.MarshalIndent(map[string]any{
-		"cniVersion": "1.1.0",
+		// 1.0.0: what containerd 1.6 and 1.7 (libcni 1.1) take; the plugin
+		// speaks 1.1.0 too, to runtimes that ask for it.
+		"cniVersion": "1.0.0",
 		"name":       "drover",
 		"plugins": []any{map[string]any{
 			"type": "drover", "bridge": BridgeName, "subnet": subnet.String(), "mtu": mtu, "dataDir": ipamDir,

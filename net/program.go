@@ -69,6 +69,7 @@ type Programmer struct {
 	cfg Config
 	h   *netlink.Handle
 	ns  netns.NsHandle // -1: the caller's namespace
+	mtu int
 	vx  netlink.Link
 	br  netlink.Link
 }
@@ -132,10 +133,8 @@ func (p *Programmer) Ensure() (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	mtu := p.cfg.MTU
-	if mtu == 0 {
-		mtu = under.Attrs().MTU - vxlanOverhead
-	}
+	mtu := EffectiveMTU(p.cfg.MTU, under.Attrs().MTU)
+	p.mtu = mtu
 	// The bridge.
 	br, err := p.h.LinkByName(BridgeName)
 	if _, ok := err.(netlink.LinkNotFoundError); ok {
@@ -156,7 +155,7 @@ func (p *Programmer) Ensure() (int, error) {
 	}
 	if br.Attrs().MTU != mtu {
 		if err := p.h.LinkSetMTU(br, mtu); err != nil {
-			return changes, err
+			return changes, fmt.Errorf("overlay: MTU %d on %s: %w", mtu, BridgeName, err)
 		}
 		changes++
 	}
@@ -169,7 +168,7 @@ func (p *Programmer) Ensure() (int, error) {
 	}
 	if br.Attrs().Flags&net.FlagUp == 0 {
 		if err := p.h.LinkSetUp(br); err != nil {
-			return changes, err
+			return changes, fmt.Errorf("overlay: bringing %s up: %w", BridgeName, err)
 		}
 		changes++
 	}
@@ -209,7 +208,7 @@ func (p *Programmer) Ensure() (int, error) {
 	}
 	if vx.Attrs().MTU != mtu {
 		if err := p.h.LinkSetMTU(vx, mtu); err != nil {
-			return changes, err
+			return changes, fmt.Errorf("overlay: MTU %d on %s: %w", mtu, VXLANName, err)
 		}
 		changes++
 	}
@@ -220,7 +219,7 @@ func (p *Programmer) Ensure() (int, error) {
 	}
 	if vx.Attrs().Flags&net.FlagUp == 0 {
 		if err := p.h.LinkSetUp(vx); err != nil {
-			return changes, err
+			return changes, fmt.Errorf("overlay: bringing %s up: %w", VXLANName, err)
 		}
 		changes++
 	}
@@ -286,6 +285,38 @@ func InNS(ns netns.NsHandle, f func() error) error {
 	}()
 	return <-errc
 }
+
+// EffectiveMTU is the overlay's MTU: the network's, unless the underlay
+// cannot carry it with VXLAN's 50 bytes (then the most it can), or the most
+// it can when the network names none.
+func EffectiveMTU(network, underlay int) int {
+	most := underlay - vxlanOverhead
+	if network == 0 || network > most {
+		return most
+	}
+	return network
+}
+
+// UnderlayMTU is the MTU of the device holding ip, in our namespace.
+func UnderlayMTU(ip net.IP) (int, error) {
+	addrs, err := netlink.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return 0, err
+	}
+	for _, a := range addrs {
+		if a.IP.Equal(ip) {
+			l, err := netlink.LinkByIndex(a.LinkIndex)
+			if err != nil {
+				return 0, err
+			}
+			return l.Attrs().MTU, nil
+		}
+	}
+	return 0, fmt.Errorf("overlay: no device holds %s", ip)
+}
+
+// MTU is the overlay MTU the last Ensure settled on (0 before).
+func (p *Programmer) MTU() int { return p.mtu }
 
 func (p *Programmer) underlay() (netlink.Link, error) {
 	if p.cfg.Underlay != "" {

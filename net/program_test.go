@@ -330,3 +330,16 @@ func countWithIP(ns []netlink.Neigh) int {
 	}
 	return n
 }
+
+func TestEffectiveMTU(t *testing.T) {
+	for _, c := range []struct{ network, underlay, want int }{
+		{1450, 1500, 1450}, // the default on a 1500 underlay
+		{1450, 1400, 1350}, // an underlay that cannot carry the network's: the most it can
+		{0, 9000, 8950},    // none named: the most the underlay carries
+		{1300, 1500, 1300}, // a smaller one asked for
+	} {
+		if got := EffectiveMTU(c.network, c.underlay); got != c.want {
+			t.Errorf("EffectiveMTU(%d, %d) = %d, want %d", c.network, c.underlay, got, c.want)
+		}
+	}
+}

@@ -1,4 +1,4 @@
-package pki
+package pki_test
 
 import (
 	"context"
@@ -24,10 +24,11 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/drover/drover/internal/testenv"
+	"github.com/drover/drover/pki"
 )
 
 func TestBundleShape(t *testing.T) {
-	b, err := Generate(Options{ServiceIP: net.ParseIP("10.43.0.1"), Hosts: []Host{{Name: "node1", IPs: []net.IP{net.ParseIP("192.168.1.5")}}}})
+	b, err := pki.Generate(pki.Options{ServiceIP: net.ParseIP("10.43.0.1"), Hosts: []pki.Host{{Name: "node1", IPs: []net.IP{net.ParseIP("192.168.1.5")}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +70,7 @@ func TestBundleShape(t *testing.T) {
 		t.Fatal("a kubeconfig for a certificate that does not exist")
 	}
 	// A host that joins later gets certificates from the same CA.
-	cl, sv, err := HostCerts(b.CA, Host{Name: "late", IPs: []net.IP{net.ParseIP("192.168.1.9")}}, Options{})
+	cl, sv, err := pki.HostCerts(b.CA, pki.Host{Name: "late", IPs: []net.IP{net.ParseIP("192.168.1.9")}}, pki.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +82,7 @@ func TestBundleShape(t *testing.T) {
 	if _, err := parse(sv.Cert).Verify(x509.VerifyOptions{Roots: pool, DNSName: "late"}); err != nil {
 		t.Fatalf("late kubelet serving: %v", err)
 	}
-	if _, _, err := HostCerts(Pair{Cert: b.CA.Cert, Key: b.Certs["admin"].Key}, Host{Name: "x"}, Options{}); err == nil {
+	if _, _, err := pki.HostCerts(pki.Pair{Cert: b.CA.Cert, Key: b.Certs["admin"].Key}, pki.Host{Name: "x"}, pki.Options{}); err == nil {
 		t.Fatal("signing with a key that is not the CA's")
 	}
 }
@@ -96,7 +97,7 @@ func TestIntegrationAPIServerWithBundle(t *testing.T) {
 	}
 	bin := testenv.KubeBinary(t)
 	etcd := testenv.StartEtcdCluster(t, 1)
-	b, err := Generate(Options{ServiceIP: net.ParseIP("10.43.0.1"), Hosts: []Host{{Name: "node1", IPs: []net.IP{net.ParseIP("127.0.0.1")}}}})
+	b, err := pki.Generate(pki.Options{ServiceIP: net.ParseIP("10.43.0.1"), Hosts: []pki.Host{{Name: "node1", IPs: []net.IP{net.ParseIP("127.0.0.1")}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +186,7 @@ func TestIntegrationAPIServerWithBundle(t *testing.T) {
 		t.Fatalf("the service-account token is %q", user)
 	}
 	// A client certificate of another CA is nobody.
-	other, err := Generate(Options{ServiceIP: net.ParseIP("10.43.0.1")})
+	other, err := pki.Generate(pki.Options{ServiceIP: net.ParseIP("10.43.0.1")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,6 +21,12 @@ command -v dig >/dev/null 2>&1 || missing+=(bind9-dnsutils)
 command -v dnsperf >/dev/null 2>&1 || missing+=(dnsperf)
 # iperf3: the overlay benchmark's throughput peer and load.
 command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3)
+# debootstrap: the node image's Debian root file system (make images).
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+# curl: the load balancer's Docker test reaches it as a user would.
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+# haproxy: the load balancer tests check configs with it and run it.
+command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 # nsenter: the CNI tests run the plugin inside a host namespace, as a runtime does.
 command -v nsenter >/dev/null 2>&1 || missing+=(util-linux)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -266,6 +266,30 @@ func Parse(ctx context.Context, stackName string, compose []File, rancher *File,
 		}
 		built[name] = svc
 	}
+	// A load balancer's rules name services of this stack (or stack/name,
+	// or a Kubernetes service, which the LB resolves when it runs).
+	for _, name := range names {
+		lb := built[name].Spec.LBConfig
+		if lb == nil {
+			continue
+		}
+		for i, r := range lb.PortRules {
+			if r.ServiceID == "" && r.Selector == "" {
+				return nil, lbRuleError(docs, rancher, rdoc, rancherSettings, name, i, "service", "a port rule needs a service or a selector")
+			}
+			if r.Selector != "" {
+				if _, err := api.ParseSelector(r.Selector); err != nil {
+					return nil, lbRuleError(docs, rancher, rdoc, rancherSettings, name, i, "selector", err.Error())
+				}
+			}
+			if r.ServiceID != "" && !strings.Contains(r.ServiceID, "/") && built[r.ServiceID] == nil {
+				return nil, lbRuleError(docs, rancher, rdoc, rancherSettings, name, i, "service", fmt.Sprintf("no service %q in stack %q", r.ServiceID, stackName))
+			}
+			if r.ServiceID == name {
+				return nil, lbRuleError(docs, rancher, rdoc, rancherSettings, name, i, "service", "a load balancer cannot balance to itself")
+			}
+		}
+	}
 	// Sidekicks fold into their primary, which names them in a label.
 	owner := map[string]string{}
 	for _, name := range names {
@@ -322,6 +346,24 @@ var kindByImage = map[string]string{
 	"rancher/lb-service-haproxy": api.ServiceLoadBalancer,
 }
 
+// lbRuleError names a port rule's key in whichever file holds it.
+func lbRuleError(docs []*doc, rancher *File, rdoc *doc, rs map[string]*Settings, svc string, i int, key, msg string) *Error {
+	path := []string{"services", svc, "lb_config", "port_rules", strconv.Itoa(i), key}
+	e := &Error{Key: fmt.Sprintf("lb_config.port_rules[%d].%s", i, key), Msg: msg}
+	if rs[svc] != nil && rdoc != nil {
+		e.File = rancher.Name
+		if n := rdoc.find(path...); n != nil {
+			e.Line = n.Line
+		} else if n := rdoc.find(path[:5]...); n != nil {
+			e.Line = n.Line
+		}
+		return e
+	}
+	xpath := append([]string{"services", svc, "x-drover"}, path[2:]...)
+	e.File, e.Line = locate(docs, xpath...)
+	return e
+}
+
 func buildService(docs []*doc, name string, sc types.ServiceConfig) (*Service, error) {
 	at := func(msg string, path ...string) error {
 		f, line := locate(docs, append([]string{"services", name}, path...)...)
@@ -337,7 +379,7 @@ func buildService(docs []*doc, name string, sc types.ServiceConfig) (*Service, e
 	}
 	lc := &api.LaunchConfig{
 		Image: sc.Image, Command: sc.Command, Entrypoint: sc.Entrypoint,
-		NetworkMode: sc.NetworkMode, Privileged: sc.Privileged, CapAdd: sc.CapAdd, CapDrop: sc.CapDrop,
+		NetworkMode: sc.NetworkMode, Pid: sc.Pid, Privileged: sc.Privileged, CapAdd: sc.CapAdd, CapDrop: sc.CapDrop,
 		Restart: sc.Restart, DNS: sc.DNS, DNSSearch: sc.DNSSearch, Hostname: sc.Hostname, WorkingDir: sc.WorkingDir,
 		User: sc.User, Tty: sc.Tty, StdinOpen: sc.StdinOpen, Expose: sc.Expose, VolumesFrom: sc.VolumesFrom,
 		Labels: map[string]string(sc.Labels),
@@ -372,8 +414,15 @@ func buildService(docs []*doc, name string, sc types.ServiceConfig) (*Service, e
 		if v.Source != "" {
 			spec = v.Source + ":" + v.Target
 		}
+		var opts []string
 		if v.ReadOnly {
-			spec += ":ro"
+			opts = append(opts, "ro")
+		}
+		if v.Bind != nil && v.Bind.Propagation != "" {
+			opts = append(opts, v.Bind.Propagation)
+		}
+		if len(opts) > 0 {
+			spec += ":" + strings.Join(opts, ",")
 		}
 		lc.Volumes = append(lc.Volumes, spec)
 	}

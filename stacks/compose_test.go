@@ -193,3 +193,77 @@ func FuzzAffinity(f *testing.F) {
 		}
 	})
 }
+
+// A load balancer's rule that names a service the stack lacks is refused
+// at the rule's line, Rancher style or x-drover.
+func TestLBRuleNamesAMissingService(t *testing.T) {
+	compose := File{Name: "docker-compose.yml", Content: []byte(`version: "2"
+services:
+  web:
+    image: nginx
+  lb:
+    image: rancher/lb-service-haproxy:v0.9.1
+    ports: ["80:80"]
+`)}
+	rancher := File{Name: "rancher-compose.yml", Content: []byte(`version: "2"
+services:
+  lb:
+    scale: 1
+    lb_config:
+      port_rules:
+      - source_port: 80
+        target_port: 8080
+        service: web
+      - source_port: 81
+        target_port: 8080
+        service: nope
+`)}
+	_, err := Parse(context.Background(), "shop", []File{compose}, &rancher, nil)
+	if err == nil || err.Error() != `rancher-compose.yml:12: lb_config.port_rules[1].service: no service "nope" in stack "shop"` {
+		t.Fatalf("got %v", err)
+	}
+	x := File{Name: "docker-compose.yml", Content: []byte(`services:
+  web: {image: nginx}
+  lb:
+    image: drover/whatever
+    x-drover:
+      lb_config:
+        port_rules:
+        - {source_port: 80, target_port: 80, service: other/web}
+        - {source_port: 81, target_port: 80, service: gone}
+`)}
+	if _, err := Parse(context.Background(), "shop", []File{x}, nil, nil); err == nil || !strings.Contains(err.Error(), `docker-compose.yml:9: lb_config.port_rules[1].service: no service "gone"`) {
+		t.Fatalf("x-drover: got %v", err)
+	}
+	rancher.Content = []byte(strings.Replace(string(rancher.Content), "service: nope", "service: web", 1))
+	svcs, err := Parse(context.Background(), "shop", []File{compose}, &rancher, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range svcs {
+		if s.Name == "lb" && (s.Spec.Kind != api.ServiceLoadBalancer || len(s.Spec.LBConfig.PortRules) != 2) {
+			t.Fatalf("lb: %+v", s.Spec)
+		}
+	}
+}
+
+func TestLBRuleSelector(t *testing.T) {
+	f := func(sel string) error {
+		_, err := Parse(context.Background(), "shop", []File{{Name: "docker-compose.yml", Content: []byte(`services:
+  web: {image: nginx, labels: {tier: front}}
+  lb:
+    image: rancher/lb-service-haproxy:v0.9.1
+    x-drover:
+      lb_config:
+        port_rules:
+        - {source_port: 80, target_port: 80, selector: "` + sel + `"}
+`)}}, nil, nil)
+		return err
+	}
+	if err := f("tier=front"); err != nil {
+		t.Fatalf("a rule with a selector and no service: %v", err)
+	}
+	if err := f("tier in (front"); err == nil || !strings.Contains(err.Error(), "lb_config.port_rules[0].selector") {
+		t.Fatalf("a bad selector: %v", err)
+	}
+}

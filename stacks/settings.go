@@ -47,10 +47,21 @@ type UpgradeSettings struct {
 }
 
 type LBSettings struct {
-	PortRules   []PortRuleSettings `yaml:"port_rules"`
-	Certs       []string           `yaml:"certs"`
-	DefaultCert string             `yaml:"default_cert"`
-	Config      string             `yaml:"config"`
+	PortRules        []PortRuleSettings  `yaml:"port_rules"`
+	Certs            []string            `yaml:"certs"`
+	DefaultCert      string              `yaml:"default_cert"`
+	Config           string              `yaml:"config"`
+	StickinessPolicy *StickinessSettings `yaml:"stickiness_policy"`
+}
+
+type StickinessSettings struct {
+	Name     string `yaml:"name"`
+	Cookie   string `yaml:"cookie"`
+	Domain   string `yaml:"domain"`
+	Mode     string `yaml:"mode"`
+	Indirect bool   `yaml:"indirect"`
+	NoCache  bool   `yaml:"nocache"`
+	PostOnly bool   `yaml:"postonly"`
 }
 
 type PortRuleSettings struct {
@@ -159,6 +170,14 @@ func (s *Settings) apply(spec *api.ServiceSpec) error {
 	if lb := s.LBConfig; lb != nil {
 		spec.Kind = api.ServiceLoadBalancer
 		cfg := &api.LBConfig{Config: lb.Config, CertificateIDs: lb.Certs, DefaultCertificateID: lb.DefaultCert}
+		if sp := lb.StickinessPolicy; sp != nil {
+			switch sp.Mode {
+			case "", "insert", "rewrite", "prefix":
+			default:
+				return fmt.Errorf("lb_config.stickiness_policy.mode %q: insert, rewrite or prefix", sp.Mode)
+			}
+			cfg.StickinessPolicy = &api.StickinessPolicy{Name: sp.Name, Cookie: sp.Cookie, Domain: sp.Domain, Mode: sp.Mode, Indirect: sp.Indirect, NoCache: sp.NoCache, PostOnly: sp.PostOnly}
+		}
 		for i, r := range lb.PortRules {
 			if r.SourcePort < 1 || r.SourcePort > 65535 {
 				return fmt.Errorf("lb_config.port_rules[%d].source_port %d: not a port", i, r.SourcePort)

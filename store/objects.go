@@ -534,6 +534,11 @@ func (s *Store) Purge(ctx context.Context, kind api.Kind, obj api.Object) (int64
 			ops = append(ops, op)
 		}
 	}
+	if kind.Collection == "containers" {
+		// The key the container was handed (GET .../secrets), if any.
+		kid := "key-" + m.ID
+		ops = append(ops, clientv3.OpDelete(s.ObjectKey("apikeys", kid)), clientv3.OpDelete(s.SecretKey("apikeys", kid)))
+	}
 	if kind.Collection == "hosts" {
 		prefix := s.IndexPrefix("apikeys", "hosts", m.ID)
 		if _, err := s.List(ctx, prefix, true, func(k string, _ []byte, _ int64) error {

@@ -162,3 +162,15 @@ func WithRevision(stored []byte, rev int64) []byte {
 	}
 	return append(out, stored[1:]...)
 }
+
+// IDByName reads the id a unique name (in its scope) points at.
+func (s *Store) IDByName(ctx context.Context, coll, scope, name string) (string, error) {
+	resp, err := s.Cli.Get(ctx, s.NameKey(coll, scope, name))
+	if err != nil {
+		return "", err
+	}
+	if len(resp.Kvs) == 0 {
+		return "", ErrNotFound
+	}
+	return string(resp.Kvs[0].Value), nil
+}

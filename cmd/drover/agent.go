@@ -25,6 +25,7 @@ func runAgent(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.StringVar(&o.DockerHost, "docker-host", "", "Docker Engine URL (default: DOCKER_HOST or the local socket)")
 	fs.BoolVar(&o.Overlay, "overlay", true, "put service containers on the host's subnet of the managed network (Docker network drover on drover0)")
 	fs.StringVar(&o.IPAMDir, "ipam-dir", "/var/lib/drover/ipam", "where container and pod addresses are kept (shared with the CNI plugin)")
+	fs.StringVar(&o.LBImage, "lb-image", "drover/lb-haproxy:"+version, "the image load balancer containers run (make images builds it)")
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:10270", "address for /healthz and /metrics (empty: none)")
 	lf := addLogFlags(fs)
 	if done, err := parseFlags(fs, args); done {

@@ -94,6 +94,13 @@ func runCert(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		o.APIServerIPs = append(o.APIServerIPs, ip)
 	}
+	return makePKI(ctx, have, o, stdout)
+}
+
+// makePKI makes the whole Kubernetes PKI for the hosts the engine has (their
+// names and addresses go into the apiserver's certificate too) and stores it.
+func makePKI(ctx context.Context, have *pkiCerts, o pki.Options, stdout io.Writer) error {
+	c := have.c
 	hosts, _, err := c.Hosts().List(ctx, client.ListOptions{})
 	if err != nil {
 		return err

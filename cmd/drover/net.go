@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/vishvananda/netns"
 
@@ -17,7 +18,7 @@ func runNet(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	var o overlay.Options
 	ef := engineFlags(fs)
-	fs.StringVar(&o.Host, "host", "", "this host's name in the engine (default: the machine's)")
+	fs.StringVar(&o.Host, "host", os.Getenv("DROVER_HOST_NAME"), "this host's name in the engine (default: env DROVER_HOST_NAME, set by the agent, or the machine's)")
 	fs.StringVar(&o.Iface, "iface", "", "underlay device for VXLAN (default: the one holding the host's agent IP)")
 	fs.StringVar(&o.CNIConfDir, "cni-conf-dir", "/etc/cni/net.d", "where to write 10-drover.conflist for the kubelet (empty: nowhere)")
 	fs.StringVar(&o.IPAMDir, "ipam-dir", overlay.DefaultIPAMDir, "where pods' and containers' address allocations are kept (named in the conflist)")

@@ -17,6 +17,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -260,6 +263,69 @@ func (c *Controller) createUnit(ctx context.Context, svc *api.Service, stk *api.
 	return nil
 }
 
+// publicEndpoints are where the service's running containers are published
+// on their hosts: the host's address and each published port (for a load
+// balancer, every rule's source port too, which the agent publishes).
+func (c *Controller) publicEndpoints(svc *api.Service, ctrs []*api.Container) []api.PublicEndpoint {
+	var ports []int
+	seen := map[int]bool{}
+	add := func(p int) {
+		if p > 0 && !seen[p] {
+			seen[p] = true
+			ports = append(ports, p)
+		}
+	}
+	if lc := svc.Spec.LaunchConfig; lc != nil {
+		for _, spec := range lc.Ports {
+			add(publishedPort(spec))
+		}
+	}
+	if lb := svc.Spec.LBConfig; lb != nil && svc.Spec.Kind == api.ServiceLoadBalancer {
+		for _, r := range lb.PortRules {
+			add(r.SourcePort)
+		}
+	}
+	if len(ports) == 0 {
+		return nil
+	}
+	sort.Ints(ports)
+	var out []api.PublicEndpoint
+	for _, ct := range ctrs {
+		if ct.Status.State != api.ContainerRunning || ct.Spec.HostID == "" {
+			continue
+		}
+		h, ok := c.hosts.Get(ct.Spec.HostID)
+		if !ok || h.Status.AgentIP == "" {
+			continue
+		}
+		for _, p := range ports {
+			out = append(out, api.PublicEndpoint{HostID: h.ID, IP: h.Status.AgentIP, Port: p})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].HostID != out[j].HostID {
+			return out[i].HostID < out[j].HostID
+		}
+		return out[i].Port < out[j].Port
+	})
+	return out
+}
+
+// publishedPort is the host side of a port spec ("8080:80/tcp",
+// "10.0.0.1:8080:80"), or 0 when nothing is published.
+func publishedPort(spec string) int {
+	spec, _, _ = strings.Cut(spec, "/")
+	parts := strings.Split(spec, ":")
+	if len(parts) < 2 {
+		return 0
+	}
+	p, err := strconv.Atoi(parts[len(parts)-2])
+	if err != nil {
+		return 0
+	}
+	return p
+}
+
 // setStatus writes the service's state and health rolled up from its
 // containers, if they changed.
 func (c *Controller) setStatus(ctx context.Context, svc *api.Service, state, msg string, ctrs []*api.Container) error {
@@ -272,10 +338,13 @@ func (c *Controller) setStatus(ctx context.Context, svc *api.Service, state, msg
 			health = "initializing"
 		}
 	}
-	if svc.Status.State == state && svc.Status.Health == health && svc.Status.Message == msg && svc.Status.ObservedGeneration == svc.Generation {
+	eps := c.publicEndpoints(svc, ctrs)
+	if svc.Status.State == state && svc.Status.Health == health && svc.Status.Message == msg && svc.Status.ObservedGeneration == svc.Generation &&
+		api.SameJSON(svc.Status.PublicEndpoints, eps) {
 		return nil
 	}
-	_, err := c.eng.Services().PatchStatus(ctx, svc.ID, map[string]any{"status": map[string]any{"state": state, "health": health, "message": msg, "observedGeneration": svc.Generation}})
+	_, err := c.eng.Services().PatchStatus(ctx, svc.ID, map[string]any{"status": map[string]any{"state": state, "health": health, "message": msg,
+		"observedGeneration": svc.Generation, "publicEndpoints": eps}})
 	if api.IsNotFound(err) {
 		return nil
 	}
