@@ -59,16 +59,21 @@ type Options struct {
 
 // Agent is a running host agent.
 type Agent struct {
-	opts    Options
-	log     *slog.Logger
-	docker  *dockerclient.Client
-	eng     *client.Client
-	host    api.Host
-	ctrs    *client.Cache[api.Container, *api.Container]
-	svcs    *client.Cache[api.Service, *api.Service]
-	kick    chan struct{}
-	reg     *prometheus.Registry
-	metrics agentMetrics
+	opts   Options
+	log    *slog.Logger
+	docker *dockerclient.Client
+	eng    *client.Client
+	host   api.Host
+	ctrs   *client.Cache[api.Container, *api.Container]
+	svcs   *client.Cache[api.Service, *api.Service]
+	certs  *client.Cache[api.Certificate, *api.Certificate]
+	kick   chan struct{}
+	// certKick wakes refreshCertificates; certFP is, by container, the
+	// certificate revisions its files were last written from.
+	certKick chan struct{}
+	certFP   map[string]string
+	reg      *prometheus.Registry
+	metrics  agentMetrics
 
 	ipam *overlay.IPAM // nil: containers stay on Docker's default bridge
 
@@ -115,7 +120,7 @@ func Run(ctx context.Context, opts Options) error {
 		return fmt.Errorf("agent: docker client: %w", err)
 	}
 	defer d.Close()
-	a := &Agent{opts: opts, log: opts.Logger.With("component", "agent", "host", opts.Name), docker: d, kick: make(chan struct{}, 1), backoff: map[string]*crashBackoff{}, reg: prometheus.NewRegistry()}
+	a := &Agent{opts: opts, log: opts.Logger.With("component", "agent", "host", opts.Name), docker: d, kick: make(chan struct{}, 1), certKick: make(chan struct{}, 1), certFP: map[string]string{}, backoff: map[string]*crashBackoff{}, reg: prometheus.NewRegistry()}
 	a.metrics = newAgentMetrics(a.reg)
 	if err := a.register(ctx); err != nil {
 		return err
@@ -136,6 +141,15 @@ func Run(ctx context.Context, opts Options) error {
 		}, OnDelete: func(*api.Container) { a.poke() },
 	}, a.log)
 	a.svcs = client.NewCache(a.eng.Services(), client.ListOptions{}, client.Handlers[api.Service]{}, a.log)
+	kickCerts := func() {
+		select {
+		case a.certKick <- struct{}{}:
+		default:
+		}
+	}
+	a.certs = client.NewCache(a.eng.Certificates(), client.ListOptions{}, client.Handlers[api.Certificate]{
+		OnAdd: func(*api.Certificate) { kickCerts() }, OnUpdate: func(_, _ *api.Certificate) { kickCerts() },
+	}, a.log)
 	var wg sync.WaitGroup
 	run := func(f func(context.Context)) {
 		wg.Add(1)
@@ -143,6 +157,8 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	run(a.ctrs.Run)
 	run(a.svcs.Run)
+	run(a.certs.Run)
+	run(a.refreshCertificates)
 	run(a.heartbeat)
 	run(a.watchDocker)
 	run(a.health.run)
@@ -289,13 +305,17 @@ func (r *LeaseRenewer) Renew(ctx context.Context) error {
 }
 
 type agentMetrics struct {
-	actions *prometheus.CounterVec
+	actions       *prometheus.CounterVec
+	certRefreshes *prometheus.CounterVec
 }
 
 func newAgentMetrics(reg *prometheus.Registry) agentMetrics {
 	m := agentMetrics{actions: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "drover_agent_docker_actions_total", Help: "Docker actions taken, by action and result.",
-	}, []string{"action", "result"})}
-	reg.MustRegister(m.actions, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}, []string{"action", "result"}),
+		certRefreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "drover_agent_certificate_refreshes_total", Help: "Containers' certificate files rewritten in place, by result (changed, error).",
+		}, []string{"result"})}
+	reg.MustRegister(m.actions, m.certRefreshes, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

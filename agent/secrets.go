@@ -1,12 +1,17 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/drover/drover/api"
 )
@@ -32,44 +37,32 @@ func (a *Agent) writeSecrets(ctx context.Context, c *api.Container) (dir string,
 	if err != nil {
 		return "", nil, fmt.Errorf("reading the secrets its labels ask for: %w", err)
 	}
-	dir = a.secretsDir(c.ID)
-	tmp := dir + ".new"
-	os.RemoveAll(tmp)
-	if err := os.MkdirAll(tmp, 0o700); err != nil {
-		return "", nil, err
-	}
-	write := func(name string, b []byte) error {
-		if !safeName.MatchString(name) {
-			return fmt.Errorf("secret file name %q is not allowed", name)
-		}
-		return os.WriteFile(filepath.Join(tmp, name), b, 0o600)
-	}
+	files := map[string][]byte{}
 	if cr := sec.Credentials; cr != nil {
 		// The engine as this agent reaches it: the server may not know the
 		// address hosts use.
 		cr.URL = a.eng.URL()
 		b, _ := json.MarshalIndent(cr, "", "  ")
-		if err := write("credentials.json", b); err != nil {
-			return "", nil, err
-		}
+		files["credentials.json"] = b
 		env = append(env, "DROVER_URL="+cr.URL, "DROVER_ACCESS_KEY="+cr.AccessKey, "DROVER_SECRET_KEY="+cr.SecretKey,
 			"DROVER_CREDENTIALS="+SecretsMount+"/credentials.json")
 	}
-	for _, sc := range sec.Certificates {
-		if err := write(sc.Name+".crt", []byte(sc.Cert)); err != nil {
-			return "", nil, err
-		}
-		if sc.Key != "" {
-			if err := write(sc.Name+".key", []byte(sc.Key)); err != nil {
-				return "", nil, err
-			}
-		}
-	}
-	os.RemoveAll(dir)
-	if err := os.Rename(tmp, dir); err != nil {
+	addCertificates(files, sec.Certificates)
+	dir = a.secretsDir(c.ID)
+	if _, err := WriteAtomic(dir, files); err != nil {
 		return "", nil, err
 	}
+	a.certsSeen(c.ID, a.certFingerprint(c))
 	return dir, env, nil
+}
+
+func addCertificates(files map[string][]byte, certs []api.SecretCertificate) {
+	for _, sc := range certs {
+		files[sc.Name+".crt"] = []byte(sc.Cert)
+		if sc.Key != "" {
+			files[sc.Name+".key"] = []byte(sc.Key)
+		}
+	}
 }
 
 func (a *Agent) secretsDir(containerID string) string {
@@ -82,6 +75,244 @@ func (a *Agent) dropSecrets(desired map[string]*api.Container) {
 	for _, e := range entries {
 		if desired[e.Name()] == nil {
 			os.RemoveAll(filepath.Join(a.opts.StateDir, "secrets", e.Name()))
+			a.certsSeen(e.Name(), "")
 		}
 	}
+}
+
+// containerLabels merges a container's labels with its launch config's, as
+// the engine does when it serves the secrets.
+func containerLabels(c *api.Container) map[string]string {
+	labels := map[string]string{}
+	for k, v := range c.Labels {
+		labels[k] = v
+	}
+	if c.Spec.LaunchConfig != nil {
+		for k, v := range c.Spec.LaunchConfig.Labels {
+			labels[k] = v
+		}
+	}
+	return labels
+}
+
+// certFingerprint names the revisions of the certificates a container's
+// labels ask for, as this agent's cache of certificates holds them: when
+// it changes (drover cert rotate, a certificate replaced), the container's
+// files are written anew. "" when it asks for none.
+func (a *Agent) certFingerprint(c *api.Container) string {
+	names := containerLabels(c)[api.LabelCertificates]
+	if names == "" || a.certs == nil {
+		return ""
+	}
+	revs := map[string]int64{}
+	for _, cert := range a.certs.List() {
+		revs[cert.Name] = cert.Revision
+	}
+	var parts []string
+	for _, n := range strings.Split(names, ",") {
+		if n = strings.TrimSpace(n); n != "" {
+			n = strings.ReplaceAll(n, "{host}", a.host.Name)
+			parts = append(parts, n+"@"+strconv.FormatInt(revs[n], 10))
+		}
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
+}
+
+func (a *Agent) certsSeen(containerID, fp string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if fp == "" {
+		delete(a.certFP, containerID)
+		return
+	}
+	a.certFP[containerID] = fp
+}
+
+// refreshCertificates keeps the certificate files of this host's containers
+// current without restarting them: on a change of the engine's
+// certificates (and every few minutes, for a change missed while the agent
+// was down) it rereads those whose certificates changed and swaps the
+// files in place. Kubernetes' components reload certificate files
+// (the apiserver's serving and client CA files, the kubelet's serving
+// certificate, every client-go client given files), so a rotation reaches
+// them with no downtime.
+func (a *Agent) refreshCertificates(ctx context.Context) {
+	t := time.NewTicker(5 * time.Minute)
+	defer t.Stop()
+	for {
+		if a.certs.HasSynced() && a.ctrs.HasSynced() {
+			a.refreshOnce(ctx)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.certKick:
+			time.Sleep(100 * time.Millisecond) // a rotation changes many at once
+		case <-t.C:
+			// Forget what was seen: reread every container once.
+			a.mu.Lock()
+			clear(a.certFP)
+			a.mu.Unlock()
+		}
+	}
+}
+
+func (a *Agent) refreshOnce(ctx context.Context) {
+	for _, c := range a.ctrs.List() {
+		fp := a.certFingerprint(c)
+		if fp == "" {
+			continue
+		}
+		dir := a.secretsDir(c.ID)
+		if _, err := os.Lstat(filepath.Join(dir, dataLink)); err != nil {
+			continue // not created here yet: writeSecrets will write them
+		}
+		a.mu.Lock()
+		seen := a.certFP[c.ID]
+		a.mu.Unlock()
+		if seen == fp {
+			continue
+		}
+		changed, err := a.rewriteCertificates(ctx, c, dir)
+		if err != nil {
+			a.log.Warn("certificates not refreshed", "container", c.Name, "err", err)
+			a.metrics.certRefreshes.WithLabelValues("error").Inc()
+			continue
+		}
+		a.certsSeen(c.ID, fp)
+		if changed {
+			a.log.Info("certificates refreshed in place", "container", c.Name, "certificates", fp)
+			a.metrics.certRefreshes.WithLabelValues("changed").Inc()
+		}
+	}
+}
+
+// rewriteCertificates rereads a container's certificates and swaps them in,
+// keeping its other files (its credentials) as they are.
+func (a *Agent) rewriteCertificates(ctx context.Context, c *api.Container, dir string) (bool, error) {
+	certs, err := a.eng.ContainerCertificates(ctx, c.ID)
+	if err != nil {
+		return false, err
+	}
+	files, err := readSecretFiles(dir)
+	if err != nil {
+		return false, err
+	}
+	for name := range files {
+		if strings.HasSuffix(name, ".crt") || strings.HasSuffix(name, ".key") {
+			delete(files, name)
+		}
+	}
+	addCertificates(files, certs)
+	return WriteAtomic(dir, files)
+}
+
+// The layout of a secrets directory, as the kubelet writes secret volumes:
+// every file is a symlink NAME -> ..data/NAME, and ..data a symlink to the
+// directory of the current version. A new version is a new directory and
+// one rename of ..data, so a reader sees the old certificate and key or
+// the new ones, never a new certificate beside an old key.
+const (
+	dataLink      = "..data"
+	versionPrefix = "..v"
+)
+
+// WriteAtomic makes dir hold exactly files, swapping all of them at once.
+// It reports whether anything changed (nothing is written when nothing
+// did). dir itself stays the same directory: a container that has it
+// bind-mounted sees the new files.
+func WriteAtomic(dir string, files map[string][]byte) (bool, error) {
+	for name := range files {
+		if !safeName.MatchString(name) || strings.HasPrefix(name, "..") {
+			return false, fmt.Errorf("secret file name %q is not allowed", name)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return false, err
+	}
+	if old, err := readSecretFiles(dir); err == nil && sameFiles(old, files) {
+		return false, nil
+	}
+	version := fmt.Sprintf("%s%d", versionPrefix, time.Now().UnixNano())
+	vdir := filepath.Join(dir, version)
+	if err := os.Mkdir(vdir, 0o700); err != nil {
+		return false, err
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(vdir, name), b, 0o600); err != nil {
+			os.RemoveAll(vdir)
+			return false, err
+		}
+	}
+	previous, _ := os.Readlink(filepath.Join(dir, dataLink))
+	if err := swapLink(dir, dataLink, version); err != nil {
+		os.RemoveAll(vdir)
+		return false, err
+	}
+	// The names, each a link through ..data (made once, kept after).
+	for name := range files {
+		target := filepath.Join(dataLink, name)
+		if t, err := os.Readlink(filepath.Join(dir, name)); err == nil && t == target {
+			continue
+		}
+		if err := swapLink(dir, name, target); err != nil {
+			return false, err
+		}
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return false, err
+	}
+	for _, e := range entries {
+		n := e.Name()
+		switch {
+		case n == dataLink || n == version || n == previous:
+			// The previous version stays until the next swap: a reader
+			// that resolved ..data just before this one still finds it.
+		case strings.HasPrefix(n, versionPrefix), files[n] == nil:
+			os.RemoveAll(filepath.Join(dir, n))
+		}
+	}
+	return true, nil
+}
+
+// swapLink points dir/name at target in one rename.
+func swapLink(dir, name, target string) error {
+	tmp := filepath.Join(dir, ".."+name+".tmp")
+	os.Remove(tmp)
+	if err := os.Symlink(target, tmp); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, name))
+}
+
+// readSecretFiles reads the current version of a secrets directory.
+func readSecretFiles(dir string) (map[string][]byte, error) {
+	vdir := filepath.Join(dir, dataLink)
+	entries, err := os.ReadDir(vdir)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]byte{}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(vdir, e.Name()))
+		if err != nil {
+			return nil, err
+		}
+		out[e.Name()] = b
+	}
+	return out, nil
+}
+
+func sameFiles(a, b map[string][]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || !bytes.Equal(v, w) {
+			return false
+		}
+	}
+	return true
 }

@@ -31,6 +31,8 @@ func ContainerKeyID(containerID string) string { return "key-" + containerID }
 //     k8s-kubelet-serving-<host>) are issued by the cluster CA the first time
 //     they are asked for, so a joining host needs nobody to run drover cert.
 //
+// With ?only=certificates only the certificates are served (no new key).
+//
 // Placing a container on a host trusts that host with the container's
 // secrets, as Kubernetes trusts a node with its pods' secrets.
 func (s *Server) containerSecrets(w http.ResponseWriter, r *http.Request) {
@@ -70,7 +72,10 @@ func (s *Server) containerSecrets(w http.ResponseWriter, r *http.Request) {
 		labels[api.LabelAgentRole] = api.RoleService
 	}
 	var out api.ContainerSecrets
-	if role := api.ContainerAgentRole(labels); role != "" {
+	// ?only=certificates: the agent refreshing certificates after a
+	// rotation; the container's engine key stays as it is.
+	certsOnly := r.URL.Query().Get("only") == "certificates"
+	if role := api.ContainerAgentRole(labels); role != "" && !certsOnly {
 		creds, aerr := s.containerKey(r, &c, role)
 		if aerr != nil {
 			writeError(w, aerr)

@@ -93,8 +93,20 @@ func TestIntegrationContainerSecrets(t *testing.T) {
 	if _, _, err := svc.Hosts().List(ctx, client.ListOptions{}); !api.IsStatus(err, 401) {
 		t.Fatalf("the replaced key still works: %v", err)
 	}
-	// The key goes with the container.
+	// Only the certificates (an agent's refresh after drover cert rotate):
+	// the container's key stays as it is.
 	svc = client.New(s.URL(), again.Credentials.AccessKey, again.Credentials.SecretKey)
+	certs, err := agent1.ContainerCertificates(ctx, ct.ID)
+	if err != nil || len(certs) != 3 || certs[1].Key == "" {
+		t.Fatalf("certificates only: %d certificates, %v", len(certs), err)
+	}
+	if _, _, err := svc.Hosts().List(ctx, client.ListOptions{}); err != nil {
+		t.Fatalf("reading the certificates alone replaced the container's key: %v", err)
+	}
+	if _, err := agent2.ContainerCertificates(ctx, ct.ID); !api.IsStatus(err, 403) {
+		t.Fatalf("another host's agent, certificates only: want 403, got %v", err)
+	}
+	// The key goes with the container.
 	if _, err := admin.Containers().Delete(ctx, ct.ID); err != nil {
 		t.Fatal(err)
 	}

@@ -198,6 +198,17 @@ func (c *Client) ContainerSecrets(ctx context.Context, id string) (*api.Containe
 	return &out, nil
 }
 
+// ContainerCertificates reads only the certificates a container's labels
+// ask for (its engine key is left alone): what an agent rereads after the
+// certificates change.
+func (c *Client) ContainerCertificates(ctx context.Context, id string) ([]api.SecretCertificate, error) {
+	var out api.ContainerSecrets
+	if err := c.do(ctx, http.MethodGet, "/v1/containers/"+url.PathEscape(id)+"/secrets?only=certificates", nil, &out); err != nil {
+		return nil, err
+	}
+	return out.Certificates, nil
+}
+
 // ImageInfo describes an image the engine holds (see apiserver/images.go).
 type ImageInfo struct {
 	Name   string    `json:"name"`

@@ -25,10 +25,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"text/template"
-
-	"github.com/drover/drover/pki"
 )
 
 // Paths inside the node container.
@@ -174,31 +173,35 @@ func KubeletConfig(c Config) []byte {
 }
 
 // Kubeconfig is a kubeconfig for user with the certificate NAME.crt and
-// NAME.key of dir (the cluster CA is dir/k8s-ca.crt), embedded, so the file
-// stands alone.
+// NAME.key of dir (the cluster CA is dir/k8s-ca.crt). It names the files
+// rather than embedding them: client-go reloads a client certificate given
+// as files, so a certificate the agent rewrites after drover cert rotate is
+// used without a restart.
 func Kubeconfig(dir, name, user, server string) ([]byte, error) {
-	read := func(f string) ([]byte, error) {
-		b, err := os.ReadFile(filepath.Join(dir, f))
-		if err != nil {
+	for _, f := range []string{"k8s-ca.crt", name + ".crt", name + ".key"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 			return nil, fmt.Errorf("%w (the container's labels must ask for it: %s)", err, "io.drover.container.certificates")
 		}
-		return b, nil
-	}
-	ca, err := read("k8s-ca.crt")
-	if err != nil {
-		return nil, err
-	}
-	crt, err := read(name + ".crt")
-	if err != nil {
-		return nil, err
-	}
-	key, err := read(name + ".key")
-	if err != nil {
-		return nil, err
 	}
 	if user == "" {
 		user = strings.TrimPrefix(name, "k8s-")
 	}
-	b := &pki.Bundle{CA: pki.Pair{Cert: ca}, Certs: map[string]pki.Pair{user: {Cert: crt, Key: key}}}
-	return b.Kubeconfig(user, server)
+	q := strconv.Quote
+	return []byte(fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: drover
+  cluster:
+    server: %s
+    certificate-authority: %s
+users:
+- name: %s
+  user:
+    client-certificate: %s
+    client-key: %s
+contexts:
+- name: drover
+  context: {cluster: drover, user: %s}
+current-context: drover
+`, q(server), q(filepath.Join(dir, "k8s-ca.crt")), q(user), q(filepath.Join(dir, name+".crt")), q(filepath.Join(dir, name+".key")), q(user))), nil
 }

@@ -59,7 +59,8 @@ func TestKubeconfigNamesMissingCertificate(t *testing.T) {
 	if err := yaml.Unmarshal(kc, &m); err != nil {
 		t.Fatalf("not YAML: %v\n%s", err, kc)
 	}
-	if !strings.Contains(string(kc), "server: https://10.0.0.1:6443") || !strings.Contains(string(kc), "name: kube-proxy") {
+	if !strings.Contains(string(kc), `server: "https://10.0.0.1:6443"`) || !strings.Contains(string(kc), `name: "kube-proxy"`) ||
+		!strings.Contains(string(kc), `client-key: "`+filepath.Join(dir, "k8s-kube-proxy.key")+`"`) {
 		t.Fatalf("kubeconfig:\n%s", kc)
 	}
 }

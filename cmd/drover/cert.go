@@ -175,8 +175,10 @@ func addHostCerts(ctx context.Context, have *pkiCerts, stdout io.Writer) error {
 
 // runCertRotate gives every leaf certificate of the Kubernetes PKI a new key
 // and a new certificate from the same CA. The CAs and the service-account
-// key stay: what holds an old certificate keeps working until it expires,
-// and picks the new one up when it restarts.
+// key stay: what holds an old certificate keeps working until it expires.
+// Running components take the new ones without a restart: each agent
+// rewrites the certificate files of its containers in place, and the
+// apiserver, the kubelets and every client-go client reload them.
 func runCertRotate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, cf := newCLIFlags("drover cert rotate", stderr)
 	c, err := cf.connect(fs, args)
@@ -213,7 +215,7 @@ func runCertRotate(ctx context.Context, args []string, stdout, stderr io.Writer)
 		}
 		rotated++
 	}
-	fmt.Fprintf(stdout, "%d certificates rotated (new keys, same CAs); old ones stay valid until they expire\n", rotated)
+	fmt.Fprintf(stdout, "%d certificates rotated (new keys, same CAs); the agents hand them to the running components, which reload them; old ones stay valid until they expire\n", rotated)
 	return nil
 }
 

@@ -4,14 +4,21 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -227,6 +234,8 @@ func TestIntegrationUp(t *testing.T) {
 		return nil
 	})
 
+	rotateCertificates(t, ctx, h1, h2, eng, kc)
+
 	// The worker goes: its node goes, and its pods come back on h1.
 	hosts, _, err := eng.Hosts().List(ctx, client.ListOptions{Name: "h2"})
 	if err != nil || len(hosts) != 1 {
@@ -259,6 +268,173 @@ func TestIntegrationUp(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// rotateCertificates runs drover cert rotate and checks that the running
+// components take the new certificates without a restart and without
+// downtime: the apiserver and a kubelet serve the new ones, the clients'
+// files are rewritten in place, no container or pod restarted, and the
+// API answered all along.
+func rotateCertificates(t *testing.T, ctx context.Context, h1, h2 *kind.Host, eng *client.Client, kc *kubernetes.Clientset) {
+	t.Helper()
+	served := func(addr string) (*big.Int, error) {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			return nil, err
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber, nil
+	}
+	stored := func(name string) (*x509.Certificate, error) {
+		certs, _, err := eng.Certificates().List(ctx, client.ListOptions{Name: name})
+		if err != nil || len(certs) != 1 {
+			return nil, fmt.Errorf("certificate %s: %v (%d found)", name, err, len(certs))
+		}
+		b, _ := pem.Decode([]byte(certs[0].Spec.Cert))
+		if b == nil {
+			return nil, fmt.Errorf("certificate %s: no PEM", name)
+		}
+		return x509.ParseCertificate(b.Bytes)
+	}
+	starts := func() map[string]string {
+		ctrs, _, err := eng.Containers().List(ctx, client.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, c := range ctrs {
+			if strings.HasPrefix(c.Name, "kubernetes-") && c.Status.StartedAt != nil {
+				out[c.Name] = fmt.Sprintf("%s/%d/%s", c.Status.DockerID, c.Status.StartCount, c.Status.StartedAt.Format(time.RFC3339Nano))
+			}
+		}
+		return out
+	}
+	podRestarts := func() map[string]int32 {
+		list, err := kc.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=httpd"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]int32{}
+		for _, p := range list.Items {
+			for _, cs := range p.Status.ContainerStatuses {
+				out[string(p.UID)] += cs.RestartCount
+			}
+		}
+		return out
+	}
+	apiBefore, err := served(h1.IP + ":6443")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeletBefore, err := served(h2.IP + ":10250")
+	if err != nil {
+		t.Fatal(err)
+	}
+	startsBefore, podsBefore := starts(), podRestarts()
+
+	// The API is asked every 200 ms from before the rotation until the
+	// new certificates are served (bounded: at most 3 minutes).
+	var failures, asked atomic.Int64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for end := time.Now().Add(3 * time.Minute); time.Now().Before(end); {
+			select {
+			case <-stop:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+			asked.Add(1)
+			if err := nodesReady(ctx, kc, "h1", "h2"); err != nil {
+				failures.Add(1)
+				t.Logf("during the rotation: %v", err)
+			}
+		}
+	}()
+	out, err := h1.Exec(ctx, "drover", "cert", "rotate", "--credentials", "/var/lib/drover/server/credentials.json")
+	t.Logf("drover cert rotate: %s", out)
+	if err != nil {
+		close(stop)
+		t.Fatal(err)
+	}
+	apiCert, err := stored("k8s-kube-apiserver")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubeletCert, err := stored("k8s-kubelet-serving-h2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if apiCert.SerialNumber.Cmp(apiBefore) == 0 || kubeletCert.SerialNumber.Cmp(kubeletBefore) == 0 {
+		t.Fatal("drover cert rotate left the apiserver's or h2's kubelet serving certificate as it was")
+	}
+	start := time.Now()
+	eventually(t, ctx, 2*time.Minute, "the apiserver serves its new certificate", func() error {
+		if got, err := served(h1.IP + ":6443"); err != nil || got.Cmp(apiCert.SerialNumber) != 0 {
+			return fmt.Errorf("serial %v (%v), want %v", got, err, apiCert.SerialNumber)
+		}
+		return nil
+	})
+	t.Logf("apiserver serving the new certificate %.1fs after the rotation", time.Since(start).Seconds())
+	eventually(t, ctx, 2*time.Minute, "h2's kubelet serves its new certificate", func() error {
+		if got, err := served(h2.IP + ":10250"); err != nil || got.Cmp(kubeletCert.SerialNumber) != 0 {
+			return fmt.Errorf("serial %v (%v), want %v", got, err, kubeletCert.SerialNumber)
+		}
+		return nil
+	})
+	t.Logf("h2's kubelet serving the new certificate %.1fs after the rotation", time.Since(start).Seconds())
+	// The clients' certificates (the kubelet's, kube-proxy's, the
+	// controllers') are files client-go reloads: the agent rewrote them
+	// in place, in the running kubelet container.
+	clientCert, err := stored("k8s-kubelet-client-h2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts, _, err := eng.Hosts().List(ctx, client.ListOptions{Name: "h2"})
+	if err != nil || len(hosts) != 1 {
+		t.Fatalf("host h2: %v %v", hosts, err)
+	}
+	ctrs, _, err := eng.Containers().List(ctx, client.ListOptions{HostID: hosts[0].ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubelet := ""
+	for _, c := range ctrs {
+		if strings.HasPrefix(c.Name, "kubernetes-kubelet-") {
+			kubelet = c.Status.DockerID
+		}
+	}
+	if kubelet == "" {
+		t.Fatalf("no kubelet container on h2 among %d", len(ctrs))
+	}
+	eventually(t, ctx, time.Minute, "h2's kubelet container holds its new client certificate", func() error {
+		out, err := h2.Exec(ctx, "docker", "exec", kubelet, "cat", "/run/drover/k8s-kubelet-client-h2.crt")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		b, _ := pem.Decode([]byte(out))
+		if b == nil {
+			return fmt.Errorf("no PEM in %q", out)
+		}
+		got, err := x509.ParseCertificate(b.Bytes)
+		if err != nil || got.SerialNumber.Cmp(clientCert.SerialNumber) != 0 {
+			return fmt.Errorf("serial %v (%v), want %v", got.SerialNumber, err, clientCert.SerialNumber)
+		}
+		return nil
+	})
+	close(stop)
+	<-done
+	if failures.Load() != 0 {
+		t.Errorf("the API failed %d of %d times during the rotation", failures.Load(), asked.Load())
+	}
+	t.Logf("the API answered %d of %d times during the rotation", asked.Load()-failures.Load(), asked.Load())
+	if after := starts(); !reflect.DeepEqual(after, startsBefore) {
+		t.Errorf("containers of the kubernetes stack restarted during the rotation:\nbefore %v\nafter  %v", startsBefore, after)
+	}
+	if after := podRestarts(); !reflect.DeepEqual(after, podsBefore) {
+		t.Errorf("pods restarted during the rotation:\nbefore %v\nafter  %v", podsBefore, after)
+	}
 }
 
 func engineClient(t *testing.T, ctx context.Context, h *kind.Host) *client.Client {
