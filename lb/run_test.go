@@ -200,6 +200,15 @@ func TestIntegrationLoadBalancer(t *testing.T) {
 		t.Fatal(err)
 	}
 	want("back to two", "/", "", "web-1", "web-2")
+	// Deleted from HAProxy too, at once or (while it still held idle
+	// connections) a moment later, in maintenance meanwhile.
+	testenv.Eventually(t, "web-3 deleted from HAProxy", 15*time.Second, func() error {
+		out, err := SocketCommand(filepath.Join(dir, "haproxy.sock"), "show servers state", 0)
+		if err == nil && strings.Contains(out, "shop-web-3") {
+			err = fmt.Errorf("still there:\n%s", out)
+		}
+		return err
+	})
 	// A container the engine says is unhealthy leaves the backend.
 	if _, err := eng.Containers().PatchStatus(ctx, web2.ID, map[string]any{"status": map[string]any{"health": "unhealthy"}}); err != nil {
 		t.Fatal(err)
