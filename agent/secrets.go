@@ -267,15 +267,23 @@ func WriteAtomic(dir string, files map[string][]byte) (bool, error) {
 	for _, e := range entries {
 		n := e.Name()
 		switch {
-		case n == dataLink || n == version || n == previous:
-			// The previous version stays until the next swap: a reader
-			// that resolved ..data just before this one still finds it.
+		case n == dataLink || n == version:
+		case n == previous:
+			// Removed a moment later, not now: a reader that resolved
+			// ..data just before the swap still finds it. Its removal is
+			// what tells file watchers (the apiserver's, the kubelet's,
+			// which watch the files the names lead to) to reload.
+			time.AfterFunc(OldVersionGrace, func() { os.RemoveAll(filepath.Join(dir, n)) })
 		case strings.HasPrefix(n, versionPrefix), files[n] == nil:
 			os.RemoveAll(filepath.Join(dir, n))
 		}
 	}
 	return true, nil
 }
+
+// OldVersionGrace is how long a replaced version of a secrets directory
+// stays readable.
+var OldVersionGrace = time.Second
 
 // swapLink points dir/name at target in one rename.
 func swapLink(dir, name, target string) error {

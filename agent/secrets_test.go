@@ -8,8 +8,10 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/drover/drover/agent"
+	"github.com/drover/drover/internal/testenv"
 )
 
 // A reader of the secrets directory sees a certificate and key of one
@@ -80,14 +82,25 @@ func TestWriteAtomicSwapsFilesTogether(t *testing.T) {
 	if _, err := agent.WriteAtomic(dir, map[string][]byte{"x.crt": []byte("cert 301")}); err != nil {
 		t.Fatal(err)
 	}
-	entries, _ := os.ReadDir(dir)
-	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
+	names := func() []string {
+		entries, _ := os.ReadDir(dir)
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		return names
 	}
-	if len(names) != 4 { // ..data, this version and the previous, x.crt
-		t.Fatalf("directory holds %v, want ..data, two versions and x.crt", names)
+	if n := names(); len(n) != 4 { // ..data, this version and the previous, x.crt
+		t.Fatalf("directory holds %v, want ..data, two versions and x.crt", n)
 	}
+	// The previous version goes a moment later (its removal is what file
+	// watchers see).
+	testenv.Eventually(t, "the previous version removed", 5*time.Second, func() error {
+		if n := names(); len(n) != 3 {
+			return fmt.Errorf("directory holds %v, want ..data, one version and x.crt", n)
+		}
+		return nil
+	})
 	if _, err := os.Stat(filepath.Join(dir, "x.key")); !os.IsNotExist(err) {
 		t.Fatalf("x.key still there: %v", err)
 	}

@@ -341,7 +341,21 @@ type PortRule struct {
 	Priority    int    `json:"priority,omitempty"`
 	BackendName string `json:"backendName,omitempty"`
 	Selector    string `json:"selector,omitempty"`
+	// PathType is how Path matches: "" as Rancher did (a string prefix),
+	// "Exact", or "Prefix" (by path element: /foo matches /foo and
+	// /foo/bar, not /foobar), as Kubernetes Ingress defines them.
+	PathType string `json:"pathType,omitempty"`
+	// TargetPortName, for a Kubernetes service, picks each endpoint's port
+	// of that name (a Service port whose targetPort is a name may resolve
+	// to a different number on each pod); else TargetPort is used.
+	TargetPortName string `json:"targetPortName,omitempty"`
 }
+
+// Path types of a port rule.
+const (
+	PathExact  = "Exact"
+	PathPrefix = "Prefix"
+)
 
 // Container is one running (or wanted) container, or a Kubernetes pod.
 type Container struct {

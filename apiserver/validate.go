@@ -363,6 +363,14 @@ func validateService(o *api.Service) *api.Error {
 					return err
 				}
 			}
+			if r.PathType != "" {
+				if err := oneOf(f+".pathType", r.PathType, api.PathExact, api.PathPrefix); err != nil {
+					return err
+				}
+			}
+			if r.Path != "" && (!strings.HasPrefix(r.Path, "/") || strings.ContainsAny(r.Path, " \t\r\n{}#\\")) {
+				return invalid(f+".path", "%q: a path starts with / and holds no spaces, braces, # or backslashes", r.Path)
+			}
 		}
 	}
 	for i, ep := range o.Status.Endpoints {

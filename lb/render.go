@@ -93,6 +93,14 @@ func specificity(r Rule) int {
 	return 5
 }
 
+// pathLen: a Prefix path's trailing slash does not count ("/api/" is "/api").
+func pathLen(r Rule) int {
+	if r.PathType == api.PathPrefix {
+		return len(strings.TrimRight(r.Path, "/"))
+	}
+	return len(r.Path)
+}
+
 // Sort puts rules in the order HAProxy must see them.
 func Sort(rules []Rule) {
 	sort.SliceStable(rules, func(i, j int) bool {
@@ -110,8 +118,12 @@ func Sort(rules []Rule) {
 		if sa, sb := specificity(a), specificity(b); sa != sb {
 			return sa < sb
 		}
-		// Longer paths first, so /api/v2 wins over /api.
-		return len(a.Path) > len(b.Path)
+		// Longer paths first, so /api/v2 wins over /api; at one length an
+		// exact path before a prefix.
+		if la, lb := pathLen(a), pathLen(b); la != lb {
+			return la > lb
+		}
+		return a.PathType == api.PathExact && b.PathType != api.PathExact
 	})
 }
 
@@ -331,7 +343,17 @@ func conditions(proto string, r Rule) []string {
 	default:
 		c = append(c, "{ hdr(host),field(1,:) -i "+h+" }")
 	}
-	if r.Path != "" {
+	switch {
+	case r.Path == "":
+	case r.PathType == api.PathExact:
+		c = append(c, "{ path "+r.Path+" }")
+	case r.PathType == api.PathPrefix:
+		// By path element; a trailing slash is ignored ("/foo/" is "/foo"),
+		// and "/" matches every path.
+		if p := strings.TrimRight(r.Path, "/"); p != "" {
+			c = append(c, "{ path_reg ^"+regexp.QuoteMeta(p)+"(/|$) }")
+		}
+	default:
 		c = append(c, "{ path_beg "+r.Path+" }")
 	}
 	return c

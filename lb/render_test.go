@@ -41,6 +41,15 @@ var cases = map[string]Input{
 		rule(4, 80, "http", "shop.example.com", "", "web_8080", 0, web1, web2),
 		rule(5, 80, "http", "example.*", "", "api_9000", 1, api1),
 	}},
+	// Kubernetes Ingress path types: an exact path before a prefix of the
+	// same length, prefixes by path element, "/" matching everything.
+	"ingress-path-types": {Rules: []Rule{
+		{Index: 0, PortRule: api.PortRule{SourcePort: 80, Hostname: "shop.example.com", Path: "/", PathType: api.PathPrefix}, Backend: "web_8080", Targets: []Target{web1}},
+		{Index: 1, PortRule: api.PortRule{SourcePort: 80, Hostname: "shop.example.com", Path: "/api/", PathType: api.PathPrefix}, Backend: "api_9000", Targets: []Target{api1}},
+		{Index: 2, PortRule: api.PortRule{SourcePort: 80, Hostname: "shop.example.com", Path: "/api", PathType: api.PathExact}, Backend: "web_8080", Targets: []Target{web1}},
+		{Index: 3, PortRule: api.PortRule{SourcePort: 80, Path: "/static.v2", PathType: api.PathPrefix}, Backend: "web_8080", Targets: []Target{web1}},
+		{Index: 4, PortRule: api.PortRule{SourcePort: 80, Path: "/", PathType: api.PathPrefix}, Backend: "api_9000", Targets: []Target{api1}},
+	}},
 	"tcp-and-health": {Rules: []Rule{
 		{Index: 0, PortRule: api.PortRule{SourcePort: 5432, Protocol: "tcp"}, Backend: "db_5432", Targets: []Target{{Name: "db-1", IP: "10.42.0.3", Port: 5432}},
 			Check: &api.HealthCheck{Port: 5432, Interval: 2000, HealthyThreshold: 2, UnhealthyThreshold: 3}},

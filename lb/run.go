@@ -235,7 +235,10 @@ func Resolve(lbSvc *api.Service, svcs []*api.Service, stacks []*api.Stack, ctrs 
 		if target.Spec.Kind == api.ServiceKubernetes {
 			for _, ep := range target.Status.Endpoints {
 				for _, p := range ep.Ports {
-					if pr.TargetPort == 0 || p.Port == pr.TargetPort {
+					if pr.TargetPortName != "" && p.Name != pr.TargetPortName {
+						continue
+					}
+					if pr.TargetPortName != "" || pr.TargetPort == 0 || p.Port == pr.TargetPort {
 						r.Targets = append(r.Targets, Target{Name: ep.IP + "-" + fmt.Sprint(p.Port), IP: ep.IP, Port: p.Port})
 					}
 				}
