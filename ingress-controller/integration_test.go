@@ -1,0 +1,511 @@
+package ingresscontroller_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vishvananda/netlink"
+	dto "github.com/prometheus/client_model/go"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/drover/drover/agent"
+	"github.com/drover/drover/api"
+	"github.com/drover/drover/apiserver"
+	"github.com/drover/drover/client"
+	"github.com/drover/drover/controllers"
+	ingresscontroller "github.com/drover/drover/ingress-controller"
+	"github.com/drover/drover/internal/testenv"
+	kubernetesagent "github.com/drover/drover/kubernetes-agent"
+	"github.com/drover/drover/lb"
+)
+
+func ptr[T any](v T) *T { return &v }
+
+// backend is an HTTP server on its own loopback address that says who it is.
+func backend(t *testing.T, name, ip string, port int) {
+	t.Helper()
+	ln, err := net.Listen("tcp", fmt.Sprintf("%s:%d", ip, port))
+	if err != nil {
+		t.Fatalf("backend %s: %v", name, err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %s\n", name, r.URL.Path)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// get asks the LB for path with a Host header and says which backend answered.
+func get(port int, host, path string) (string, error) {
+	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", port, path), nil)
+	req.Host = host
+	c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return "", fmt.Errorf("%s %s: %s", host, path, resp.Status)
+	}
+	return strings.Fields(string(b))[0], nil
+}
+
+// tlsSecret is a self-signed certificate for host, as a kubernetes.io/tls Secret.
+func tlsSecret(t *testing.T, name, host string) *corev1.Secret {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalECPrivateKey(key)
+	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, Type: corev1.SecretTypeTLS, Data: map[string][]byte{
+		"tls.crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		"tls.key": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}),
+	}}
+}
+
+// servedName is the certificate name the LB answers a TLS hello for sni with.
+func servedName(port int, sni string) (string, error) {
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 3 * time.Second}, "tcp", fmt.Sprintf("127.0.0.1:%d", port), &tls.Config{ServerName: sni, InsecureSkipVerify: true})
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0].Subject.CommonName, nil
+}
+
+// standIn plays the agent of one host: it renews the host's lease, reports
+// its containers running, and runs drover lb (a real HAProxy) for every LB
+// service with a container placed here, as the LB container would.
+type standIn struct {
+	t       *testing.T
+	eng     *client.Client // the agent's key
+	admin   *client.Client
+	hostID  string
+	haproxy string
+	mu      sync.Mutex
+	running map[string]context.CancelFunc // LB service id -> its drover lb
+	wg      sync.WaitGroup
+}
+
+func (s *standIn) run(ctx context.Context) {
+	lease := &agent.LeaseRenewer{Engine: s.eng, HostID: s.hostID, Duration: 5 * time.Second}
+	for ctx.Err() == nil {
+		lease.Renew(ctx)
+		cs, _, _ := s.eng.Containers().List(ctx, client.ListOptions{HostID: s.hostID})
+		want := map[string]bool{}
+		for _, c := range cs {
+			if c.DeletionTimestamp == nil {
+				want[c.Spec.ServiceID] = true
+			}
+			if c.Status.State != api.ContainerRunning && c.DeletionTimestamp == nil {
+				s.eng.Containers().PatchStatus(ctx, c.ID, map[string]any{"status": map[string]any{"state": api.ContainerRunning, "primaryIP": "127.0.0.1"}})
+			}
+		}
+		s.mu.Lock()
+		for id := range want {
+			if s.running[id] == nil {
+				s.running[id] = s.startLB(ctx, id)
+			}
+		}
+		for id, stop := range s.running {
+			if !want[id] {
+				stop()
+				delete(s.running, id)
+			}
+		}
+		s.mu.Unlock()
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (s *standIn) startLB(ctx context.Context, serviceID string) context.CancelFunc {
+	dir, err := os.MkdirTemp("/tmp", "drover-ingress-lb-")
+	if err != nil {
+		s.t.Error(err)
+		return func() {}
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer os.RemoveAll(dir)
+		err := lb.Run(lctx, lb.Options{Engine: s.admin, ServiceID: serviceID, Dir: dir, HAProxy: s.haproxy, HealthPort: testenv.FreePort(s.t), Logger: testenv.Logger()})
+		if err != nil && lctx.Err() == nil {
+			s.t.Logf("drover lb for %s: %v", serviceID, err)
+		}
+	}()
+	return cancel
+}
+
+// backendAddrs puts two addresses (outside 127/8, which an EndpointSlice
+// refuses) on the loopback device and returns them; they go when the test
+// ends. Traffic to them is delivered locally, as to 127.0.0.1.
+func backendAddrs(t *testing.T) (string, string) {
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	third := os.Getpid() % 250
+	var out []string
+	for _, last := range []int{2, 3} {
+		ip := fmt.Sprintf("10.253.%d.%d", third, last)
+		addr, _ := netlink.ParseAddr(ip + "/32")
+		if err := netlink.AddrAdd(lo, addr); err != nil {
+			t.Fatalf("adding %s to lo for the backends (needs root): %v", ip, err)
+		}
+		t.Cleanup(func() { netlink.AddrDel(lo, addr) })
+		out = append(out, ip)
+	}
+	return out[0], out[1]
+}
+
+func counter(reg *prometheus.Registry, name string) float64 {
+	mfs, _ := reg.Gather()
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			total += value(m)
+		}
+	}
+	return total
+}
+
+func value(m *dto.Metric) float64 {
+	if m.Counter != nil {
+		return m.Counter.GetValue()
+	}
+	return 0
+}
+
+// The whole path, with real parts only: kube-apiserver and its etcd, the
+// engine and every controller, kubernetes-agent (endpoints into the
+// engine), the ingress-controller, and drover lb running real HAProxy.
+func TestIntegrationIngress(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration test (etcd, kube-apiserver, haproxy)")
+	}
+	haproxy, err := exec.LookPath("haproxy")
+	if err != nil {
+		t.Fatal("haproxy is missing (make deps installs Debian's)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	kube := testenv.StartKube(t, testenv.KubeOptions{})
+	k := kube.Client
+	srv, eng := testenv.StartServer(t, apiserver.Options{})
+	testenv.StartControllers(t, srv, controllers.Options{})
+
+	// One host, at 127.0.0.1, whose "agent" runs the LBs placed on it.
+	tok, err := eng.RegistrationTokens().Create(ctx, &api.RegistrationToken{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := client.New(srv.URL(), "", "").Register(ctx, api.RegisterRequest{Token: tok.Status.Token, Name: "edge", AgentIP: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	si := &standIn{t: t, eng: client.New(srv.URL(), reg.AccessKey, reg.SecretKey), admin: eng, hostID: reg.Host.ID, haproxy: haproxy, running: map[string]context.CancelFunc{}}
+	siCtx, siStop := context.WithCancel(ctx)
+	go si.run(siCtx)
+	defer func() {
+		siStop()
+		si.wg.Wait()
+	}()
+
+	kaReg := prometheus.NewRegistry()
+	go kubernetesagent.Run(ctx, kubernetesagent.Options{Kube: kube.Config, Engine: eng, Logger: testenv.Logger(), Registry: kaReg})
+	var icReg *prometheus.Registry
+	startIC := func() context.CancelFunc {
+		r := prometheus.NewRegistry() // a new process, new counters
+		icReg = r
+		ictx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := ingresscontroller.Run(ictx, ingresscontroller.Options{Kube: kube.Config, Engine: eng, Logger: testenv.Logger(), Registry: r, LeaseDuration: 3 * time.Second}); err != nil {
+				t.Errorf("ingress-controller: %v", err)
+			}
+		}()
+		return func() { stop(); <-done }
+	}
+	stopIC := startIC()
+	defer func() { stopIC() }()
+
+	// Backends: real HTTP servers, the endpoints of real Services. An
+	// EndpointSlice refuses 127/8: the servers listen on addresses the
+	// test puts on lo (local delivery only).
+	web1, api1 := backendAddrs(t)
+	port := testenv.FreePort(t)
+	backend(t, "web-1", web1, port)
+	backend(t, "api-1", api1, port)
+	if _, err := k.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for name, ip := range map[string]string{"web": web1, "api": api1} {
+		sp := corev1.ServicePort{Name: "http", Port: 80, TargetPort: intstr.FromInt(port)}
+		if name == "api" {
+			sp = corev1.ServicePort{Name: "http", Port: 81, TargetPort: intstr.FromString("web")}
+		}
+		if _, err := k.CoreV1().Services("shop").Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{sp}}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := k.DiscoveryV1().EndpointSlices("shop").Create(ctx, &discoveryv1.EndpointSlice{
+			ObjectMeta:  metav1.ObjectMeta{Name: name + "-1", Labels: map[string]string{discoveryv1.LabelServiceName: name}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Ports:       []discoveryv1.EndpointPort{{Name: ptr("http"), Port: ptr(int32(port)), Protocol: ptr(corev1.ProtocolTCP)}},
+			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{ip}, Conditions: discoveryv1.EndpointConditions{Ready: ptr(true)}}},
+		}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, h := range []string{"a", "b", "c"} {
+		if _, err := k.CoreV1().Secrets("shop").Create(ctx, tlsSecret(t, "tls-"+h, h+".example.com"), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	httpPort, httpsPort := testenv.FreePort(t), testenv.FreePort(t)
+	pt := func(p networkingv1.PathType) *networkingv1.PathType { return &p }
+	be := func(svc string, port any) networkingv1.IngressBackend {
+		b := networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{Name: svc}}
+		if n, ok := port.(int); ok {
+			b.Service.Port.Number = int32(n)
+		} else {
+			b.Service.Port.Name = port.(string)
+		}
+		return b
+	}
+	rule := func(host string, paths ...networkingv1.HTTPIngressPath) networkingv1.IngressRule {
+		return networkingv1.IngressRule{Host: host, IngressRuleValue: networkingv1.IngressRuleValue{HTTP: &networkingv1.HTTPIngressRuleValue{Paths: paths}}}
+	}
+	front := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Name: "front", Annotations: map[string]string{
+		ingresscontroller.AnnotationHTTPPort: fmt.Sprint(httpPort), "https.port": fmt.Sprint(httpsPort)}},
+		Spec: networkingv1.IngressSpec{
+			IngressClassName: ptr("drover"),
+			DefaultBackend:   ptr(be("web", 80)),
+			TLS: []networkingv1.IngressTLS{{Hosts: []string{"a.example.com"}, SecretName: "tls-a"}, {Hosts: []string{"b.example.com"}, SecretName: "tls-b"},
+				{Hosts: []string{"c.example.com"}, SecretName: "tls-c"}},
+			Rules: []networkingv1.IngressRule{
+				rule("a.example.com",
+					networkingv1.HTTPIngressPath{Path: "/api", PathType: pt(networkingv1.PathTypePrefix), Backend: be("api", "http")},
+					networkingv1.HTTPIngressPath{Path: "/exact", PathType: pt(networkingv1.PathTypeExact), Backend: be("api", 81)}),
+				rule("b.example.com", networkingv1.HTTPIngressPath{Path: "/", PathType: pt(networkingv1.PathTypeImplementationSpecific), Backend: be("api", 81)}),
+			},
+		}}
+	start := time.Now()
+	if _, err := k.NetworkingV1().Ingresses("shop").Create(ctx, front, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	routes := func(what string, want map[string]string) {
+		t.Helper()
+		testenv.Eventually(t, what, time.Minute, func() error {
+			for hp, backend := range want {
+				host, path, _ := strings.Cut(hp, " ")
+				got, err := get(httpPort, host, path)
+				if err != nil {
+					return err
+				}
+				if got != backend {
+					return fmt.Errorf("%s %s answered by %s, want %s", host, path, got, backend)
+				}
+			}
+			return nil
+		})
+	}
+	routes("rules, path types and the default backend live in HAProxy", map[string]string{
+		"a.example.com /api":         "api-1", // Prefix by path element
+		"a.example.com /api/v1":      "api-1",
+		"a.example.com /apiv1":       "web-1", // not the element /api: the default backend
+		"a.example.com /exact":       "api-1", // Exact
+		"a.example.com /exact/more":  "web-1",
+		"b.example.com /anything":    "api-1", // ImplementationSpecific is Prefix
+		"other.example.com /api":     "web-1", // no rule for the host
+		"a.example.com:8080 /api/v1": "api-1", // a port in Host is not part of the name
+	})
+	t.Logf("Ingress live in HAProxy %.1fs after it was created", time.Since(start).Seconds())
+	testenv.Eventually(t, "TLS with SNI for three hosts", 30*time.Second, func() error {
+		for _, h := range []string{"a", "b", "c"} {
+			cn, err := servedName(httpsPort, h+".example.com")
+			if err != nil || cn != h+".example.com" {
+				return fmt.Errorf("SNI %s.example.com: certificate %q (%v)", h, cn, err)
+			}
+		}
+		return nil
+	})
+	testenv.Eventually(t, "status.loadBalancer.ingress from the LB's public endpoints", 30*time.Second, func() error {
+		ing, err := k.NetworkingV1().Ingresses("shop").Get(ctx, "front", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		lbi := ing.Status.LoadBalancer.Ingress
+		if len(lbi) != 1 || lbi[0].IP != "127.0.0.1" || len(lbi[0].Ports) != 2 {
+			return fmt.Errorf("status %+v", lbi)
+		}
+		return nil
+	})
+
+	// An edit: /api goes to web now; a TLS secret changes its certificate.
+	ing, _ := k.NetworkingV1().Ingresses("shop").Get(ctx, "front", metav1.GetOptions{})
+	ing.Spec.Rules[0].HTTP.Paths[0].Backend = be("web", "http")
+	if _, err := k.NetworkingV1().Ingresses("shop").Update(ctx, ing, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	routes("the edited rule", map[string]string{"a.example.com /api/v1": "web-1", "a.example.com /exact": "api-1"})
+	// (A certificate for another name: what the LB serves shows it changed.)
+	fresh := tlsSecret(t, "tls-c", "c2.example.com")
+	sec, _ := k.CoreV1().Secrets("shop").Get(ctx, "tls-c", metav1.GetOptions{})
+	sec.Data = fresh.Data
+	if _, err := k.CoreV1().Secrets("shop").Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "a changed TLS secret reaches HAProxy", 30*time.Second, func() error {
+		if cn, err := servedName(httpsPort, "c2.example.com"); err != nil || cn != "c2.example.com" {
+			return fmt.Errorf("SNI c2.example.com: certificate %q (%v)", cn, err)
+		}
+		return nil
+	})
+
+	// A bad Ingress: an Event names the field; the good one keeps working.
+	bad := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Name: "broken"}, Spec: networkingv1.IngressSpec{IngressClassName: ptr("drover"),
+		Rules: []networkingv1.IngressRule{rule("x.example.com", networkingv1.HTTPIngressPath{Path: "/", PathType: pt(networkingv1.PathTypePrefix), Backend: be("nope", 80)})}}}
+	if _, err := k.NetworkingV1().Ingresses("shop").Create(ctx, bad, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "an Event on the bad Ingress naming the field", 30*time.Second, func() error {
+		evs, err := k.CoreV1().Events("shop").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=broken"})
+		if err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.Reason == "InvalidIngress" && strings.Contains(e.Message, "spec.rules[0].http.paths[0].backend.service.name") {
+				return nil
+			}
+		}
+		return fmt.Errorf("%d events, none InvalidIngress naming the field", len(evs.Items))
+	})
+	routes("the good Ingress keeps working", map[string]string{"a.example.com /exact": "api-1"})
+
+	// IngressClass: another controller's class is not ours; switched to
+	// ours it gets an LB; switched away the LB goes.
+	other := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Name: "other", Annotations: map[string]string{ingresscontroller.AnnotationHTTPPort: fmt.Sprint(testenv.FreePort(t))}},
+		Spec: networkingv1.IngressSpec{IngressClassName: ptr("nginx"), DefaultBackend: ptr(be("web", 80))}}
+	if _, err := k.NetworkingV1().IngressClasses().Create(ctx, &networkingv1.IngressClass{ObjectMeta: metav1.ObjectMeta{Name: "nginx"}, Spec: networkingv1.IngressClassSpec{Controller: "k8s.io/ingress-nginx"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.NetworkingV1().Ingresses("shop").Create(ctx, other, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	lbServices := func() (map[string]int, error) {
+		sts, _, err := eng.Stacks().List(ctx, client.ListOptions{Name: ingresscontroller.Stack})
+		if err != nil || len(sts) != 1 {
+			return nil, fmt.Errorf("stack %s: %v", ingresscontroller.Stack, err)
+		}
+		svcs, _, err := eng.Services().List(ctx, client.ListOptions{StackID: sts[0].ID})
+		if err != nil {
+			return nil, err
+		}
+		out := map[string]int{}
+		for _, s := range svcs {
+			if s.DeletionTimestamp == nil {
+				out[s.Name]++
+			}
+		}
+		return out, nil
+	}
+	wantLBs := func(what string, names ...string) {
+		t.Helper()
+		testenv.Eventually(t, what, 30*time.Second, func() error {
+			got, err := lbServices()
+			if err != nil {
+				return err
+			}
+			if len(got) != len(names) {
+				return fmt.Errorf("LB services %v, want %v", got, names)
+			}
+			for _, n := range names {
+				if got[n] != 1 {
+					return fmt.Errorf("LB services %v, want %v", got, names)
+				}
+			}
+			return nil
+		})
+	}
+	wantLBs("only front has an LB (broken is bad, other is nginx's)", "shop-front")
+	setClass := func(name, class string) {
+		ing, err := k.NetworkingV1().Ingresses("shop").Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ing.Spec.IngressClassName = ptr(class)
+		if _, err := k.NetworkingV1().Ingresses("shop").Update(ctx, ing, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setClass("other", "drover")
+	wantLBs("other switched to drover", "shop-front", "shop-other")
+	setClass("other", "nginx")
+	wantLBs("other switched back to nginx", "shop-front")
+
+	// Restarted mid-change: what changed while it was away converges,
+	// nothing duplicated, nothing left behind.
+	stopIC()
+	setClass("other", "drover")
+	if err := k.NetworkingV1().Ingresses("shop").Delete(ctx, "front", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	stopIC = startIC()
+	wantLBs("after a restart: other's LB, front's gone", "shop-other")
+	testenv.Eventually(t, "front's certificates deleted with it", 30*time.Second, func() error {
+		certs, _, err := eng.Certificates().List(ctx, client.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for _, c := range certs {
+			if c.Labels[ingresscontroller.LabelName] == "front" {
+				return fmt.Errorf("certificate %s is still there", c.Name)
+			}
+		}
+		return nil
+	})
+
+	// Every controller together goes still: no write undoes another's.
+	writes := func() float64 {
+		return counter(icReg, "drover_ingress_controller_writes_total") + counter(kaReg, "drover_kubernetes_agent_writes_total")
+	}
+	time.Sleep(3 * time.Second)
+	before := writes()
+	time.Sleep(5 * time.Second)
+	if after := writes(); after != before {
+		t.Errorf("controllers kept writing after the last change: %v writes in 5 s", after-before)
+	}
+}
