@@ -43,6 +43,7 @@ import (
 	"github.com/drover/drover/client"
 	"github.com/drover/drover/controllers/harness"
 	"github.com/drover/drover/internal/lifecycle"
+	"github.com/drover/drover/lb"
 )
 
 // ControllerName is the IngressClass spec.controller this controller serves.
@@ -63,6 +64,10 @@ type Options struct {
 	// LeaseDuration: how long a silent leader keeps the lease (15s).
 	LeaseDuration time.Duration
 	Registry      *prometheus.Registry
+	// HTTPPort and HTTPSPort are the shared LB's ports (80, 443); it runs
+	// on every host unless FrontScale says how many containers.
+	HTTPPort, HTTPSPort int
+	FrontScale          int
 }
 
 // Run serves Ingresses until ctx ends, leading while it holds the lease.
@@ -75,6 +80,12 @@ func Run(ctx context.Context, o Options) error {
 	}
 	if o.Workers == 0 {
 		o.Workers = 4
+	}
+	if o.HTTPPort == 0 {
+		o.HTTPPort = 80
+	}
+	if o.HTTPSPort == 0 {
+		o.HTTPSPort = 443
 	}
 	if o.Identity == "" {
 		h, _ := os.Hostname()
@@ -226,6 +237,10 @@ func (c *controller) run(ctx context.Context) error {
 	// The engine: the LB services of the stack (their public endpoints
 	// become the Ingresses' status) and the certificates.
 	byOwner := func(s *api.Service) {
+		if s.Name == FrontName {
+			all(nil) // every shared Ingress's status follows the front's
+			return
+		}
 		if ns, name := s.Labels[LabelNamespace], s.Labels[LabelName]; ns != "" && name != "" {
 			c.queue.Enqueue(ns + "/" + name)
 		}
@@ -394,7 +409,10 @@ func (c *controller) sync(ctx context.Context, key string) error {
 	if !Ours(ing, classes) {
 		return c.cleanup(ctx, ns, name, "")
 	}
-	d, err := Translate(ing, serviceGetter{c.svcs}, secretGetter{c.secrets})
+	if err := c.ensureFront(ctx); err != nil {
+		return err
+	}
+	d, err := Translate(ing, serviceGetter{c.svcs}, secretGetter{c.secrets}, Ports{HTTP: c.o.HTTPPort, HTTPS: c.o.HTTPSPort})
 	var fe *FieldError
 	if errors.As(err, &fe) {
 		// The last good LB keeps serving; a change to the Ingress, or
@@ -405,6 +423,7 @@ func (c *controller) sync(ctx context.Context, key string) error {
 		return err
 	}
 	c.report(ing, nil)
+	c.warn(ing, d.Warnings)
 	if err := c.ensureCerts(ctx, ing, d); err != nil {
 		return err
 	}
@@ -432,6 +451,48 @@ func (c *controller) report(ing *networkingv1.Ingress, err error) {
 	c.reported[key] = err.Error()
 	c.recorder.Eventf(ing, corev1.EventTypeWarning, "InvalidIngress", "not served (the last good load balancer, if any, keeps serving): %v", err)
 	c.log.Warn("ingress not served", "ingress", key, "err", err)
+}
+
+// warn tells annotations that do not apply in an Event (once each).
+func (c *controller) warn(ing *networkingv1.Ingress, warnings []string) {
+	key := "warn:" + ing.Namespace + "/" + ing.Name
+	text := strings.Join(warnings, "; ")
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reported[key] == text {
+		return
+	}
+	c.reported[key] = text
+	if text != "" {
+		c.recorder.Event(ing, corev1.EventTypeWarning, "AnnotationIgnored", text)
+	}
+}
+
+// ensureFront keeps the shared LB service: every host (or FrontScale
+// containers), publishing the HTTP and HTTPS ports, its rules those of
+// the LB services that name it as their front.
+func (c *controller) ensureFront(ctx context.Context) error {
+	scale := c.o.FrontScale
+	lc := &api.LaunchConfig{Image: LBImage, Ports: []string{fmt.Sprintf("%d:%d/tcp", c.o.HTTPPort, c.o.HTTPPort), fmt.Sprintf("%d:%d/tcp", c.o.HTTPSPort, c.o.HTTPSPort)}}
+	spec := api.ServiceSpec{StackID: c.stackID, Kind: api.ServiceLoadBalancer, LaunchConfig: lc, Scale: &scale, Global: scale == 0, LBConfig: &api.LBConfig{}}
+	have := c.lbs.ByIndex("name", FrontName)
+	if len(have) == 0 {
+		_, err := c.eng.Services().Create(ctx, &api.Service{Meta: api.Meta{Name: FrontName, Annotations: map[string]string{"description": "the shared load balancer of Kubernetes Ingresses"}}, Spec: spec})
+		if err != nil && !api.IsConflict(err) {
+			return fmt.Errorf("the shared LB service %s: %w", FrontName, err)
+		}
+		c.m.writes.WithLabelValues("engine", "service", "create").Inc()
+		return nil
+	}
+	cur := have[0]
+	if sameJSON(api.ServiceSpec{StackID: cur.Spec.StackID, Kind: cur.Spec.Kind, LaunchConfig: cur.Spec.LaunchConfig, Scale: cur.Spec.Scale, Global: cur.Spec.Global}, api.ServiceSpec{StackID: spec.StackID, Kind: spec.Kind, LaunchConfig: spec.LaunchConfig, Scale: spec.Scale, Global: spec.Global}) {
+		return nil
+	}
+	if _, err := c.eng.Services().Patch(ctx, cur.ID, map[string]any{"spec": map[string]any{"launchConfig": lc, "scale": scale, "global": spec.Global}}); err != nil {
+		return fmt.Errorf("the shared LB service %s: %w", FrontName, err)
+	}
+	c.m.writes.WithLabelValues("engine", "service", "update").Inc()
+	return nil
 }
 
 type serviceGetter struct{ l corelisters.ServiceLister }
@@ -487,6 +548,11 @@ func (c *controller) lbSpec(d *Desired) api.ServiceSpec {
 		lb.CertificateIDs = names[1:]
 	}
 	lc := &api.LaunchConfig{Image: LBImage}
+	if d.Front != "" {
+		// Served by the front; its containers are the front's.
+		zero := 0
+		return api.ServiceSpec{StackID: c.stackID, Kind: api.ServiceLoadBalancer, LaunchConfig: lc, Scale: &zero, LBConfig: &lb}
+	}
 	if d.Affinity != "" {
 		lc.Labels = map[string]string{"io.rancher.scheduler.affinity:host_label": d.Affinity}
 	}
@@ -599,7 +665,20 @@ func (c *controller) writeStatus(ctx context.Context, ing *networkingv1.Ingress)
 		if s.Labels[LabelUID] != string(ing.UID) {
 			continue
 		}
-		want = LoadBalancerStatus(s.Status.PublicEndpoints)
+		eps := s.Status.PublicEndpoints
+		if s.Labels[lb.LabelFront] != "" {
+			// Served by the front: its addresses, on the ports this
+			// Ingress uses there.
+			eps = nil
+			for _, f := range c.lbs.ByIndex("name", s.Labels[lb.LabelFront]) {
+				for _, ep := range f.Status.PublicEndpoints {
+					if ep.Port == c.o.HTTPPort || (ep.Port == c.o.HTTPSPort && len(ing.Spec.TLS) > 0) {
+						eps = append(eps, ep)
+					}
+				}
+			}
+		}
+		want = LoadBalancerStatus(eps)
 	}
 	if reflect.DeepEqual(normalize(ing.Status.LoadBalancer.Ingress), normalize(want)) {
 		return nil

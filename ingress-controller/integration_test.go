@@ -245,6 +245,7 @@ func TestIntegrationIngress(t *testing.T) {
 	kaReg := prometheus.NewRegistry()
 	go kubernetesagent.Run(ctx, kubernetesagent.Options{Kube: kube.Config, Engine: eng, Logger: testenv.Logger(), Registry: kaReg})
 	var icReg *prometheus.Registry
+	frontHTTP, frontHTTPS := testenv.FreePort(t), testenv.FreePort(t)
 	startIC := func() context.CancelFunc {
 		r := prometheus.NewRegistry() // a new process, new counters
 		icReg = r
@@ -252,7 +253,8 @@ func TestIntegrationIngress(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			if err := ingresscontroller.Run(ictx, ingresscontroller.Options{Kube: kube.Config, Engine: eng, Logger: testenv.Logger(), Registry: r, LeaseDuration: 3 * time.Second}); err != nil {
+			if err := ingresscontroller.Run(ictx, ingresscontroller.Options{Kube: kube.Config, Engine: eng, Logger: testenv.Logger(), Registry: r, LeaseDuration: 3 * time.Second,
+				HTTPPort: frontHTTP, HTTPSPort: frontHTTPS}); err != nil {
 				t.Errorf("ingress-controller: %v", err)
 			}
 		}()
@@ -374,6 +376,47 @@ func TestIntegrationIngress(t *testing.T) {
 		return nil
 	})
 
+	// Two Ingresses without ports of their own: both served by the one
+	// shared LB (the front) on its ports, TLS by SNI there too.
+	for _, sh := range []struct{ name, host, svc string }{{"shared-a", "s1.example.com", "api"}, {"shared-b", "s2.example.com", "web"}} {
+		ing := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Name: sh.name}, Spec: networkingv1.IngressSpec{IngressClassName: ptr("drover"),
+			Rules: []networkingv1.IngressRule{rule(sh.host, networkingv1.HTTPIngressPath{Path: "/", PathType: pt(networkingv1.PathTypePrefix), Backend: be(sh.svc, "http")})}}}
+		if sh.name == "shared-a" {
+			ing.Spec.TLS = []networkingv1.IngressTLS{{Hosts: []string{sh.host}, SecretName: "tls-a"}}
+		}
+		if _, err := k.NetworkingV1().Ingresses("shop").Create(ctx, ing, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testenv.Eventually(t, "both shared Ingresses live on the front", time.Minute, func() error {
+		for host, want := range map[string]string{"s1.example.com": "api-1", "s2.example.com": "web-1"} {
+			got, err := get(frontHTTP, host, "/x")
+			if err != nil {
+				return err
+			}
+			if got != want {
+				return fmt.Errorf("%s answered by %s, want %s", host, got, want)
+			}
+		}
+		if cn, err := servedName(frontHTTPS, "a.example.com"); err != nil || cn != "a.example.com" {
+			return fmt.Errorf("the front's TLS: %q %v", cn, err)
+		}
+		return nil
+	})
+	testenv.Eventually(t, "shared Ingresses' status: the front's address and ports", 30*time.Second, func() error {
+		for name, ports := range map[string]int{"shared-a": 2, "shared-b": 1} {
+			ing, err := k.NetworkingV1().Ingresses("shop").Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			lbi := ing.Status.LoadBalancer.Ingress
+			if len(lbi) != 1 || lbi[0].IP != "127.0.0.1" || len(lbi[0].Ports) != ports || (lbi[0].Ports[0].Port != int32(frontHTTP) && lbi[0].Ports[len(lbi[0].Ports)-1].Port != int32(frontHTTP)) {
+				return fmt.Errorf("%s: status %+v", name, lbi)
+			}
+		}
+		return nil
+	})
+
 	// An edit: /api goes to web now; a TLS secret changes its certificate.
 	ing, _ := k.NetworkingV1().Ingresses("shop").Get(ctx, "front", metav1.GetOptions{})
 	ing.Spec.Rules[0].HTTP.Paths[0].Backend = be("web", "http")
@@ -460,7 +503,7 @@ func TestIntegrationIngress(t *testing.T) {
 			return nil
 		})
 	}
-	wantLBs("only front has an LB (broken is bad, other is nginx's)", "shop-front")
+	wantLBs("only front has an LB (broken is bad, other is nginx's)", "shop-front", "shop-shared-a", "shop-shared-b", ingresscontroller.FrontName)
 	setClass := func(name, class string) {
 		ing, err := k.NetworkingV1().Ingresses("shop").Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
@@ -472,9 +515,9 @@ func TestIntegrationIngress(t *testing.T) {
 		}
 	}
 	setClass("other", "drover")
-	wantLBs("other switched to drover", "shop-front", "shop-other")
+	wantLBs("other switched to drover", "shop-front", "shop-other", "shop-shared-a", "shop-shared-b", ingresscontroller.FrontName)
 	setClass("other", "nginx")
-	wantLBs("other switched back to nginx", "shop-front")
+	wantLBs("other switched back to nginx", "shop-front", "shop-shared-a", "shop-shared-b", ingresscontroller.FrontName)
 
 	// Restarted mid-change: what changed while it was away converges,
 	// nothing duplicated, nothing left behind.
@@ -483,8 +526,17 @@ func TestIntegrationIngress(t *testing.T) {
 	if err := k.NetworkingV1().Ingresses("shop").Delete(ctx, "front", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	if err := k.NetworkingV1().Ingresses("shop").Delete(ctx, "shared-b", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	stopIC = startIC()
-	wantLBs("after a restart: other's LB, front's gone", "shop-other")
+	wantLBs("after a restart: other's LB, front's and shared-b's gone", "shop-other", "shop-shared-a", ingresscontroller.FrontName)
+	testenv.Eventually(t, "shared-b's host no longer served by the front", 30*time.Second, func() error {
+		if got, err := get(frontHTTP, "s2.example.com", "/x"); err == nil {
+			return fmt.Errorf("s2.example.com still answered by %s", got)
+		}
+		return nil
+	})
 	testenv.Eventually(t, "front's certificates deleted with it", 30*time.Second, func() error {
 		certs, _, err := eng.Certificates().List(ctx, client.ListOptions{})
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/lb"
 )
 
 // Annotations an Ingress may carry; each has Rancher 1.x's spelling too.
@@ -87,9 +88,21 @@ func fieldErr(field, format string, args ...any) error {
 	return &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)}
 }
 
+// FrontName is the shared LB service of the stack: its HAProxy (on every
+// host, on the controller's HTTP and HTTPS ports) serves every Ingress
+// that does not ask for an LB of its own.
+const FrontName = "ingress"
+
+// Ports are the shared front's ports.
+type Ports struct{ HTTP, HTTPS int }
+
 // Desired is what an Ingress becomes in the engine.
 type Desired struct {
-	Name     string            // the LB service's name
+	Name string // the LB service's name
+	// Front is the shared LB that serves this one's rules ("" when the
+	// Ingress has an LB of its own: it set its own ports).
+	Front    string
+	Warnings []string           // annotations that do not apply, said in an Event
 	Labels   map[string]string // ownership
 	Scale    int
 	Global   bool
@@ -135,20 +148,30 @@ func dnsLabel(s string) string {
 // the Services its backends name and the Secrets its TLS entries name.
 // Backends are the engine twins of the Services (kubernetes-agent keeps
 // their ready endpoints in status.endpoints), by "namespace/name".
-func Translate(ing *networkingv1.Ingress, svcs ServiceLister, secrets SecretLister) (*Desired, error) {
+//
+// An Ingress is served by the shared front on the ports given, unless it
+// sets its own (drover.io/http-port, https-port): then it gets an LB of its
+// own, which the scale, global and host-label annotations shape.
+func Translate(ing *networkingv1.Ingress, svcs ServiceLister, secrets SecretLister, front Ports) (*Desired, error) {
 	d := &Desired{
 		Name:   LBName(ing.Namespace, ing.Name),
 		Labels: map[string]string{LabelUID: string(ing.UID), LabelNamespace: ing.Namespace, LabelName: ing.Name},
 		Scale:  1,
 		Certs:  map[string]Cert{},
 	}
-	httpPort, err := portAnnotation(ing, AnnotationHTTPPort, 80)
+	httpPort, err := portAnnotation(ing, AnnotationHTTPPort, front.HTTP)
 	if err != nil {
 		return nil, err
 	}
-	httpsPort, err := portAnnotation(ing, AnnotationHTTPSPort, 443)
+	httpsPort, err := portAnnotation(ing, AnnotationHTTPSPort, front.HTTPS)
 	if err != nil {
 		return nil, err
+	}
+	p1, _ := annotation(ing, AnnotationHTTPPort)
+	p2, _ := annotation(ing, AnnotationHTTPSPort)
+	if p1 == "" && p2 == "" {
+		d.Front, d.Scale = FrontName, 0
+		d.Labels[lb.LabelFront] = FrontName
 	}
 	if v, name := annotation(ing, AnnotationScale); v != "" {
 		n, err := strconv.Atoi(v)
@@ -170,10 +193,25 @@ func Translate(ing *networkingv1.Ingress, svcs ServiceLister, secrets SecretList
 		}
 		d.Affinity = v
 	}
+	if d.Front != "" {
+		for _, a := range []string{AnnotationScale, AnnotationGlobal, AnnotationHostLabel, AnnotationStickiness, AnnotationConfig} {
+			if v, name := annotation(ing, a); v != "" {
+				d.Warnings = append(d.Warnings, fmt.Sprintf("metadata.annotations[%s] is ignored: it shapes an LB of the Ingress's own, which it gets by setting %s or %s; the shared LB serves it", name, AnnotationHTTPPort, AnnotationHTTPSPort))
+			}
+		}
+		d.Scale, d.Global, d.Affinity = 0, false, ""
+	}
+	if d.Front != "" {
+		return translateRules(ing, svcs, secrets, d, httpPort, httpsPort)
+	}
 	if v, _ := annotation(ing, AnnotationStickiness); v != "" {
 		d.LB.StickinessPolicy = &api.StickinessPolicy{Cookie: v, Mode: "insert", Indirect: true, NoCache: true}
 	}
 	d.LB.Config, _ = annotation(ing, AnnotationConfig)
+	return translateRules(ing, svcs, secrets, d, httpPort, httpsPort)
+}
+
+func translateRules(ing *networkingv1.Ingress, svcs ServiceLister, secrets SecretLister, d *Desired, httpPort, httpsPort int) (*Desired, error) {
 
 	// TLS: every entry's secret becomes an engine certificate; its hosts
 	// are served on the HTTPS port (SNI picks the certificate).

@@ -78,12 +78,12 @@ func TestTranslate(t *testing.T) {
 				pathRule("b.example.com", path("", networkingv1.PathTypeImplementationSpecific, backendTo("api", 9000))),
 			},
 		}}
-	d, err := Translate(ing, services, secrets)
+	d, err := Translate(ing, services, secrets, Ports{HTTP: 80, HTTPS: 443})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.Name != "shop-front" || d.Scale != 2 || d.Global || d.Labels[LabelUID] != "u1" {
-		t.Fatalf("desired %+v", d)
+	if d.Name != "shop-front" || d.Scale != 2 || d.Global || d.Labels[LabelUID] != "u1" || d.Front != "" {
+		t.Fatalf("desired %+v (its own port: an LB of its own)", d)
 	}
 	var got []string
 	for _, r := range d.LB.PortRules {
@@ -107,6 +107,24 @@ func TestTranslate(t *testing.T) {
 	c, ok := d.Certs[CertName("shop-front", "tls-a")]
 	if !ok || c.Revision != "7" || d.DefaultCert != "shop-front-tls-a" {
 		t.Fatalf("certs %+v default %q", d.Certs, d.DefaultCert)
+	}
+}
+
+// Without ports of its own an Ingress is served by the shared front on the
+// front's ports; the annotations that shape an LB of its own are said to
+// be ignored.
+func TestTranslateShared(t *testing.T) {
+	ing := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "s", Annotations: map[string]string{AnnotationScale: "3"}},
+		Spec: networkingv1.IngressSpec{Rules: []networkingv1.IngressRule{pathRule("a", path("/", networkingv1.PathTypePrefix, backendTo("web", 80)))}}}
+	d, err := Translate(ing, services, secrets, Ports{HTTP: 8000, HTTPS: 8443})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Front != FrontName || d.Scale != 0 || d.Labels["io.drover.lb.front"] != FrontName || len(d.LB.PortRules) != 1 || d.LB.PortRules[0].SourcePort != 8000 {
+		t.Fatalf("desired %+v", d)
+	}
+	if len(d.Warnings) != 1 || !strings.Contains(d.Warnings[0], "metadata.annotations[drover.io/scale] is ignored") {
+		t.Fatalf("warnings %q", d.Warnings)
 	}
 }
 
@@ -135,7 +153,7 @@ func TestTranslateNamesTheBadField(t *testing.T) {
 		{"nothing to serve", func(i *networkingv1.Ingress) { i.Spec.Rules = nil }, "spec"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Translate(base(tc.mod), services, secrets)
+			_, err := Translate(base(tc.mod), services, secrets, Ports{HTTP: 80, HTTPS: 443})
 			fe, ok := err.(*FieldError)
 			if !ok || fe.Field != tc.field {
 				t.Fatalf("want a FieldError at %s, got %v", tc.field, err)

@@ -198,7 +198,7 @@ func TestResolveKubernetesService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rules) != 1 || len(rules[0].Targets) != 2 || rules[0].Targets[0].IP != "10.42.0.7" || rules[0].Targets[1].Port != 8080 || rules[0].Backend != "web_8080" {
+	if len(rules) != 1 || len(rules[0].Targets) != 2 || rules[0].Targets[0].IP != "10.42.0.7" || rules[0].Targets[1].Port != 8080 || rules[0].Backend != "prod_web_8080" {
 		t.Fatalf("rules %+v", rules)
 	}
 	lbSvc.Spec.LBConfig.PortRules[0].ServiceID = "nope/web"

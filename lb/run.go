@@ -230,7 +230,15 @@ func Resolve(lbSvc *api.Service, svcs []*api.Service, stacks []*api.Stack, ctrs 
 		r := Rule{Index: i, PortRule: pr, Check: target.Spec.HealthCheck}
 		r.Backend = pr.BackendName
 		if r.Backend == "" {
-			r.Backend = BackendName(target.Name, pr.TargetPort)
+			// "stack/name" in the name: two stacks' "web" are two backends.
+			base := target.Name
+			if strings.Contains(ref, "/") {
+				base = ref
+			}
+			if pr.TargetPortName != "" {
+				base += "/" + pr.TargetPortName
+			}
+			r.Backend = BackendName(base, pr.TargetPort)
 		}
 		if target.Spec.Kind == api.ServiceKubernetes {
 			for _, ep := range target.Status.Endpoints {
@@ -286,7 +294,8 @@ func (d *daemon) sync(ctx context.Context) error {
 	if !ok {
 		return fmt.Errorf("no service %s in the engine", d.o.ServiceID)
 	}
-	rules, err := Resolve(lbSvc, d.svcs.List(), d.stacks.List(), d.ctrs.List())
+	svcs, stacks, ctrs := d.svcs.List(), d.stacks.List(), d.ctrs.List()
+	rules, err := Resolve(lbSvc, svcs, stacks, ctrs)
 	if err != nil {
 		return err
 	}
@@ -294,6 +303,37 @@ func (d *daemon) sync(ctx context.Context) error {
 		CertDir: filepath.Join(d.o.Dir, "certs"), SocketPath: filepath.Join(d.o.Dir, "haproxy.sock"), HealthPort: d.o.HealthPort}
 	if err := d.writeCerts(ctx, lbSvc.Spec.LBConfig, &in); err != nil {
 		return err
+	}
+	// The members: LB services of the stack that name this one as their
+	// front are served by its HAProxy too (a member that cannot be
+	// resolved is left out, with its error; the others are served).
+	var bad []string
+	for _, m := range Members(lbSvc, svcs) {
+		mr, err := Resolve(m, svcs, stacks, ctrs)
+		if err == nil {
+			var mi Input
+			mi.CertDir = in.CertDir
+			if err = d.writeCerts(ctx, m.Spec.LBConfig, &mi); err == nil {
+				in.Rules = append(in.Rules, mr...)
+				in.Certs = append(in.Certs, mi.Certs...)
+				if mi.DefaultCert != "" {
+					if in.DefaultCert == "" {
+						in.DefaultCert = mi.DefaultCert
+					} else {
+						in.Certs = append(in.Certs, CertFile{File: mi.DefaultCert, Names: d.certNames(mi.DefaultCert)})
+					}
+				}
+			}
+		}
+		if err != nil {
+			bad = append(bad, m.Name+": "+err.Error())
+		}
+	}
+	if len(bad) > 0 {
+		d.log.Warn("members of the shared LB left out", "errors", bad)
+	}
+	for i := range in.Rules {
+		in.Rules[i].Index = i
 	}
 	out, err := Render(in)
 	if err != nil {
@@ -347,6 +387,32 @@ func (d *daemon) sync(ctx context.Context) error {
 	d.applied, d.appliedCfg, d.appliedCrt = key, out.Config, out.CrtList
 	d.reloads.WithLabelValues("applied").Inc()
 	d.log.Info("load balancer config applied", "rules", len(rules))
+	return nil
+}
+
+// LabelFront, on an LB service of scale 0, names the LB service of the
+// same stack whose HAProxy serves its rules (a shared front: the
+// ingress-controller's Ingresses share one on ports 80 and 443).
+const LabelFront = "io.drover.lb.front"
+
+// Members are the LB services that front serves besides itself, by name.
+func Members(front *api.Service, svcs []*api.Service) []*api.Service {
+	var out []*api.Service
+	for _, s := range svcs {
+		if s.ID != front.ID && s.Spec.StackID == front.Spec.StackID && s.Labels[LabelFront] == front.Name &&
+			s.Spec.Kind == api.ServiceLoadBalancer && s.Spec.LBConfig != nil && s.DeletionTimestamp == nil {
+			out = append(out, s)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// certNames are the SANs of the certificate written as file.
+func (d *daemon) certNames(file string) []string {
+	if c, ok := d.certs.Get(strings.TrimSuffix(file, ".pem")); ok {
+		return c.Status.SANs
+	}
 	return nil
 }
 

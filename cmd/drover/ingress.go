@@ -17,7 +17,7 @@ func runIngressController(ctx context.Context, args []string, _, stderr io.Write
 	fs := flag.NewFlagSet("drover ingress-controller", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var kubeconfig, listen, identity string
-	var workers int
+	var workers, httpPort, httpsPort, frontScale int
 	var lease time.Duration
 	ef := engineFlags(fs)
 	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the cluster (empty: in-cluster config)")
@@ -25,6 +25,9 @@ func runIngressController(ctx context.Context, args []string, _, stderr io.Write
 	fs.IntVar(&workers, "workers", 4, "Ingresses synced at once")
 	fs.StringVar(&identity, "identity", "", "name in the leader election (default: host name and pid)")
 	fs.DurationVar(&lease, "lease-duration", 15*time.Second, "how long a silent leader keeps the lease")
+	fs.IntVar(&httpPort, "http-port", 80, "the shared LB's HTTP port")
+	fs.IntVar(&httpsPort, "https-port", 443, "the shared LB's HTTPS port")
+	fs.IntVar(&frontScale, "front-scale", 0, "containers of the shared LB (0: one on every host)")
 	lf := addLogFlags(fs)
 	if done, err := parseFlags(fs, args); done {
 		return err
@@ -44,5 +47,6 @@ func runIngressController(ctx context.Context, args []string, _, stderr io.Write
 	klog.SetSlogLogger(log.With("source", "client-go"))
 	ctx, cancel := lifecycle.SignalContext(ctx, log)
 	defer cancel()
-	return ingresscontroller.Run(ctx, ingresscontroller.Options{Kube: kcfg, Engine: eng, Logger: log, Listen: listen, Workers: workers, Identity: identity, LeaseDuration: lease})
+	return ingresscontroller.Run(ctx, ingresscontroller.Options{Kube: kcfg, Engine: eng, Logger: log, Listen: listen, Workers: workers, Identity: identity, LeaseDuration: lease,
+		HTTPPort: httpPort, HTTPSPort: httpsPort, FrontScale: frontScale})
 }
