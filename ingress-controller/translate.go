@@ -102,7 +102,7 @@ type Desired struct {
 	// Front is the shared LB that serves this one's rules ("" when the
 	// Ingress has an LB of its own: it set its own ports).
 	Front    string
-	Warnings []string           // annotations that do not apply, said in an Event
+	Warnings []string          // annotations that do not apply, said in an Event
 	Labels   map[string]string // ownership
 	Scale    int
 	Global   bool
