@@ -22,6 +22,7 @@ func TestBuiltinStacksParse(t *testing.T) {
 		"kubernetes/kubelet":                 "global worker=true",
 		"kubernetes/kube-proxy":              "global worker=true",
 		"kubernetes/kubernetes-agent":        "controlplane=true",
+		"kubernetes/ingress-controller":      "controlplane=true",
 	}
 	seen := 0
 	for _, st := range Stacks {

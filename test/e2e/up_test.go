@@ -9,8 +9,10 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +26,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
@@ -230,6 +233,54 @@ func TestIntegrationUp(t *testing.T) {
 		}
 		if found != 4 {
 			return fmt.Errorf("%d of 4 pods are engine containers with their address", found)
+		}
+		return nil
+	})
+
+	// An Ingress: served by the shared LB (one HAProxy on every host, port
+	// 80) that the kubernetes stack's ingress-controller keeps.
+	pt := networkingv1.PathTypePrefix
+	cls := "drover"
+	ing := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Name: "web"}, Spec: networkingv1.IngressSpec{IngressClassName: &cls,
+		Rules: []networkingv1.IngressRule{{Host: "web.example.com", IngressRuleValue: networkingv1.IngressRuleValue{HTTP: &networkingv1.HTTPIngressRuleValue{
+			Paths: []networkingv1.HTTPIngressPath{{Path: "/", PathType: &pt, Backend: networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{Name: "httpd", Port: networkingv1.ServiceBackendPort{Number: 80}}}}}}}}}}}
+	start = time.Now()
+	eventually(t, ctx, time.Minute, "the Ingress created (the ingress-controller made its class)", func() error {
+		_, err := kc.NetworkingV1().Ingresses("default").Create(ctx, ing, metav1.CreateOptions{})
+		if err != nil && !strings.Contains(err.Error(), "already exists") {
+			return err
+		}
+		return nil
+	})
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	for _, h := range []*kind.Host{h1, h2} {
+		eventually(t, ctx, 4*time.Minute, "the Ingress answers on "+h.Name+":80", func() error {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+h.IP+"/", nil)
+			req.Host = "web.example.com"
+			resp, err := hc.Do(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 200 || !strings.Contains(string(b), "host=httpd-") {
+				return fmt.Errorf("%s: %q", resp.Status, b)
+			}
+			return nil
+		})
+	}
+	t.Logf("the Ingress answered on both hosts %.1fs after it was created", time.Since(start).Seconds())
+	eventually(t, ctx, time.Minute, "the Ingress's status lists both hosts", func() error {
+		got, err := kc.NetworkingV1().Ingresses("default").Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		ips := map[string]bool{}
+		for _, e := range got.Status.LoadBalancer.Ingress {
+			ips[e.IP] = true
+		}
+		if !ips[h1.IP] || !ips[h2.IP] {
+			return fmt.Errorf("status %+v", got.Status.LoadBalancer.Ingress)
 		}
 		return nil
 	})
