@@ -10,7 +10,7 @@ LISTEN   ?= 127.0.0.1:8080
 # Integration tests share 2 cores with etcd processes; give them room.
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build kube deps images test test-short lint fuzz bench bench-chaos bench-net bench-engine bench-kube bench-sched bench-stack bench-netsvc bench-up up engine clean
+.PHONY: all build kube deps images test test-short lint fuzz bench bench-chaos bench-net bench-engine bench-kube bench-sched bench-stack bench-netsvc bench-up bench-lb bench-ingress up engine clean
 
 # Kubernetes is built from source; its version is named once, in images/kubernetes/go.mod.
 KUBE_VERSION := $(shell grep -oE '^\s*(require )?k8s.io/kubernetes v[0-9.]+' images/kubernetes/go.mod | awk '{print $$NF}')
@@ -78,7 +78,17 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzMetadataPath -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./metadata/
 
 ## bench: every benchmark (prints one line per figure).
-bench: bench-engine bench-kube bench-sched bench-stack bench-netsvc bench-net
+bench: bench-engine bench-kube bench-sched bench-stack bench-netsvc bench-net bench-lb bench-ingress
+
+## bench-lb: render 5,000 rules; requests/s through HAProxy beside the same client straight to
+## the backend; 20 reloads under load (failed requests, time until the new config serves).
+bench-lb: deps
+	$(GO) run ./bench/lb
+
+## bench-ingress: 2,000 Ingresses created at once until all have status and answer through
+## HAProxy, then single changes to live (p50, p99), beside HAProxy started and reloaded bare.
+bench-ingress: deps kube
+	$(GO) test -run XXX -bench BenchmarkIngress -benchtime 1x -timeout 15m ./ingress-controller/
 
 ## bench-up: drover up on a fresh host container until the node is Ready and DNS answers,
 ## then a second host joining until Ready (images built first).

@@ -44,7 +44,7 @@ import (
 func ptr[T any](v T) *T { return &v }
 
 // backend is an HTTP server on its own loopback address that says who it is.
-func backend(t *testing.T, name, ip string, port int) {
+func backend(t testing.TB, name, ip string, port int) {
 	t.Helper()
 	ln, err := net.Listen("tcp", fmt.Sprintf("%s:%d", ip, port))
 	if err != nil {
@@ -75,7 +75,7 @@ func get(port int, host, path string) (string, error) {
 }
 
 // tlsSecret is a self-signed certificate for host, as a kubernetes.io/tls Secret.
-func tlsSecret(t *testing.T, name, host string) *corev1.Secret {
+func tlsSecret(t testing.TB, name, host string) *corev1.Secret {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
@@ -104,7 +104,7 @@ func servedName(port int, sni string) (string, error) {
 // its containers running, and runs drover lb (a real HAProxy) for every LB
 // service with a container placed here, as the LB container would.
 type standIn struct {
-	t       *testing.T
+	t       testing.TB
 	eng     *client.Client // the agent's key
 	admin   *client.Client
 	hostID  string
@@ -167,7 +167,7 @@ func (s *standIn) startLB(ctx context.Context, serviceID string) context.CancelF
 // backendAddrs puts two addresses (outside 127/8, which an EndpointSlice
 // refuses) on the loopback device and returns them; they go when the test
 // ends. Traffic to them is delivered locally, as to 127.0.0.1.
-func backendAddrs(t *testing.T) (string, string) {
+func backendAddrs(t testing.TB) (string, string) {
 	lo, err := netlink.LinkByName("lo")
 	if err != nil {
 		t.Fatal(err)
