@@ -368,19 +368,34 @@ func (a *Agent) lbLaunchConfig(c *api.Container, svc *api.Service) *api.LaunchCo
 		lc.Labels[k] = v
 	}
 	lc.Labels[api.LabelAgentRole] = api.RoleService
+	// Published on the host's address, the one status.publicEndpoints
+	// names: a wildcard bind of port 80 would collide with drover
+	// metadata on 169.254.169.250:80.
+	ip := a.host.Status.AgentIP
+	if ip == "" {
+		ip = a.opts.IP
+	}
+	onHost := func(p string) string {
+		if ip == "" || strings.Count(p, ":") != 1 {
+			return p // no address known, or one given
+		}
+		return ip + ":" + p
+	}
 	published := map[string]bool{}
+	var ports []string
 	for _, p := range lc.Ports {
 		published[lbPortKey(p)] = true
+		ports = append(ports, onHost(p))
 	}
-	lc.Ports = append([]string(nil), lc.Ports...)
 	if svc.Spec.LBConfig != nil {
 		for _, r := range svc.Spec.LBConfig.PortRules {
 			if p := fmt.Sprintf("%d:%d/tcp", r.SourcePort, r.SourcePort); !published[lbPortKey(p)] {
-				lc.Ports = append(lc.Ports, p)
+				ports = append(ports, onHost(p))
 				published[lbPortKey(p)] = true
 			}
 		}
 	}
+	lc.Ports = ports
 	return &lc
 }
 

@@ -349,6 +349,10 @@ type PortRule struct {
 	// of that name (a Service port whose targetPort is a name may resolve
 	// to a different number on each pod); else TargetPort is used.
 	TargetPortName string `json:"targetPortName,omitempty"`
+	// Addresses, instead of a service or selector, are the backends
+	// themselves, each at TargetPort (the cloudprovider's rules: the
+	// nodes' addresses and a Service's NodePort).
+	Addresses []string `json:"addresses,omitempty"`
 }
 
 // Path types of a port rule.

@@ -363,6 +363,14 @@ func validateService(o *api.Service) *api.Error {
 					return err
 				}
 			}
+			for j, a := range r.Addresses {
+				if net.ParseIP(a) == nil {
+					return invalid(f+".addresses["+strconv.Itoa(j)+"]", "%q is not an IP address", a)
+				}
+			}
+			if len(r.Addresses) > 0 && (r.ServiceID != "" || r.Selector != "" || r.TargetPort == 0) {
+				return invalid(f+".addresses", "a rule with addresses names no service or selector, and needs a targetPort")
+			}
 			if r.PathType != "" {
 				if err := oneOf(f+".pathType", r.PathType, api.PathExact, api.PathPrefix); err != nil {
 					return err

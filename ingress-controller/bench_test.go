@@ -27,6 +27,7 @@ import (
 	"github.com/drover/drover/client"
 	"github.com/drover/drover/controllers"
 	ingresscontroller "github.com/drover/drover/ingress-controller"
+	"github.com/drover/drover/internal/lbtest"
 	"github.com/drover/drover/internal/testenv"
 	kubernetesagent "github.com/drover/drover/kubernetes-agent"
 	"github.com/drover/drover/lb"
@@ -63,17 +64,15 @@ func BenchmarkIngress(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	si := &standIn{t: b, eng: client.New(srv.URL(), reg.AccessKey, reg.SecretKey), admin: eng, hostID: reg.Host.ID, haproxy: haproxy, running: map[string]context.CancelFunc{}}
-	siCtx, siStop := context.WithCancel(ctx)
-	go si.run(siCtx)
-	defer func() { siStop(); si.wg.Wait() }()
+	si := &lbtest.StandIn{T: b, Agent: client.New(srv.URL(), reg.AccessKey, reg.SecretKey), Admin: eng, HostID: reg.Host.ID, HAProxy: haproxy}
+	si.Start(ctx)
 	go kubernetesagent.Run(ctx, kubernetesagent.Options{Kube: kube.Config, Engine: eng, Logger: testenv.Logger()})
 	frontHTTP, frontHTTPS := testenv.FreePort(b), testenv.FreePort(b)
 	go ingresscontroller.Run(ctx, ingresscontroller.Options{Kube: kube.Config, Engine: eng, Logger: testenv.Logger(), HTTPPort: frontHTTP, HTTPSPort: frontHTTPS, Workers: 8})
 
-	web1, _ := backendAddrs(b)
+	web1 := lbtest.Addrs(b, 1)[0]
 	port := testenv.FreePort(b)
-	backend(b, "web-1", web1, port)
+	lbtest.Backend(b, "web-1", web1, port)
 	if _, err := k.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{}); err != nil {
 		b.Fatal(err)
 	}
@@ -97,7 +96,7 @@ func BenchmarkIngress(b *testing.B) {
 	if _, err := k.NetworkingV1().Ingresses("shop").Create(ctx, ingress(-1, "warm.example.com"), metav1.CreateOptions{}); err != nil {
 		b.Fatal(err)
 	}
-	testenv.Eventually(b, "the front serving", 2*time.Minute, func() error { _, err := get(frontHTTP, "warm.example.com", "/"); return err })
+	testenv.Eventually(b, "the front serving", 2*time.Minute, func() error { _, err := lbtest.Get(frontHTTP, "warm.example.com", "/"); return err })
 
 	b.ResetTimer()
 	// 1. n Ingresses at once (16 writers).
@@ -123,7 +122,7 @@ func BenchmarkIngress(b *testing.B) {
 	b.StopTimer()
 
 	// The peer: the same final config, HAProxy started cold.
-	cfg, err := frontConfig(si)
+	cfg, err := frontConfig()
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -147,7 +146,7 @@ func BenchmarkIngress(b *testing.B) {
 			b.Fatal(err)
 		}
 		for deadline := t0.Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-			if _, err := get(frontHTTP, host, "/"); err == nil {
+			if _, err := lbtest.Get(frontHTTP, host, "/"); err == nil {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -208,7 +207,7 @@ func waitAllLive(b *testing.B, ctx context.Context, k kubernetes.Interface, port
 					if !withStatus[fmt.Sprintf("ing-%d", i)] {
 						continue
 					}
-					if _, err := get(port, fmt.Sprintf("h%d.example.com", i), "/"); err == nil {
+					if _, err := lbtest.Get(port, fmt.Sprintf("h%d.example.com", i), "/"); err == nil {
 						mu.Lock()
 						delete(pending, i)
 						mu.Unlock()
@@ -238,8 +237,8 @@ func waitAllLive(b *testing.B, ctx context.Context, k kubernetes.Interface, port
 }
 
 // frontConfig is the haproxy.cfg the front's drover lb runs.
-func frontConfig(si *standIn) (string, error) {
-	matches, _ := filepath.Glob("/tmp/drover-ingress-lb-*/haproxy.cfg")
+func frontConfig() (string, error) {
+	matches, _ := filepath.Glob("/tmp/drover-test-lb-*/haproxy.cfg")
 	best := ""
 	for _, m := range matches {
 		b, err := os.ReadFile(m)
@@ -295,7 +294,7 @@ func bareHAProxy(ctx context.Context, haproxy, cfg string, n int) (time.Duration
 	// HAProxy loads a config whole: once one host answers, all do (checked
 	// after the clock stops).
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(2 * time.Millisecond) {
-		if _, err := get(port, "h0.example.com", "/"); err == nil {
+		if _, err := lbtest.Get(port, "h0.example.com", "/"); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -304,7 +303,7 @@ func bareHAProxy(ctx context.Context, haproxy, cfg string, n int) (time.Duration
 	}
 	cold := time.Since(start)
 	for i := 0; i < n; i++ {
-		if _, err := get(port, fmt.Sprintf("h%d.example.com", i), "/"); err != nil {
+		if _, err := lbtest.Get(port, fmt.Sprintf("h%d.example.com", i), "/"); err != nil {
 			return 0, 0, fmt.Errorf("peer: h%d.example.com: %v", i, err)
 		}
 	}
@@ -317,7 +316,7 @@ func bareHAProxy(ctx context.Context, haproxy, cfg string, n int) (time.Duration
 		return 0, 0, err
 	}
 	for deadline := t0.Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if _, err := get(port, "peer-changed.example.com", "/"); err == nil {
+		if _, err := lbtest.Get(port, "peer-changed.example.com", "/"); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {

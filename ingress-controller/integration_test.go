@@ -10,69 +10,32 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
-	"net/http"
-	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/drover/drover/agent"
 	"github.com/drover/drover/api"
 	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/client"
 	"github.com/drover/drover/controllers"
 	ingresscontroller "github.com/drover/drover/ingress-controller"
+	"github.com/drover/drover/internal/lbtest"
 	"github.com/drover/drover/internal/testenv"
 	kubernetesagent "github.com/drover/drover/kubernetes-agent"
-	"github.com/drover/drover/lb"
 )
 
 func ptr[T any](v T) *T { return &v }
-
-// backend is an HTTP server on its own loopback address that says who it is.
-func backend(t testing.TB, name, ip string, port int) {
-	t.Helper()
-	ln, err := net.Listen("tcp", fmt.Sprintf("%s:%d", ip, port))
-	if err != nil {
-		t.Fatalf("backend %s: %v", name, err)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "%s %s\n", name, r.URL.Path)
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-}
-
-// get asks the LB for path with a Host header and says which backend answered.
-func get(port int, host, path string) (string, error) {
-	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", port, path), nil)
-	req.Host = host
-	c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	resp, err := c.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		return "", fmt.Errorf("%s %s: %s", host, path, resp.Status)
-	}
-	return strings.Fields(string(b))[0], nil
-}
 
 // tlsSecret is a self-signed certificate for host, as a kubernetes.io/tls Secret.
 func tlsSecret(t testing.TB, name, host string) *corev1.Secret {
@@ -98,92 +61,6 @@ func servedName(port int, sni string) (string, error) {
 	}
 	defer c.Close()
 	return c.ConnectionState().PeerCertificates[0].Subject.CommonName, nil
-}
-
-// standIn plays the agent of one host: it renews the host's lease, reports
-// its containers running, and runs drover lb (a real HAProxy) for every LB
-// service with a container placed here, as the LB container would.
-type standIn struct {
-	t       testing.TB
-	eng     *client.Client // the agent's key
-	admin   *client.Client
-	hostID  string
-	haproxy string
-	mu      sync.Mutex
-	running map[string]context.CancelFunc // LB service id -> its drover lb
-	wg      sync.WaitGroup
-}
-
-func (s *standIn) run(ctx context.Context) {
-	lease := &agent.LeaseRenewer{Engine: s.eng, HostID: s.hostID, Duration: 5 * time.Second}
-	for ctx.Err() == nil {
-		lease.Renew(ctx)
-		cs, _, _ := s.eng.Containers().List(ctx, client.ListOptions{HostID: s.hostID})
-		want := map[string]bool{}
-		for _, c := range cs {
-			if c.DeletionTimestamp == nil {
-				want[c.Spec.ServiceID] = true
-			}
-			if c.Status.State != api.ContainerRunning && c.DeletionTimestamp == nil {
-				s.eng.Containers().PatchStatus(ctx, c.ID, map[string]any{"status": map[string]any{"state": api.ContainerRunning, "primaryIP": "127.0.0.1"}})
-			}
-		}
-		s.mu.Lock()
-		for id := range want {
-			if s.running[id] == nil {
-				s.running[id] = s.startLB(ctx, id)
-			}
-		}
-		for id, stop := range s.running {
-			if !want[id] {
-				stop()
-				delete(s.running, id)
-			}
-		}
-		s.mu.Unlock()
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func (s *standIn) startLB(ctx context.Context, serviceID string) context.CancelFunc {
-	dir, err := os.MkdirTemp("/tmp", "drover-ingress-lb-")
-	if err != nil {
-		s.t.Error(err)
-		return func() {}
-	}
-	lctx, cancel := context.WithCancel(ctx)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		defer os.RemoveAll(dir)
-		err := lb.Run(lctx, lb.Options{Engine: s.admin, ServiceID: serviceID, Dir: dir, HAProxy: s.haproxy, HealthPort: testenv.FreePort(s.t), Logger: testenv.Logger()})
-		if err != nil && lctx.Err() == nil {
-			s.t.Logf("drover lb for %s: %v", serviceID, err)
-		}
-	}()
-	return cancel
-}
-
-// backendAddrs puts two addresses (outside 127/8, which an EndpointSlice
-// refuses) on the loopback device and returns them; they go when the test
-// ends. Traffic to them is delivered locally, as to 127.0.0.1.
-func backendAddrs(t testing.TB) (string, string) {
-	lo, err := netlink.LinkByName("lo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	third := os.Getpid() % 250
-	var out []string
-	for _, last := range []int{2, 3} {
-		ip := fmt.Sprintf("10.253.%d.%d", third, last)
-		addr, _ := netlink.ParseAddr(ip + "/32")
-		if err := netlink.AddrAdd(lo, addr); err != nil {
-			t.Fatalf("adding %s to lo for the backends (needs root): %v", ip, err)
-		}
-		t.Cleanup(func() { netlink.AddrDel(lo, addr) })
-		out = append(out, ip)
-	}
-	return out[0], out[1]
 }
 
 func counter(reg *prometheus.Registry, name string) float64 {
@@ -234,13 +111,8 @@ func TestIntegrationIngress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	si := &standIn{t: t, eng: client.New(srv.URL(), reg.AccessKey, reg.SecretKey), admin: eng, hostID: reg.Host.ID, haproxy: haproxy, running: map[string]context.CancelFunc{}}
-	siCtx, siStop := context.WithCancel(ctx)
-	go si.run(siCtx)
-	defer func() {
-		siStop()
-		si.wg.Wait()
-	}()
+	si := &lbtest.StandIn{T: t, Agent: client.New(srv.URL(), reg.AccessKey, reg.SecretKey), Admin: eng, HostID: reg.Host.ID, HAProxy: haproxy}
+	si.Start(ctx)
 
 	kaReg := prometheus.NewRegistry()
 	go kubernetesagent.Run(ctx, kubernetesagent.Options{Kube: kube.Config, Engine: eng, Logger: testenv.Logger(), Registry: kaReg})
@@ -266,10 +138,11 @@ func TestIntegrationIngress(t *testing.T) {
 	// Backends: real HTTP servers, the endpoints of real Services. An
 	// EndpointSlice refuses 127/8: the servers listen on addresses the
 	// test puts on lo (local delivery only).
-	web1, api1 := backendAddrs(t)
+	addrs := lbtest.Addrs(t, 2)
+	web1, api1 := addrs[0], addrs[1]
 	port := testenv.FreePort(t)
-	backend(t, "web-1", web1, port)
-	backend(t, "api-1", api1, port)
+	lbtest.Backend(t, "web-1", web1, port)
+	lbtest.Backend(t, "api-1", api1, port)
 	if _, err := k.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -333,7 +206,7 @@ func TestIntegrationIngress(t *testing.T) {
 		testenv.Eventually(t, what, time.Minute, func() error {
 			for hp, backend := range want {
 				host, path, _ := strings.Cut(hp, " ")
-				got, err := get(httpPort, host, path)
+				got, err := lbtest.Get(httpPort, host, path)
 				if err != nil {
 					return err
 				}
@@ -390,7 +263,7 @@ func TestIntegrationIngress(t *testing.T) {
 	}
 	testenv.Eventually(t, "both shared Ingresses live on the front", time.Minute, func() error {
 		for host, want := range map[string]string{"s1.example.com": "api-1", "s2.example.com": "web-1"} {
-			got, err := get(frontHTTP, host, "/x")
+			got, err := lbtest.Get(frontHTTP, host, "/x")
 			if err != nil {
 				return err
 			}
@@ -532,7 +405,7 @@ func TestIntegrationIngress(t *testing.T) {
 	stopIC = startIC()
 	wantLBs("after a restart: other's LB, front's and shared-b's gone", "shop-other", "shop-shared-a", ingresscontroller.FrontName)
 	testenv.Eventually(t, "shared-b's host no longer served by the front", 30*time.Second, func() error {
-		if got, err := get(frontHTTP, "s2.example.com", "/x"); err == nil {
+		if got, err := lbtest.Get(frontHTTP, "s2.example.com", "/x"); err == nil {
 			return fmt.Errorf("s2.example.com still answered by %s", got)
 		}
 		return nil

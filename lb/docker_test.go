@@ -103,7 +103,8 @@ services:
 			}
 		}
 	}()
-	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	// Published on the host's agent address (not a wildcard).
+	url := fmt.Sprintf("http://%s:%d/", gw, port)
 	testenv.Eventually(t, "curl through the LB reaches both web containers", 90*time.Second, func() error {
 		hosts := map[string]bool{}
 		for i := 0; i < 6; i++ {

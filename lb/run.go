@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -202,6 +203,17 @@ func Resolve(lbSvc *api.Service, svcs []*api.Service, stacks []*api.Stack, ctrs 
 	}
 	var rules []Rule
 	for i, pr := range lbSvc.Spec.LBConfig.PortRules {
+		if len(pr.Addresses) > 0 {
+			r := Rule{Index: i, PortRule: pr, Backend: pr.BackendName}
+			if r.Backend == "" {
+				r.Backend = BackendName(lbSvc.Name+"/addresses", pr.TargetPort)
+			}
+			for _, a := range pr.Addresses {
+				r.Targets = append(r.Targets, Target{Name: a + "-" + strconv.Itoa(pr.TargetPort), IP: a, Port: pr.TargetPort})
+			}
+			rules = append(rules, r)
+			continue
+		}
 		if pr.Selector != "" && pr.ServiceID == "" {
 			r, err := resolveSelector(i, pr, svcs, ctrs)
 			if err != nil {

@@ -52,6 +52,7 @@ func commands() []command {
 		{"net", "program this host's overlay network (bridge, VXLAN, routes) from the engine", runNet},
 		{"metadata", "serve the metadata service: each container reads its own and the shared views", runMetadata},
 		{"up", "run Kubernetes on this host: engine, agent, infra and kubernetes stacks, kubeconfig (--join URL --token T adds a host)", runUp},
+		{"cloudprovider", "run the drover cloud provider: LoadBalancer Services as HAProxy LBs, nodes from hosts", runCloudProvider},
 		{"ingress-controller", "serve Kubernetes Ingresses with drover's HAProxy load balancers", runIngressController},
 		{"lb", "run a load balancer container's HAProxy, configured from the engine (--service ID)", runLB},
 		{"down", "undo drover up on this host: its containers, kube-proxy's rules, the overlay, /var/lib/drover (--keep-data keeps it)", runDown},

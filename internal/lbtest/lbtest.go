@@ -1,0 +1,159 @@
+// Package lbtest holds what the tests of the LB controllers (the
+// ingress-controller, the cloudprovider) share: a stand-in for a host's
+// agent that runs drover lb (real HAProxy) for the LBs placed on it, HTTP
+// backends that say who they are, and addresses for them that Kubernetes
+// accepts as endpoints.
+package lbtest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/drover/drover/agent"
+	"github.com/drover/drover/api"
+	"github.com/drover/drover/client"
+	"github.com/drover/drover/internal/testenv"
+	"github.com/drover/drover/lb"
+)
+
+// Backend is an HTTP server on ip:port that answers "<name> <path>".
+func Backend(t testing.TB, name, ip string, port int) {
+	t.Helper()
+	ln, err := net.Listen("tcp", fmt.Sprintf("%s:%d", ip, port))
+	if err != nil {
+		t.Fatalf("backend %s: %v", name, err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %s\n", name, r.URL.Path)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// Get asks 127.0.0.1:port for path with a Host header and returns the
+// name of the backend that answered.
+func Get(port int, host, path string) (string, error) {
+	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("http://127.0.0.1:%d%s", port, path), nil)
+	req.Host = host
+	c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return "", fmt.Errorf("%s %s: %s", host, path, resp.Status)
+	}
+	return strings.Fields(string(b))[0], nil
+}
+
+// Addrs puts n addresses outside 127/8 (which an EndpointSlice refuses)
+// on the loopback device and returns them; they go when the test ends.
+// Traffic to them is delivered locally, as to 127.0.0.1.
+func Addrs(t testing.TB, n int) []string {
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	third := os.Getpid() % 250
+	var out []string
+	for i := 0; i < n; i++ {
+		ip := fmt.Sprintf("10.253.%d.%d", third, 2+int(nextBlock.Add(1))%250)
+		addr, _ := netlink.ParseAddr(ip + "/32")
+		if err := netlink.AddrAdd(lo, addr); err != nil {
+			t.Fatalf("adding %s to lo for the backends (needs root): %v", ip, err)
+		}
+		t.Cleanup(func() { netlink.AddrDel(lo, addr) })
+		out = append(out, ip)
+	}
+	return out
+}
+
+var nextBlock atomic.Int64
+
+// StandIn plays the agent of one host: it renews the host's lease,
+// reports its containers running at 127.0.0.1, and runs drover lb for
+// every LB service with a container placed here, as the LB container would.
+type StandIn struct {
+	T       testing.TB
+	Agent   *client.Client // the host's agent key
+	Admin   *client.Client // what drover lb reads the engine with
+	HostID  string
+	HAProxy string
+
+	mu      sync.Mutex
+	running map[string]context.CancelFunc // LB service id -> its drover lb
+	wg      sync.WaitGroup
+}
+
+// Start runs the stand-in until the test ends.
+func (s *StandIn) Start(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); s.run(ctx) }()
+	s.T.Cleanup(func() { cancel(); <-done; s.wg.Wait() })
+}
+
+func (s *StandIn) run(ctx context.Context) {
+	s.running = map[string]context.CancelFunc{}
+	lease := &agent.LeaseRenewer{Engine: s.Agent, HostID: s.HostID, Duration: 5 * time.Second}
+	for ctx.Err() == nil {
+		lease.Renew(ctx)
+		cs, _, _ := s.Agent.Containers().List(ctx, client.ListOptions{HostID: s.HostID})
+		want := map[string]bool{}
+		for _, c := range cs {
+			if c.DeletionTimestamp != nil {
+				continue
+			}
+			want[c.Spec.ServiceID] = true
+			if c.Status.State != api.ContainerRunning {
+				s.Agent.Containers().PatchStatus(ctx, c.ID, map[string]any{"status": map[string]any{"state": api.ContainerRunning, "primaryIP": "127.0.0.1"}})
+			}
+		}
+		s.mu.Lock()
+		for id := range want {
+			if s.running[id] == nil {
+				s.running[id] = s.startLB(ctx, id)
+			}
+		}
+		for id, stop := range s.running {
+			if !want[id] {
+				stop()
+				delete(s.running, id)
+			}
+		}
+		s.mu.Unlock()
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (s *StandIn) startLB(ctx context.Context, serviceID string) context.CancelFunc {
+	dir, err := os.MkdirTemp("/tmp", "drover-test-lb-")
+	if err != nil {
+		s.T.Error(err)
+		return func() {}
+	}
+	lctx, cancel := context.WithCancel(ctx)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer os.RemoveAll(dir)
+		err := lb.Run(lctx, lb.Options{Engine: s.Admin, ServiceID: serviceID, Dir: dir, HAProxy: s.HAProxy, HealthPort: testenv.FreePort(s.T), Logger: testenv.Logger()})
+		if err != nil && lctx.Err() == nil {
+			s.T.Logf("drover lb for %s: %v", serviceID, err)
+		}
+	}()
+	return cancel
+}
