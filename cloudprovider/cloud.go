@@ -83,14 +83,14 @@ var (
 )
 
 func (c *Cloud) Initialize(cloudprovider.ControllerClientBuilder, <-chan struct{}) {}
-func (c *Cloud) LoadBalancer() (cloudprovider.LoadBalancer, bool)           { return c, true }
-func (c *Cloud) Instances() (cloudprovider.Instances, bool)                 { return nil, false }
-func (c *Cloud) InstancesV2() (cloudprovider.InstancesV2, bool)             { return c, true }
-func (c *Cloud) Zones() (cloudprovider.Zones, bool)                         { return nil, false }
-func (c *Cloud) Clusters() (cloudprovider.Clusters, bool)                   { return nil, false }
-func (c *Cloud) Routes() (cloudprovider.Routes, bool)                       { return nil, false }
-func (c *Cloud) ProviderName() string                                       { return ProviderName }
-func (c *Cloud) HasClusterID() bool                                         { return true }
+func (c *Cloud) LoadBalancer() (cloudprovider.LoadBalancer, bool)                  { return c, true }
+func (c *Cloud) Instances() (cloudprovider.Instances, bool)                        { return nil, false }
+func (c *Cloud) InstancesV2() (cloudprovider.InstancesV2, bool)                    { return c, true }
+func (c *Cloud) Zones() (cloudprovider.Zones, bool)                                { return nil, false }
+func (c *Cloud) Clusters() (cloudprovider.Clusters, bool)                          { return nil, false }
+func (c *Cloud) Routes() (cloudprovider.Routes, bool)                              { return nil, false }
+func (c *Cloud) ProviderName() string                                              { return ProviderName }
+func (c *Cloud) HasClusterID() bool                                                { return true }
 
 func init() {
 	cloudprovider.RegisterCloudProvider(ProviderName, func(io.Reader) (cloudprovider.Interface, error) {
