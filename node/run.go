@@ -133,6 +133,9 @@ func Run(ctx context.Context, o Options) error {
 		"--kubeconfig=" + filepath.Join(o.WorkDir, "kubelet.kubeconfig"),
 		"--node-ip=" + o.HostIP,
 		"--hostname-override=" + o.Host,
+		// drover cloudprovider (the kubernetes stack) initializes the
+		// node from its host: providerID, addresses, zone and region.
+		"--cloud-provider=external",
 	}, o.KubeletArgs...)
 	log.Info("starting the kubelet", "node", o.Host, "nodeIP", o.HostIP, "apiserver", o.APIServer, "cgroupRoot", o.CgroupRoot)
 	kl, err := n.start("kubelet", o.Kube, args...)

@@ -23,6 +23,7 @@ func TestBuiltinStacksParse(t *testing.T) {
 		"kubernetes/kube-proxy":              "global worker=true",
 		"kubernetes/kubernetes-agent":        "controlplane=true",
 		"kubernetes/ingress-controller":      "controlplane=true",
+		"kubernetes/cloudprovider":           "controlplane=true",
 	}
 	seen := 0
 	for _, st := range Stacks {

@@ -285,6 +285,47 @@ func TestIntegrationUp(t *testing.T) {
 		return nil
 	})
 
+	// A LoadBalancer Service: drover cloudprovider makes it an HAProxy LB
+	// (backends: the nodes' NodePorts) and writes its address back.
+	lbSvc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "httpd-lb"}, Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer,
+		Selector: map[string]string{"app": "httpd"}, Ports: []corev1.ServicePort{{Port: 8081, TargetPort: intstr.FromInt32(8080)}}}}
+	if _, err := kc.CoreV1().Services("default").Create(ctx, lbSvc, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	var lbIP string
+	eventually(t, ctx, 4*time.Minute, "the LoadBalancer Service has an address", func() error {
+		got, err := kc.CoreV1().Services("default").Get(ctx, "httpd-lb", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if len(got.Status.LoadBalancer.Ingress) == 0 {
+			return fmt.Errorf("no status.loadBalancer.ingress yet")
+		}
+		lbIP = got.Status.LoadBalancer.Ingress[0].IP
+		return nil
+	})
+	eventually(t, ctx, 2*time.Minute, "the LoadBalancer Service answers at its address", func() error {
+		resp, err := hc.Get("http://" + lbIP + ":8081/")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || !strings.Contains(string(b), "host=httpd-") {
+			return fmt.Errorf("%s: %q", resp.Status, b)
+		}
+		return nil
+	})
+	t.Logf("the LoadBalancer Service answered at %s:8081 %.1fs after it was created", lbIP, time.Since(start).Seconds())
+	// Nodes were initialized by the cloud provider from their hosts.
+	for _, n := range []string{"h1", "h2"} {
+		node, err := kc.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
+		if err != nil || !strings.HasPrefix(node.Spec.ProviderID, "drover://") {
+			t.Errorf("node %s: providerID %q (%v)", n, node.Spec.ProviderID, err)
+		}
+	}
+
 	rotateCertificates(t, ctx, h1, h2, eng, kc)
 
 	// The worker goes: its node goes, and its pods come back on h1.
