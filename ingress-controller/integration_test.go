@@ -116,11 +116,11 @@ func TestIntegrationIngress(t *testing.T) {
 
 	kaReg := prometheus.NewRegistry()
 	go kubernetesagent.Run(ctx, kubernetesagent.Options{Kube: kube.Config, Engine: eng, Logger: testenv.Logger(), Registry: kaReg})
-	var icReg *prometheus.Registry
+	var regs []*prometheus.Registry
 	frontHTTP, frontHTTPS := testenv.FreePort(t), testenv.FreePort(t)
 	startIC := func() context.CancelFunc {
 		r := prometheus.NewRegistry() // a new process, new counters
-		icReg = r
+		regs = append(regs, r)
 		ictx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() {
@@ -132,8 +132,11 @@ func TestIntegrationIngress(t *testing.T) {
 		}()
 		return func() { stop(); <-done }
 	}
+	// Two replicas: one leads, the other waits (nothing done twice).
 	stopIC := startIC()
 	defer func() { stopIC() }()
+	stopIC2 := startIC()
+	defer func() { stopIC2() }()
 
 	// Backends: real HTTP servers, the endpoints of real Services. An
 	// EndpointSlice refuses 127/8: the servers listen on addresses the
@@ -425,7 +428,11 @@ func TestIntegrationIngress(t *testing.T) {
 
 	// Every controller together goes still: no write undoes another's.
 	writes := func() float64 {
-		return counter(icReg, "drover_ingress_controller_writes_total") + counter(kaReg, "drover_kubernetes_agent_writes_total")
+		total := counter(kaReg, "drover_kubernetes_agent_writes_total")
+		for _, r := range regs {
+			total += counter(r, "drover_ingress_controller_writes_total")
+		}
+		return total
 	}
 	time.Sleep(3 * time.Second)
 	before := writes()

@@ -398,7 +398,7 @@ func (d *daemon) sync(ctx context.Context) error {
 	d.doomed = nil // new workers hold only the servers of the new config
 	d.applied, d.appliedCfg, d.appliedCrt = key, out.Config, out.CrtList
 	d.reloads.WithLabelValues("applied").Inc()
-	d.log.Info("load balancer config applied", "rules", len(rules))
+	d.log.Info("load balancer config applied", "rules", len(in.Rules))
 	return nil
 }
 
