@@ -14,8 +14,6 @@ package cloudprovider
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -98,14 +96,10 @@ func init() {
 	})
 }
 
-// LBName is a Service's LB service name: <namespace>-<name>, a DNS label.
+// LBName is a Service's LB service name: <namespace>-<name> as an engine
+// name (api.EngineName).
 func LBName(namespace, name string) string {
-	s := strings.ToLower(strings.ReplaceAll(namespace+"-"+name, ".", "-"))
-	if len(s) <= 63 {
-		return s
-	}
-	h := sha256.Sum256([]byte(s))
-	return strings.TrimRight(s[:54], "-") + "-" + hex.EncodeToString(h[:4])
+	return api.EngineName(namespace + "-" + name)
 }
 
 // Desired is the LB service a Service becomes.

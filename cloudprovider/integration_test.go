@@ -3,7 +3,6 @@ package cloudprovider_test
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -14,13 +13,10 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/drover/drover/api"
-	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/client"
 	"github.com/drover/drover/cloudprovider"
-	"github.com/drover/drover/controllers"
 	"github.com/drover/drover/internal/lbtest"
 	"github.com/drover/drover/internal/testenv"
-	kubernetesagent "github.com/drover/drover/kubernetes-agent"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -34,30 +30,13 @@ func TestIntegrationCloudProvider(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test (etcd, kube-apiserver, haproxy)")
 	}
-	haproxy, err := exec.LookPath("haproxy")
-	if err != nil {
-		t.Fatal("haproxy is missing (make deps installs Debian's)")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	kube := testenv.StartKube(t, testenv.KubeOptions{})
-	k := kube.Client
-	srv, eng := testenv.StartServer(t, apiserver.Options{})
-	testenv.StartControllers(t, srv, controllers.Options{})
-	tok, err := eng.RegistrationTokens().Create(ctx, &api.RegistrationToken{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := lbtest.StartEnv(t, ctx, map[string]string{corev1.LabelTopologyZone: "z1", corev1.LabelTopologyRegion: "r1"})
+	kube, k, eng, edge := env.Kube, env.Kube.Client, env.Engine, env.Edge
 	register := func(name, ip string, labels map[string]string) *api.RegisterResponse {
-		reg, err := client.New(srv.URL(), "", "").Register(ctx, api.RegisterRequest{Token: tok.Status.Token, Name: name, AgentIP: ip, Labels: labels})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return reg
+		return env.Register(t, ctx, name, ip, labels)
 	}
-	edge := register("edge", "127.0.0.1", map[string]string{corev1.LabelTopologyZone: "z1", corev1.LabelTopologyRegion: "r1"})
-	(&lbtest.StandIn{T: t, Agent: client.New(srv.URL(), edge.AccessKey, edge.SecretKey), Admin: eng, HostID: edge.Host.ID, HAProxy: haproxy}).Start(ctx)
-	go kubernetesagent.Run(ctx, kubernetesagent.Options{Kube: kube.Config, Engine: eng, Logger: testenv.Logger()})
 	start := func() func() {
 		cctx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})

@@ -22,14 +22,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/drover/drover/api"
-	"github.com/drover/drover/apiserver"
-	"github.com/drover/drover/client"
-	"github.com/drover/drover/controllers"
 	ingresscontroller "github.com/drover/drover/ingress-controller"
 	"github.com/drover/drover/internal/lbtest"
 	"github.com/drover/drover/internal/testenv"
-	kubernetesagent "github.com/drover/drover/kubernetes-agent"
 	"github.com/drover/drover/lb"
 )
 
@@ -52,21 +47,8 @@ func BenchmarkIngress(b *testing.B) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	kube := testenv.StartKube(b, testenv.KubeOptions{})
-	k := kube.Client
-	srv, eng := testenv.StartServer(b, apiserver.Options{})
-	testenv.StartControllers(b, srv, controllers.Options{})
-	tok, err := eng.RegistrationTokens().Create(ctx, &api.RegistrationToken{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	reg, err := client.New(srv.URL(), "", "").Register(ctx, api.RegisterRequest{Token: tok.Status.Token, Name: "edge", AgentIP: "127.0.0.1"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	si := &lbtest.StandIn{T: b, Agent: client.New(srv.URL(), reg.AccessKey, reg.SecretKey), Admin: eng, HostID: reg.Host.ID, HAProxy: haproxy}
-	si.Start(ctx)
-	go kubernetesagent.Run(ctx, kubernetesagent.Options{Kube: kube.Config, Engine: eng, Logger: testenv.Logger()})
+	env := lbtest.StartEnv(b, ctx, nil)
+	kube, k, eng := env.Kube, env.Kube.Client, env.Engine
 	frontHTTP, frontHTTPS := testenv.FreePort(b), testenv.FreePort(b)
 	go ingresscontroller.Run(ctx, ingresscontroller.Options{Kube: kube.Config, Engine: eng, Logger: testenv.Logger(), HTTPPort: frontHTTP, HTTPSPort: frontHTTPS, Workers: 8})
 

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"math/big"
 	"net"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -25,14 +24,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/drover/drover/api"
-	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/client"
-	"github.com/drover/drover/controllers"
 	ingresscontroller "github.com/drover/drover/ingress-controller"
 	"github.com/drover/drover/internal/lbtest"
 	"github.com/drover/drover/internal/testenv"
-	kubernetesagent "github.com/drover/drover/kubernetes-agent"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -91,31 +86,10 @@ func TestIntegrationIngress(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration test (etcd, kube-apiserver, haproxy)")
 	}
-	haproxy, err := exec.LookPath("haproxy")
-	if err != nil {
-		t.Fatal("haproxy is missing (make deps installs Debian's)")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	kube := testenv.StartKube(t, testenv.KubeOptions{})
-	k := kube.Client
-	srv, eng := testenv.StartServer(t, apiserver.Options{})
-	testenv.StartControllers(t, srv, controllers.Options{})
-
-	// One host, at 127.0.0.1, whose "agent" runs the LBs placed on it.
-	tok, err := eng.RegistrationTokens().Create(ctx, &api.RegistrationToken{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg, err := client.New(srv.URL(), "", "").Register(ctx, api.RegisterRequest{Token: tok.Status.Token, Name: "edge", AgentIP: "127.0.0.1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	si := &lbtest.StandIn{T: t, Agent: client.New(srv.URL(), reg.AccessKey, reg.SecretKey), Admin: eng, HostID: reg.Host.ID, HAProxy: haproxy}
-	si.Start(ctx)
-
-	kaReg := prometheus.NewRegistry()
-	go kubernetesagent.Run(ctx, kubernetesagent.Options{Kube: kube.Config, Engine: eng, Logger: testenv.Logger(), Registry: kaReg})
+	env := lbtest.StartEnv(t, ctx, nil)
+	kube, k, eng, kaReg := env.Kube, env.Kube.Client, env.Engine, env.KubernetesAgent
 	var regs []*prometheus.Registry
 	frontHTTP, frontHTTPS := testenv.FreePort(t), testenv.FreePort(t)
 	startIC := func() context.CancelFunc {

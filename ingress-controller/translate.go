@@ -1,8 +1,6 @@
 package ingresscontroller
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"sort"
 	"strconv"
@@ -124,24 +122,15 @@ type Cert struct {
 	Revision string // the secret's resourceVersion
 }
 
-// LBName is an Ingress's LB service name: <namespace>-<name>, a DNS label
-// (cut with a hash when too long, so two Ingresses never share one).
+// LBName is an Ingress's LB service name: <namespace>-<name> as an engine
+// name (api.EngineName: a DNS label, distinct for distinct Ingresses).
 func LBName(namespace, name string) string {
-	return dnsLabel(namespace + "-" + name)
+	return api.EngineName(namespace + "-" + name)
 }
 
 // CertName is the engine certificate made from a TLS secret for an LB.
 func CertName(lbName, secret string) string {
-	return dnsLabel(lbName + "-" + secret)
-}
-
-func dnsLabel(s string) string {
-	s = strings.ToLower(strings.ReplaceAll(s, ".", "-"))
-	if len(s) <= 63 {
-		return s
-	}
-	h := sha256.Sum256([]byte(s))
-	return strings.TrimRight(s[:54], "-") + "-" + hex.EncodeToString(h[:4])
+	return api.EngineName(lbName + "-" + secret)
 }
 
 // Translate turns an Ingress into its LB service: pure, from the Ingress,

@@ -216,7 +216,7 @@ func TestLBNameIsALabel(t *testing.T) {
 	if len(a) > 63 || a == b {
 		t.Fatalf("%q %q", a, b)
 	}
-	if LBName("shop", "front.v2") != "shop-front-v2" {
+	if LBName("shop", "front") != "shop-front" || LBName("shop", "front.v2") == LBName("shop", "front-v2") {
 		t.Fatal(LBName("shop", "front.v2"))
 	}
 }

@@ -1,11 +1,13 @@
 package kubernetesagent
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"regexp"
-	"strings"
+
+	"github.com/drover/drover/api"
 )
+
+// dnsLabel is what an engine name must match (the tests check names with it).
+var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 
 // Labels on engine objects the agent owns. The UID is what ownership rests on.
 const (
@@ -39,25 +41,8 @@ const messagePrefix = "kubernetes-agent: "
 
 func owned(labels map[string]string) bool { return labels[LabelUID] != "" }
 
-var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
-
-// engineName turns a Kubernetes name (a DNS subdomain up to 253 characters)
-// into an engine name (a DNS label up to 63): dots become dashes, and a name
-// too long is cut and given a hash of the whole, so distinct names stay
-// distinct.
-func engineName(name string) string {
-	n := strings.ReplaceAll(strings.ToLower(name), ".", "-")
-	if len(n) <= 63 && dnsLabel.MatchString(n) && n == name {
-		return n
-	}
-	sum := sha256.Sum256([]byte(name))
-	h := hex.EncodeToString(sum[:])[:8]
-	if len(n) > 54 {
-		n = n[:54]
-	}
-	n = strings.Trim(n, "-")
-	return n + "-" + h
-}
+// engineName: see api.EngineName.
+func engineName(name string) string { return api.EngineName(name) }
 
 // workloadSuffix keeps a workload's engine name apart from a Service of the
 // same name in the same namespace (a Deployment "web" behind a Service "web"

@@ -12,18 +12,23 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
 
 	"github.com/drover/drover/agent"
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/apiserver"
 	"github.com/drover/drover/client"
+	"github.com/drover/drover/controllers"
 	"github.com/drover/drover/internal/testenv"
+	kubernetesagent "github.com/drover/drover/kubernetes-agent"
 	"github.com/drover/drover/lb"
 )
 
@@ -156,4 +161,55 @@ func (s *StandIn) startLB(ctx context.Context, serviceID string) context.CancelF
 		}
 	}()
 	return cancel
+}
+
+// Env is what the LB controllers' tests run against: a real kube-apiserver
+// (and its etcd), the engine with every controller, one host "edge" at
+// 127.0.0.1 whose stand-in agent runs drover lb with real HAProxy, and
+// kubernetes-agent (it puts Services' ready endpoints into the engine).
+type Env struct {
+	Kube   *testenv.Kube
+	Server *apiserver.Server
+	Engine *client.Client
+	Edge   *api.RegisterResponse
+	Token  string // a registration token for more hosts
+	// KubernetesAgent holds kubernetes-agent's metrics (its write counters).
+	KubernetesAgent *prometheus.Registry
+}
+
+// StartEnv starts it all for the test; hostLabels go on "edge".
+func StartEnv(t testing.TB, ctx context.Context, hostLabels map[string]string) *Env {
+	t.Helper()
+	haproxy, err := exec.LookPath("haproxy")
+	if err != nil {
+		t.Fatal("haproxy is missing (make deps installs Debian's)")
+	}
+	e := &Env{Kube: testenv.StartKube(t, testenv.KubeOptions{}), KubernetesAgent: prometheus.NewRegistry()}
+	e.Server, e.Engine = testenv.StartServer(t, apiserver.Options{})
+	testenv.StartControllers(t, e.Server, controllers.Options{})
+	tok, err := e.Engine.RegistrationTokens().Create(ctx, &api.RegistrationToken{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Token = tok.Status.Token
+	e.Edge = e.Register(t, ctx, "edge", "127.0.0.1", hostLabels)
+	(&StandIn{T: t, Agent: client.New(e.Server.URL(), e.Edge.AccessKey, e.Edge.SecretKey), Admin: e.Engine, HostID: e.Edge.Host.ID, HAProxy: haproxy}).Start(ctx)
+	kctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		kubernetesagent.Run(kctx, kubernetesagent.Options{Kube: e.Kube.Config, Engine: e.Engine, Logger: testenv.Logger(), Registry: e.KubernetesAgent})
+	}()
+	t.Cleanup(func() { stop(); <-done })
+	return e
+}
+
+// Register adds a host (no agent runs for it).
+func (e *Env) Register(t testing.TB, ctx context.Context, name, ip string, labels map[string]string) *api.RegisterResponse {
+	t.Helper()
+	reg, err := client.New(e.Server.URL(), "", "").Register(ctx, api.RegisterRequest{Token: e.Token, Name: name, AgentIP: ip, Labels: labels})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reg
 }
