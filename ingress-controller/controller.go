@@ -46,6 +46,10 @@ import (
 	"github.com/drover/drover/lb"
 )
 
+// frontKey is the work queue's key for the shared LB itself (no Ingress
+// key has two slashes).
+const frontKey = "//front"
+
 // ControllerName is the IngressClass spec.controller this controller serves.
 const ControllerName = "drover.io/ingress-controller"
 
@@ -206,7 +210,17 @@ func (c *controller) run(ctx context.Context) error {
 		return err
 	}
 	c.stackID = st.ID
-	c.ensureClass(ctx)
+	// The apiserver may not answer yet (drover up starts everything at
+	// once): the class is made in the background, retried until it is.
+	go func() {
+		for !c.ensureClass(ctx) {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(2 * time.Second):
+			}
+		}
+	}()
 
 	enqueueIng := func(obj any) {
 		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
@@ -238,6 +252,7 @@ func (c *controller) run(ctx context.Context) error {
 	// become the Ingresses' status) and the certificates.
 	byOwner := func(s *api.Service) {
 		if s.Name == FrontName {
+			c.queue.Enqueue(frontKey)
 			all(nil) // every shared Ingress's status follows the front's
 			return
 		}
@@ -271,6 +286,9 @@ func (c *controller) run(ctx context.Context) error {
 		}
 	}
 	c.log.Info("ingress-controller: leading; syncing Ingresses", "workers", c.o.Workers)
+	// The shared LB exists from the start, so its containers are placed
+	// (and its address known) before the first Ingress comes.
+	c.queue.Enqueue(frontKey)
 	return c.queue.Run(ctx, c.lbs.WaitForSync, c.certs.WaitForSync)
 }
 
@@ -350,23 +368,24 @@ func (c *controller) ensureStack(ctx context.Context) (*api.Stack, error) {
 
 // ensureClass makes the IngressClass "drover" when no class of ours exists,
 // so `ingressClassName: drover` works out of the box.
-func (c *controller) ensureClass(ctx context.Context) {
+func (c *controller) ensureClass(ctx context.Context) bool {
 	list, err := c.kube.NetworkingV1().IngressClasses().List(ctx, metav1.ListOptions{})
 	if err != nil {
-		c.log.Warn("ingress-controller: listing IngressClasses", "err", err)
-		return
+		c.log.Warn("ingress-controller: listing IngressClasses (retrying)", "err", err)
+		return false
 	}
 	for _, ic := range list.Items {
 		if ic.Spec.Controller == ControllerName {
-			return
+			return true
 		}
 	}
 	ic := &networkingv1.IngressClass{ObjectMeta: metav1.ObjectMeta{Name: DefaultClass}, Spec: networkingv1.IngressClassSpec{Controller: ControllerName}}
 	if _, err := c.kube.NetworkingV1().IngressClasses().Create(ctx, ic, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		c.log.Warn("ingress-controller: creating IngressClass", "name", DefaultClass, "err", err)
-		return
+		c.log.Warn("ingress-controller: creating IngressClass (retrying)", "name", DefaultClass, "err", err)
+		return false
 	}
 	c.m.writes.WithLabelValues("kubernetes", "ingressclass", "create").Inc()
+	return true
 }
 
 // Ours says whether an Ingress is this controller's: its class names an
@@ -395,6 +414,9 @@ func Ours(ing *networkingv1.Ingress, classes []*networkingv1.IngressClass) bool 
 // sync makes the engine match one Ingress: its LB service and certificates
 // when it is ours, nothing when it is gone or not ours; then its status.
 func (c *controller) sync(ctx context.Context, key string) error {
+	if key == frontKey {
+		return c.ensureFront(ctx)
+	}
 	ns, name, err := cache.SplitMetaNamespaceKey(key)
 	if err != nil {
 		return nil
