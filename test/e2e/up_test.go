@@ -245,13 +245,16 @@ func TestIntegrationUp(t *testing.T) {
 		Rules: []networkingv1.IngressRule{{Host: "web.example.com", IngressRuleValue: networkingv1.IngressRuleValue{HTTP: &networkingv1.HTTPIngressRuleValue{
 			Paths: []networkingv1.HTTPIngressPath{{Path: "/", PathType: &pt, Backend: networkingv1.IngressBackend{Service: &networkingv1.IngressServiceBackend{Name: "httpd", Port: networkingv1.ServiceBackendPort{Number: 80}}}}}}}}}}}
 	start = time.Now()
-	eventually(t, ctx, time.Minute, "the Ingress created (the ingress-controller made its class)", func() error {
-		_, err := kc.NetworkingV1().Ingresses("default").Create(ctx, ing, metav1.CreateOptions{})
-		if err != nil && !strings.Contains(err.Error(), "already exists") {
-			return err
+	eventually(t, ctx, time.Minute, "the ingress-controller made the IngressClass drover", func() error {
+		ic, err := kc.NetworkingV1().IngressClasses().Get(ctx, "drover", metav1.GetOptions{})
+		if err == nil && ic.Spec.Controller != "drover.io/ingress-controller" {
+			err = fmt.Errorf("controller %q", ic.Spec.Controller)
 		}
-		return nil
+		return err
 	})
+	if _, err := kc.NetworkingV1().Ingresses("default").Create(ctx, ing, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	for _, h := range []*kind.Host{h1, h2} {
 		eventually(t, ctx, 4*time.Minute, "the Ingress answers on "+h.Name+":80", func() error {
