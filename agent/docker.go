@@ -389,7 +389,11 @@ func (a *Agent) lbLaunchConfig(c *api.Container, svc *api.Service) *api.LaunchCo
 	}
 	if svc.Spec.LBConfig != nil {
 		for _, r := range svc.Spec.LBConfig.PortRules {
-			if p := fmt.Sprintf("%d:%d/tcp", r.SourcePort, r.SourcePort); !published[lbPortKey(p)] {
+			proto := "tcp"
+			if strings.EqualFold(r.Protocol, "udp") {
+				proto = "udp" // drover lb's own UDP balancing
+			}
+			if p := fmt.Sprintf("%d:%d/%s", r.SourcePort, r.SourcePort, proto); !published[lbPortKey(p)] {
 				ports = append(ports, onHost(p))
 				published[lbPortKey(p)] = true
 			}

@@ -93,9 +93,14 @@ func TestIntegrationEngineOutage(t *testing.T) {
 	})
 	// Nothing was recreated: the same Docker containers still serve.
 	for _, ct := range ctrs {
-		got, err := c.eng.Containers().Get(ctx, ct.ID)
-		if err != nil || got.Status.DockerID != ct.Status.DockerID {
-			t.Fatalf("container %s was recreated across the outage", ct.Name)
+		var got *api.Container
+		eventually(t, "reading "+ct.Name+" from the restarted engine", 10*time.Second, func() error {
+			var err error
+			got, err = c.eng.Containers().Get(ctx, ct.ID)
+			return err
+		})
+		if got.Status.DockerID != ct.Status.DockerID {
+			t.Fatalf("container %s was recreated across the outage: Docker id %s, was %s", ct.Name, got.Status.DockerID, ct.Status.DockerID)
 		}
 	}
 }

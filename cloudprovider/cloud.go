@@ -3,8 +3,8 @@
 // k8s.io/cloud-provider, for kubelets started with --cloud-provider=external:
 //
 //   - LoadBalancer: a `type: LoadBalancer` Service becomes an L4 LB service
-//     in the engine stack kubernetes-loadbalancers (HAProxy, one TCP rule per
-//     port), its backends the nodes' NodePorts, or the ready endpoints with
+//     in the engine stack kubernetes-loadbalancers (one rule per port: TCP
+//     by HAProxy, UDP by drover lb), its backends the nodes' NodePorts, or the ready endpoints with
 //     externalTrafficPolicy: Local; status.loadBalancer.ingress follows the
 //     LB's public endpoints.
 //   - InstancesV2: nodes are engine hosts: providerID drover://<hostId>,
@@ -140,10 +140,14 @@ func Translate(svc *corev1.Service, nodes []*corev1.Node) (*Desired, error) {
 	sort.Strings(addrs)
 	local := svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
 	for i, p := range svc.Spec.Ports {
-		if p.Protocol != "" && p.Protocol != corev1.ProtocolTCP {
-			return nil, fmt.Errorf("spec.ports[%d].protocol: %s is not supported: drover's load balancers are HAProxy, which balances TCP only", i, p.Protocol)
-		}
 		r := api.PortRule{SourcePort: int(p.Port), Protocol: "tcp"}
+		switch p.Protocol {
+		case "", corev1.ProtocolTCP:
+		case corev1.ProtocolUDP:
+			r.Protocol = "udp" // balanced by drover lb itself, beside HAProxy
+		default:
+			return nil, fmt.Errorf("spec.ports[%d].protocol: %s is not supported: drover's load balancers balance TCP (HAProxy) and UDP (drover lb)", i, p.Protocol)
+		}
 		switch {
 		case local || p.NodePort == 0:
 			// Straight to the ready endpoints (kubernetes-agent keeps them

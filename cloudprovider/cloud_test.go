@@ -42,10 +42,15 @@ func TestTranslate(t *testing.T) {
 	if r := d.Rules[1]; r.TargetPortName != "https" {
 		t.Fatalf("local rule 1: %+v", r)
 	}
-	// UDP is refused, naming the port.
-	svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Port: 53, Protocol: corev1.ProtocolUDP})
-	if _, err := Translate(svc, nil); err == nil || !strings.Contains(err.Error(), "spec.ports[2].protocol") {
-		t.Fatalf("UDP: %v", err)
+	// UDP is a udp rule (drover lb balances it); SCTP is refused, naming the port.
+	svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Name: "dns", Port: 53, Protocol: corev1.ProtocolUDP, TargetPort: intstr.FromInt(5353)})
+	d, err = Translate(svc, nil)
+	if err != nil || d.Rules[2].Protocol != "udp" || d.Rules[2].TargetPort != 5353 {
+		t.Fatalf("UDP: %+v %v", d, err)
+	}
+	svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{Port: 9, Protocol: corev1.ProtocolSCTP})
+	if _, err := Translate(svc, nil); err == nil || !strings.Contains(err.Error(), "spec.ports[3].protocol") {
+		t.Fatalf("SCTP: %v", err)
 	}
 	// Cluster with no node address: said, not an empty LB.
 	svc.Spec.Ports = svc.Spec.Ports[:1]

@@ -3,6 +3,7 @@ package cloudprovider_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -182,6 +183,56 @@ func TestIntegrationCloudProvider(t *testing.T) {
 		t.Fatal(err)
 	}
 	lbID := first["shop-web"].ID
+
+	// A UDP port: balanced by drover lb itself (HAProxy has no UDP).
+	echo, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(web1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := echo.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			echo.WriteToUDP(append([]byte("dns-1 "), buf[:n]...), from)
+		}
+	}()
+	echoPort := echo.LocalAddr().(*net.UDPAddr).Port
+	udpPort := testenv.FreePort(t)
+	dns := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "dns"}, Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer,
+		ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
+		Ports:                 []corev1.ServicePort{{Name: "dns", Port: int32(udpPort), Protocol: corev1.ProtocolUDP, TargetPort: intstr.FromInt(echoPort)}}}}
+	if _, err := k.CoreV1().Services("shop").Create(ctx, dns, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.DiscoveryV1().EndpointSlices("shop").Create(ctx, &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: "dns-1", Labels: map[string]string{discoveryv1.LabelServiceName: "dns"}}, AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:     []discoveryv1.EndpointPort{{Name: ptr("dns"), Port: ptr(int32(echoPort)), Protocol: ptr(corev1.ProtocolUDP)}},
+		Endpoints: []discoveryv1.Endpoint{{Addresses: []string{web1}, Conditions: discoveryv1.EndpointConditions{Ready: ptr(true)}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, "a UDP LoadBalancer Service answers a datagram", time.Minute, func() error {
+		c, err := net.DialUDP("udp", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: udpPort})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(time.Second))
+		c.Write([]byte("hi"))
+		buf := make([]byte, 100)
+		n, err := c.Read(buf)
+		if err == nil && string(buf[:n]) != "dns-1 hi" {
+			err = fmt.Errorf("answer %q", buf[:n])
+		}
+		return err
+	})
+	if err := k.CoreV1().Services("shop").Delete(ctx, "dns", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
 
 	// The port changes: the same LB, updated in place.
 	s, _ := k.CoreV1().Services("shop").Get(ctx, "web", metav1.GetOptions{})

@@ -175,7 +175,7 @@ defaults
 			proto = "http"
 		}
 		if proto == "udp" {
-			return Output{}, fmt.Errorf("lb_config.port_rules[%d].protocol: udp is not supported: HAProxy balances TCP and HTTP only", r.Index)
+			return Output{}, fmt.Errorf("lb_config.port_rules[%d].protocol: udp is not HAProxy's (it balances TCP and HTTP only): drover lb balances UDP rules itself (UDPRules splits them off)", r.Index)
 		}
 		f := byPort[r.SourcePort]
 		if f == nil {

@@ -115,7 +115,7 @@ func TestRenderRefuses(t *testing.T) {
 		in   Input
 		want string
 	}{
-		"udp":             {Input{Rules: []Rule{rule(3, 53, "udp", "", "", "dns_53", 0)}}, "port_rules[3].protocol: udp is not supported"},
+		"udp":             {Input{Rules: []Rule{rule(3, 53, "udp", "", "", "dns_53", 0)}}, "port_rules[3].protocol: udp is not HAProxy's"},
 		"mixed protocols": {Input{Rules: []Rule{rule(0, 80, "http", "", "", "a_1", 0), rule(1, 80, "tcp", "", "", "b_1", 0)}}, "port_rules[1].protocol: tcp on port 80"},
 		"https no cert":   {Input{Rules: []Rule{rule(0, 443, "https", "", "", "a_1", 0)}}, "needs a certificate"},
 	} {

@@ -57,7 +57,8 @@ func Run(ctx context.Context, o Options) error {
 	if err := os.MkdirAll(filepath.Join(o.Dir, "certs"), 0o700); err != nil {
 		return err
 	}
-	d := &daemon{o: o, log: o.Logger, kick: make(chan struct{}, 1), reg: prometheus.NewRegistry(), certsWritten: map[string]int64{}}
+	d := &daemon{o: o, log: o.Logger, kick: make(chan struct{}, 1), reg: prometheus.NewRegistry(), certsWritten: map[string]int64{}, udp: newUDPProxy(o.Logger)}
+	defer d.udp.close()
 	d.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "drover_lb_config_changes_total", Help: "New HAProxy configs, by result (applied, rejected)."}, []string{"result"})
 	d.reg.MustRegister(d.reloads)
 	poke := func() {
@@ -150,6 +151,7 @@ type daemon struct {
 	// maintenance: "del server" is refused while a server holds
 	// connections (idle keep-alive ones too), so deletion is retried.
 	doomed  map[string]bool
+	udp     *udpProxy
 	proc    *exec.Cmd
 	done    chan struct{}
 	waitErr error
@@ -346,6 +348,12 @@ func (d *daemon) sync(ctx context.Context) error {
 	}
 	for i := range in.Rules {
 		in.Rules[i].Index = i
+	}
+	// UDP is drover lb's own; the rest is HAProxy's.
+	udp, other := UDPRules(in.Rules)
+	in.Rules = other
+	if err := d.udp.set(udp); err != nil {
+		return err
 	}
 	out, err := Render(in)
 	if err != nil {
