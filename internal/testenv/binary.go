@@ -22,17 +22,24 @@ func DroverBinary(t testing.TB) string {
 	binOnce.Do(func() {
 		_, file, _, _ := runtime.Caller(0)
 		root := filepath.Join(filepath.Dir(file), "..", "..")
-		dir, err := os.MkdirTemp("", "drover-test-bin-")
-		if err != nil {
+		// One path for every test binary of every run, replaced by a
+		// rename (a process running the old one keeps it): nothing piles
+		// up in /tmp.
+		dir := filepath.Join(os.TempDir(), "drover-test-bin")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
 			binErr = err
 			return
 		}
 		binPath = filepath.Join(dir, "drover")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/drover")
+		tmp := fmt.Sprintf("%s.%d", binPath, os.Getpid())
+		cmd := exec.Command("go", "build", "-o", tmp, "./cmd/drover")
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
+			os.Remove(tmp)
 			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+			return
 		}
+		binErr = os.Rename(tmp, binPath)
 	})
 	if binErr != nil {
 		t.Fatal(binErr)
