@@ -164,7 +164,7 @@ func (s *StandIn) startLB(ctx context.Context, serviceID string) context.CancelF
 }
 
 // Env is what the LB controllers' tests run against: a real kube-apiserver
-// (and its etcd), the engine with every controller, one host "edge" at
+// and kube-controller-manager (and their etcd), the engine with every controller, one host "edge" at
 // 127.0.0.1 whose stand-in agent runs drover lb with real HAProxy, and
 // kubernetes-agent (it puts Services' ready endpoints into the engine).
 type Env struct {
@@ -184,7 +184,7 @@ func StartEnv(t testing.TB, ctx context.Context, hostLabels map[string]string) *
 	if err != nil {
 		t.Fatal("haproxy is missing (make deps installs Debian's)")
 	}
-	e := &Env{Kube: testenv.StartKube(t, testenv.KubeOptions{}), KubernetesAgent: prometheus.NewRegistry()}
+	e := &Env{Kube: testenv.StartKube(t, testenv.KubeOptions{ControllerManager: true}), KubernetesAgent: prometheus.NewRegistry()}
 	e.Server, e.Engine = testenv.StartServer(t, apiserver.Options{})
 	testenv.StartControllers(t, e.Server, controllers.Options{})
 	tok, err := e.Engine.RegistrationTokens().Create(ctx, &api.RegistrationToken{})
