@@ -51,6 +51,7 @@ func (s *Server) routes() http.Handler {
 	mux.Handle("DELETE /v1/{collection}/{id}", s.authed(http.HandlerFunc(s.deleteHandler)))
 	mux.Handle("GET /v1/certificates/{id}/key", s.authed(http.HandlerFunc(s.certificateKey)))
 	mux.Handle("GET /v1/containers/{id}/secrets", s.authed(http.HandlerFunc(s.containerSecrets)))
+	mux.Handle("POST /v1/tokenreviews", s.authed(http.HandlerFunc(s.tokenReview)))
 	mux.Handle("GET /v1/images", s.authed(http.HandlerFunc(s.getImages)))
 	mux.Handle("PUT /v1/images", s.authed(http.HandlerFunc(s.putImage)))
 	return s.instrument(mux)

@@ -49,6 +49,8 @@ func KubeBinary(t testing.TB) string {
 // KubeOptions choose what StartKube runs besides kube-apiserver.
 type KubeOptions struct {
 	ControllerManager bool
+	// APIServerArgs are added to kube-apiserver's flags.
+	APIServerArgs []string
 }
 
 // Kube is a real kube-apiserver (and maybe kube-controller-manager) on
@@ -95,6 +97,7 @@ func StartKube(t testing.TB, opts KubeOptions) *Kube {
 		"--allow-privileged=true", "--profiling=false",
 		"--enable-priority-and-fairness=false",
 	}
+	k.apiArgs = append(k.apiArgs, opts.APIServerArgs...)
 	k.Config = &rest.Config{
 		Host: fmt.Sprintf("https://127.0.0.1:%d", port), BearerToken: token,
 		TLSClientConfig: rest.TLSClientConfig{Insecure: true}, QPS: 500, Burst: 1000,
