@@ -80,27 +80,12 @@ func (a *Agent) dropSecrets(desired map[string]*api.Container) {
 	}
 }
 
-// containerLabels merges a container's labels with its launch config's, as
-// the engine does when it serves the secrets.
-func containerLabels(c *api.Container) map[string]string {
-	labels := map[string]string{}
-	for k, v := range c.Labels {
-		labels[k] = v
-	}
-	if c.Spec.LaunchConfig != nil {
-		for k, v := range c.Spec.LaunchConfig.Labels {
-			labels[k] = v
-		}
-	}
-	return labels
-}
-
 // certFingerprint names the revisions of the certificates a container's
 // labels ask for, as this agent's cache of certificates holds them: when
 // it changes (drover cert rotate, a certificate replaced), the container's
 // files are written anew. "" when it asks for none.
 func (a *Agent) certFingerprint(c *api.Container) string {
-	names := containerLabels(c)[api.LabelCertificates]
+	names := c.AllLabels()[api.LabelCertificates]
 	if names == "" || a.certs == nil {
 		return ""
 	}

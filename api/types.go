@@ -368,6 +368,21 @@ type Container struct {
 	Status ContainerStatus `json:"status"`
 }
 
+// AllLabels merges a container's labels with its launch config's (those
+// win), as the labels that ask for secrets are read.
+func (c *Container) AllLabels() map[string]string {
+	labels := map[string]string{}
+	for k, v := range c.Labels {
+		labels[k] = v
+	}
+	if c.Spec.LaunchConfig != nil {
+		for k, v := range c.Spec.LaunchConfig.Labels {
+			labels[k] = v
+		}
+	}
+	return labels
+}
+
 // Container kinds and states.
 const (
 	ContainerKindContainer = "container"

@@ -58,15 +58,7 @@ func (s *Server) containerSecrets(w http.ResponseWriter, r *http.Request) {
 		writeError(w, forbidden(p, "read the secrets of container "+id+" (only the agent of its host may)"))
 		return
 	}
-	labels := map[string]string{}
-	for k, v := range c.Labels {
-		labels[k] = v
-	}
-	if c.Spec.LaunchConfig != nil {
-		for k, v := range c.Spec.LaunchConfig.Labels {
-			labels[k] = v
-		}
-	}
+	labels := c.AllLabels()
 	if labels[api.LabelAgentRole] == "" && s.isLoadBalancer(r, &c) {
 		// drover lb reads the engine: every LB container has its own key.
 		labels[api.LabelAgentRole] = api.RoleService

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"reflect"
+	"strings"
 	"sync"
 	"time"
 
@@ -112,7 +113,7 @@ func Run(ctx context.Context, o Options) error {
 
 func lead(ctx context.Context, o Options, kc kubernetes.Interface, c *Cloud, ready func(), writes *prometheus.CounterVec) error {
 	log := o.Logger
-	st, err := ensureStack(ctx, o.Engine, log)
+	st, err := harness.EnsureStack(ctx, o.Engine, Stack, "load balancers of Kubernetes LoadBalancer Services (drover cloudprovider)", log)
 	if err != nil {
 		return err
 	}
@@ -120,7 +121,7 @@ func lead(ctx context.Context, o Options, kc kubernetes.Interface, c *Cloud, rea
 	factory := informers.NewSharedInformerFactory(kc, 0)
 	svcInf, nodeInf := factory.Core().V1().Services(), factory.Core().V1().Nodes()
 	svcLister := svcInf.Lister()
-	syncer := &statusSyncer{kube: kc, svcs: svcLister, log: log, writes: writes}
+	syncer := &statusSyncer{kube: kc, svcs: svcLister, log: log, writes: writes, dirty: map[string]bool{}, wake: make(chan struct{}, 1)}
 	enqueue := func(s *api.Service) {
 		if ns, name := s.Labels[LabelNamespace], s.Labels[LabelName]; ns != "" {
 			syncer.kick(ns, name)
@@ -173,28 +174,6 @@ func lead(ctx context.Context, o Options, kc kubernetes.Interface, c *Cloud, rea
 	return nil
 }
 
-func ensureStack(ctx context.Context, eng *client.Client, log *slog.Logger) (*api.Stack, error) {
-	for {
-		list, _, err := eng.Stacks().List(ctx, client.ListOptions{Name: Stack})
-		if err == nil && len(list) > 0 {
-			return &list[0], nil
-		}
-		if err == nil {
-			st, cerr := eng.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: Stack, Annotations: map[string]string{"description": "load balancers of Kubernetes LoadBalancer Services (drover cloudprovider)"}}})
-			if cerr == nil {
-				return st, nil
-			}
-			err = cerr
-		}
-		log.Warn("cloudprovider: engine stack not ready; retrying", "stack", Stack, "err", err)
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(2 * time.Second):
-		}
-	}
-}
-
 // statusSyncer writes a Service's status.loadBalancer when its LB's public
 // endpoints change (the service controller writes it only when it ensures
 // the LB: containers placed or moved later would not show). It writes the
@@ -208,11 +187,9 @@ type statusSyncer struct {
 	mu     sync.Mutex
 	dirty  map[string]bool
 	wake   chan struct{}
-	once   sync.Once
 }
 
 func (s *statusSyncer) kick(ns, name string) {
-	s.once.Do(func() { s.dirty, s.wake = map[string]bool{}, make(chan struct{}, 1) })
 	s.mu.Lock()
 	s.dirty[ns+"/"+name] = true
 	s.mu.Unlock()
@@ -223,7 +200,6 @@ func (s *statusSyncer) kick(ns, name string) {
 }
 
 func (s *statusSyncer) run(ctx context.Context) {
-	s.once.Do(func() { s.dirty, s.wake = map[string]bool{}, make(chan struct{}, 1) })
 	t := time.NewTicker(30 * time.Second)
 	defer t.Stop()
 	for {
@@ -253,7 +229,7 @@ func (s *statusSyncer) run(ctx context.Context) {
 }
 
 func (s *statusSyncer) sync(ctx context.Context, key string) error {
-	ns, name, _ := splitKey(key)
+	ns, name, _ := strings.Cut(key, "/")
 	svc, err := s.svcs.Services(ns).Get(name)
 	if apierrors.IsNotFound(err) {
 		return nil
@@ -286,13 +262,4 @@ func normalize(st *corev1.LoadBalancerStatus) []corev1.LoadBalancerIngress {
 		return nil
 	}
 	return st.Ingress
-}
-
-func splitKey(key string) (string, string, bool) {
-	for i := 0; i < len(key); i++ {
-		if key[i] == '/' {
-			return key[:i], key[i+1:], true
-		}
-	}
-	return "", key, false
 }

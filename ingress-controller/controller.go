@@ -205,7 +205,7 @@ func (c *controller) run(ctx context.Context) error {
 	defer c.bcast.Shutdown()
 	c.recorder = c.bcast.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "drover-ingress-controller"})
 
-	st, err := c.ensureStack(ctx)
+	st, err := harness.EnsureStack(ctx, c.eng, Stack, "load balancers of Kubernetes Ingresses (drover ingress-controller)", c.log)
 	if err != nil {
 		return err
 	}
@@ -341,29 +341,6 @@ func refers(ing *networkingv1.Ingress, name string, secret bool) bool {
 		}
 	}
 	return false
-}
-
-func (c *controller) ensureStack(ctx context.Context) (*api.Stack, error) {
-	for {
-		list, _, err := c.eng.Stacks().List(ctx, client.ListOptions{Name: Stack})
-		if err == nil && len(list) > 0 {
-			return &list[0], nil
-		}
-		if err == nil {
-			st, cerr := c.eng.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: Stack, Annotations: map[string]string{"description": "load balancers of Kubernetes Ingresses (drover ingress-controller)"}}})
-			if cerr == nil {
-				c.m.writes.WithLabelValues("engine", "stack", "create").Inc()
-				return st, nil
-			}
-			err = cerr
-		}
-		c.log.Warn("ingress-controller: engine stack not ready; retrying", "stack", Stack, "err", err)
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(2 * time.Second):
-		}
-	}
 }
 
 // ensureClass makes the IngressClass "drover" when no class of ours exists,

@@ -315,7 +315,7 @@ func (d *daemon) sync(ctx context.Context) error {
 	}
 	in := Input{Rules: rules, Stickiness: lbSvc.Spec.LBConfig.StickinessPolicy, Extra: lbSvc.Spec.LBConfig.Config,
 		CertDir: filepath.Join(d.o.Dir, "certs"), SocketPath: filepath.Join(d.o.Dir, "haproxy.sock"), HealthPort: d.o.HealthPort}
-	if err := d.writeCerts(ctx, lbSvc.Spec.LBConfig, &in); err != nil {
+	if err := d.writeCerts(ctx, lbSvc.Spec.LBConfig, &in, true); err != nil {
 		return err
 	}
 	// The members: LB services of the stack that name this one as their
@@ -325,17 +325,16 @@ func (d *daemon) sync(ctx context.Context) error {
 	for _, m := range Members(lbSvc, svcs) {
 		mr, err := Resolve(m, svcs, stacks, ctrs)
 		if err == nil {
+			// The first default certificate the front meets is its
+			// default; the others are picked by name like the rest.
+			asDefault := in.DefaultCert == ""
 			var mi Input
 			mi.CertDir = in.CertDir
-			if err = d.writeCerts(ctx, m.Spec.LBConfig, &mi); err == nil {
+			if err = d.writeCerts(ctx, m.Spec.LBConfig, &mi, asDefault); err == nil {
 				in.Rules = append(in.Rules, mr...)
 				in.Certs = append(in.Certs, mi.Certs...)
-				if mi.DefaultCert != "" {
-					if in.DefaultCert == "" {
-						in.DefaultCert = mi.DefaultCert
-					} else {
-						in.Certs = append(in.Certs, CertFile{File: mi.DefaultCert, Names: d.certNames(mi.DefaultCert)})
-					}
+				if asDefault {
+					in.DefaultCert = mi.DefaultCert
 				}
 			}
 		}
@@ -428,16 +427,10 @@ func Members(front *api.Service, svcs []*api.Service) []*api.Service {
 	return out
 }
 
-// certNames are the SANs of the certificate written as file.
-func (d *daemon) certNames(file string) []string {
-	if c, ok := d.certs.Get(strings.TrimSuffix(file, ".pem")); ok {
-		return c.Status.SANs
-	}
-	return nil
-}
-
 // writeCerts writes the LB's certificates (certificate and key in one PEM).
-func (d *daemon) writeCerts(ctx context.Context, cfg *api.LBConfig, in *Input) error {
+// The default certificate is in.DefaultCert when asDefault, else one more
+// of in.Certs, picked by its names.
+func (d *daemon) writeCerts(ctx context.Context, cfg *api.LBConfig, in *Input, asDefault bool) error {
 	want := append([]string(nil), cfg.CertificateIDs...)
 	if cfg.DefaultCertificateID != "" {
 		want = append(want, cfg.DefaultCertificateID)
@@ -466,7 +459,7 @@ func (d *daemon) writeCerts(ctx context.Context, cfg *api.LBConfig, in *Input) e
 			}
 			d.certsWritten[cert.ID] = cert.Revision
 		}
-		if ref == cfg.DefaultCertificateID {
+		if ref == cfg.DefaultCertificateID && asDefault {
 			in.DefaultCert = file
 		} else {
 			in.Certs = append(in.Certs, CertFile{File: file, Names: cert.Status.SANs})

@@ -36,6 +36,28 @@ func backend(t *testing.T, name, ip string, port int) {
 	t.Cleanup(func() { srv.Close() })
 }
 
+// startLB runs drover lb (o with a directory, a health port and the test's
+// logger) until the test ends, and returns its directory.
+func startLB(t *testing.T, ctx context.Context, o Options) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/tmp", "drover-lb-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	o.Dir, o.HealthPort, o.Logger = dir, testenv.FreePort(t), testenv.Logger()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- Run(runCtx, o) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("lb: %v", err)
+		}
+	})
+	return dir
+}
+
 func get(url, host string) (string, error) {
 	req, _ := http.NewRequest(http.MethodGet, url, nil)
 	if host != "" {
@@ -112,23 +134,8 @@ func TestIntegrationLoadBalancer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, err := os.MkdirTemp("/tmp", "drover-lb-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
 	metricsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(runCtx, Options{Engine: eng, ServiceID: lbSvc.ID, Dir: dir, HAProxy: haproxy, HealthPort: testenv.FreePort(t), Listen: metricsAddr, Logger: testenv.Logger()})
-	}()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("lb: %v", err)
-		}
-	}()
+	dir := startLB(t, ctx, Options{Engine: eng, ServiceID: lbSvc.ID, HAProxy: haproxy, Listen: metricsAddr})
 	url := fmt.Sprintf("http://127.0.0.1:%d", lbPort)
 	seen := func(path, host string, n int) map[string]int {
 		out := map[string]int{}

@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/cookiejar"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -98,19 +97,7 @@ func TestIntegrationLoadBalancerTLSAndTCP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, _ := os.MkdirTemp("/tmp", "drover-lbtls-")
-	defer os.RemoveAll(dir)
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(runCtx, Options{Engine: eng, ServiceID: lbSvc.ID, Dir: dir, HAProxy: haproxy, HealthPort: testenv.FreePort(t), Logger: testenv.Logger()})
-	}()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("lb: %v", err)
-		}
-	}()
+	startLB(t, ctx, Options{Engine: eng, ServiceID: lbSvc.ID, HAProxy: haproxy})
 	// SNI picks each certificate; an unknown name gets the default.
 	for _, name := range []string{"a.example.com", "b.example.com", "c.example.com", "unknown.example.com"} {
 		want := name

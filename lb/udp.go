@@ -229,7 +229,7 @@ func (f *udpFront) reap() {
 	}
 }
 
-// udpSessions counts the open sessions (tests, metrics).
+// sessions counts the open sessions by port (the tests read it).
 func (p *udpProxy) sessions() map[string]int {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -15,10 +14,11 @@ import (
 	"github.com/drover/drover/internal/testenv"
 )
 
-// udpEcho answers every datagram with "<name> <datagram>".
-func udpEcho(t *testing.T, name, ip string) int {
+// udpEcho answers every datagram on ip:port (0: any) with "<name>
+// <datagram>" and returns its port.
+func udpEcho(t *testing.T, name, ip string, port int) int {
 	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip)})
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip), Port: port})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestIntegrationUDP(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	_, eng := testenv.StartServer(t, apiserver.Options{})
-	p1 := udpEcho(t, "dns-1", "127.0.0.2")
+	p1 := udpEcho(t, "dns-1", "127.0.0.2", 0)
 	st, err := eng.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: "net"}})
 	if err != nil {
 		t.Fatal(err)
@@ -84,22 +84,7 @@ func TestIntegrationUDP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir, err := os.MkdirTemp("/tmp", "drover-lb-udp-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(runCtx, Options{Engine: eng, ServiceID: lbSvc.ID, Dir: dir, HAProxy: haproxy, HealthPort: testenv.FreePort(t), Logger: testenv.Logger()})
-	}()
-	defer func() {
-		stop()
-		if err := <-done; err != nil {
-			t.Errorf("lb: %v", err)
-		}
-	}()
+	startLB(t, ctx, Options{Engine: eng, ServiceID: lbSvc.ID, HAProxy: haproxy})
 	testenv.Eventually(t, "a datagram through the LB and its answer back", 30*time.Second, func() error {
 		got, err := ask(lbPort, "hello")
 		if err == nil && got != "dns-1 hello" {
@@ -113,7 +98,7 @@ func TestIntegrationUDP(t *testing.T) {
 		{SourcePort: lbPort, Protocol: "udp", TargetPort: p1, Addresses: []string{"127.0.0.2", "127.0.0.3"}}}}}}); err != nil {
 		t.Fatal(err)
 	}
-	udpEchoOn(t, "dns-2", "127.0.0.3", p1)
+	udpEcho(t, "dns-2", "127.0.0.3", p1)
 	testenv.Eventually(t, "new clients spread over both backends", 30*time.Second, func() error {
 		seen := map[string]int{}
 		for i := 0; i < 6; i++ {
@@ -147,32 +132,12 @@ func TestIntegrationUDP(t *testing.T) {
 	})
 }
 
-// udpEchoOn is udpEcho on a given port.
-func udpEchoOn(t *testing.T, name, ip string, port int) {
-	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.ParseIP(ip), Port: port})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := c.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			c.WriteToUDP([]byte(name+" "+string(buf[:n])), from)
-		}
-	}()
-}
-
 // A session idle for UDPIdleTimeout is closed; a port no rule names closes.
 func TestUDPSessionsExpire(t *testing.T) {
 	old := UDPIdleTimeout
 	UDPIdleTimeout = 200 * time.Millisecond
 	t.Cleanup(func() { UDPIdleTimeout = old })
-	port := udpEcho(t, "echo", "127.0.0.1")
+	port := udpEcho(t, "echo", "127.0.0.1", 0)
 	p := newUDPProxy(testenv.Logger())
 	defer p.close()
 	front := testenv.FreePort(t)

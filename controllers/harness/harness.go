@@ -15,6 +15,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/util/workqueue"
+
+	"github.com/drover/drover/api"
+	"github.com/drover/drover/client"
 )
 
 // Metrics are shared by every controller of a process, labelled by name.
@@ -167,4 +170,29 @@ func (c *Controller) next(ctx context.Context) bool {
 		}
 	}
 	return true
+}
+
+// EnsureStack finds the engine stack name, or makes it (a bridge's own
+// stack: kubernetes-ingress-lbs, kubernetes-loadbalancers), retrying every
+// 2s while the engine does not answer, until ctx ends.
+func EnsureStack(ctx context.Context, eng *client.Client, name, description string, log *slog.Logger) (*api.Stack, error) {
+	for {
+		list, _, err := eng.Stacks().List(ctx, client.ListOptions{Name: name})
+		if err == nil && len(list) > 0 {
+			return &list[0], nil
+		}
+		if err == nil {
+			st, cerr := eng.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: name, Annotations: map[string]string{"description": description}}})
+			if cerr == nil {
+				return st, nil
+			}
+			err = cerr // a conflict: another replica made it; list again
+		}
+		log.Warn("engine stack not ready; retrying", "stack", name, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+	}
 }
