@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -38,12 +39,15 @@ func TestIntegrationCloudProvider(t *testing.T) {
 	register := func(name, ip string, labels map[string]string) *api.RegisterResponse {
 		return env.Register(t, ctx, name, ip, labels)
 	}
+	var cpReg *prometheus.Registry
 	start := func() func() {
+		r := prometheus.NewRegistry() // a new process, new counters
+		cpReg = r
 		cctx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			if err := cloudprovider.Run(cctx, cloudprovider.Options{Kube: kube.Config, Engine: eng, Logger: testenv.Logger(), LeaseDuration: 3 * time.Second, NodeMonitorPeriod: time.Second}); err != nil {
+			if err := cloudprovider.Run(cctx, cloudprovider.Options{Kube: kube.Config, Engine: eng, Logger: testenv.Logger(), LeaseDuration: 3 * time.Second, NodeMonitorPeriod: time.Second, Registry: r}); err != nil {
 				t.Errorf("cloudprovider: %v", err)
 			}
 		}()
@@ -325,6 +329,18 @@ func TestIntegrationCloudProvider(t *testing.T) {
 		}
 		return nil
 	})
+
+	// Every controller together goes still (the engine's, kubernetes-agent,
+	// the provider's status syncer).
+	time.Sleep(3 * time.Second)
+	before := lbtest.Writes(env.Controllers, env.KubernetesAgent, cpReg)
+	if before == 0 {
+		t.Fatal("no write counters read: the check below would prove nothing")
+	}
+	time.Sleep(5 * time.Second)
+	if after := lbtest.Writes(env.Controllers, env.KubernetesAgent, cpReg); after != before {
+		t.Errorf("controllers kept writing after the last change: %v writes in 5 s", after-before)
+	}
 }
 
 func keys(m map[string]*api.Service) []string {

@@ -173,8 +173,9 @@ type Env struct {
 	Engine *client.Client
 	Edge   *api.RegisterResponse
 	Token  string // a registration token for more hosts
-	// KubernetesAgent holds kubernetes-agent's metrics (its write counters).
-	KubernetesAgent *prometheus.Registry
+	// KubernetesAgent and Controllers hold the write counters of
+	// kubernetes-agent and of the engine's controllers.
+	KubernetesAgent, Controllers *prometheus.Registry
 }
 
 // StartEnv starts it all for the test; hostLabels go on "edge".
@@ -186,7 +187,7 @@ func StartEnv(t testing.TB, ctx context.Context, hostLabels map[string]string) *
 	}
 	e := &Env{Kube: testenv.StartKube(t, testenv.KubeOptions{ControllerManager: true}), KubernetesAgent: prometheus.NewRegistry()}
 	e.Server, e.Engine = testenv.StartServer(t, apiserver.Options{})
-	testenv.StartControllers(t, e.Server, controllers.Options{})
+	e.Controllers = testenv.StartControllers(t, e.Server, controllers.Options{})
 	tok, err := e.Engine.RegistrationTokens().Create(ctx, &api.RegistrationToken{})
 	if err != nil {
 		t.Fatal(err)
@@ -212,4 +213,30 @@ func (e *Env) Register(t testing.TB, ctx context.Context, name, ip string, label
 		t.Fatal(err)
 	}
 	return reg
+}
+
+// Writes sums every drover_*_writes_total counter of regs (a lease's
+// renewals and leader election excepted: they tick by design). A test that
+// changes something waits, reads it, waits again: two controllers that
+// undo each other keep it moving.
+func Writes(regs ...*prometheus.Registry) float64 {
+	total := 0.0
+	for _, r := range regs {
+		mfs, _ := r.Gather()
+		for _, mf := range mfs {
+			if !strings.HasPrefix(mf.GetName(), "drover_") || !strings.HasSuffix(mf.GetName(), "writes_total") {
+				continue
+			}
+		metric:
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetValue() == "leases" || l.GetValue() == "election" {
+						continue metric
+					}
+				}
+				total += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return total
 }
