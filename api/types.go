@@ -160,6 +160,22 @@ type StackStatus struct {
 	// PreviousSpec is the spec before the last change of spec, kept by the
 	// server; rolling back re-applies it.
 	PreviousSpec *StackSpec `json:"previousSpec,omitempty"`
+	// Kubernetes-template stacks (written by kubectld): state is the phase
+	// (applying, active, error, removing), lastError the last failure, and
+	// objects what the templates applied; release and releaseRevision name
+	// the Helm release of a chart.
+	LastError       string       `json:"lastError,omitempty"`
+	Objects         []KubeObject `json:"objects,omitempty"`
+	Release         string       `json:"release,omitempty"`
+	ReleaseRevision int          `json:"releaseRevision,omitempty"`
+}
+
+// KubeObject names a Kubernetes object.
+type KubeObject struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string `json:"kind"`
+	Namespace  string `json:"namespace,omitempty"`
+	Name       string `json:"name"`
 }
 
 // Service is a scaled set of containers (or a load balancer, an external or
@@ -670,4 +686,11 @@ type SecretCertificate struct {
 	Name string `json:"name"`
 	Cert string `json:"cert"`
 	Key  string `json:"key,omitempty"`
+}
+
+func (o KubeObject) String() string {
+	if o.Namespace == "" {
+		return o.Kind + " " + o.Name
+	}
+	return o.Kind + " " + o.Namespace + "/" + o.Name
 }

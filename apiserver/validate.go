@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"path"
+	"sort"
 	"strconv"
 	"strings"
 	"unicode"
@@ -20,6 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/kubectld/manifest"
 	"github.com/drover/drover/stacks"
 )
 
@@ -268,10 +270,8 @@ func validateStack(o *api.Stack) *api.Error {
 			return invalid("spec.compose", "%v", err)
 		}
 	}
-	for name, tpl := range o.Spec.Templates {
-		if err := checkTemplate(tpl); err != nil {
-			return invalid("spec.templates."+name, "%v", err)
-		}
+	if err := validateTemplates(o.Spec); err != nil {
+		return err
 	}
 	if o.Spec.Namespace != "" && (len(o.Spec.Namespace) > 63 || !isDNSLabel(o.Spec.Namespace)) {
 		return invalid("spec.namespace", "%q is not a DNS label", o.Spec.Namespace)
@@ -511,6 +511,58 @@ const (
 // yaml.v3 refuses documents whose aliases expand without bound (a "billion
 // laughs" file), and each document must be a mapping with apiVersion and
 // kind, as kubectl expects.
+// validateTemplates checks a Kubernetes-template stack's files: a Helm
+// chart's Chart.yaml must read; manifests must have every ${VAR} answered
+// and hold Kubernetes objects once filled.
+func validateTemplates(spec api.StackSpec) *api.Error {
+	if len(spec.Templates) > 0 && spec.Kind != api.StackKubernetes {
+		return invalid("spec.templates", "templates are for stacks of kind kubernetes (this one is %s)", spec.Kind)
+	}
+	chart := manifest.IsChart(spec.Templates)
+	var missing []string
+	for name, tpl := range spec.Templates {
+		if len(tpl) > maxTemplateBytes {
+			return invalid("spec.templates."+name, "is %d KiB; at most %d KiB", len(tpl)>>10, maxTemplateBytes>>10)
+		}
+		if chart {
+			continue
+		}
+		filled, err := manifest.Interpolate(name, tpl, spec.Answers)
+		var me *manifest.MissingError
+		if errors.As(err, &me) {
+			missing = append(missing, me.Error())
+			continue
+		}
+		if err != nil {
+			return invalid("spec.templates."+name, "%v", err)
+		}
+		if !manifest.IsManifest(name) {
+			continue
+		}
+		if err := checkTemplate(filled); err != nil {
+			return invalid("spec.templates."+name, "%v", err)
+		}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		return invalid("spec.answers", "%s", strings.Join(missing, "; "))
+	}
+	if chart {
+		var meta struct {
+			APIVersion string `yaml:"apiVersion"`
+			Name       string `yaml:"name"`
+			Version    string `yaml:"version"`
+		}
+		if err := yaml.Unmarshal([]byte(spec.Templates["Chart.yaml"]), &meta); err != nil {
+			return invalid("spec.templates.Chart.yaml", "%v", err)
+		}
+		if meta.Name == "" || meta.Version == "" || meta.APIVersion == "" {
+			return invalid("spec.templates.Chart.yaml", "a chart needs apiVersion, name and version")
+		}
+	}
+	return nil
+}
+
 func checkTemplate(tpl string) error {
 	if len(tpl) > maxTemplateBytes {
 		return fmt.Errorf("is %d KiB; at most %d KiB", len(tpl)>>10, maxTemplateBytes>>10)

@@ -533,3 +533,43 @@ func (w *Watcher[T]) Close() {
 	w.cancel()
 	w.body.Close()
 }
+
+// TokenUser is the engine's answer about an engine key given as a
+// Kubernetes bearer token (see apiserver/tokenreview.go).
+type TokenUser struct {
+	Authenticated bool
+	Username, UID string
+	Groups        []string
+	Error         string // why it is not a key, when not authenticated
+}
+
+// ReviewToken asks the engine who holds token ("accessKey:secretKey"),
+// through the same TokenReview endpoint kube-apiserver's webhook calls: a
+// revoked key is refused at once. The caller needs an admin or service key.
+func (c *Client) ReviewToken(ctx context.Context, token string) (*TokenUser, error) {
+	type userInfo struct {
+		Username string   `json:"username"`
+		UID      string   `json:"uid"`
+		Groups   []string `json:"groups"`
+	}
+	type review struct {
+		APIVersion string `json:"apiVersion"`
+		Kind       string `json:"kind"`
+		Spec       struct {
+			Token string `json:"token"`
+		} `json:"spec"`
+		Status struct {
+			Authenticated bool     `json:"authenticated"`
+			User          userInfo `json:"user"`
+			Error         string   `json:"error"`
+		} `json:"status"`
+	}
+	in := review{APIVersion: "authentication.k8s.io/v1", Kind: "TokenReview"}
+	in.Spec.Token = token
+	var out review
+	if err := c.do(ctx, http.MethodPost, "/v1/tokenreviews", in, &out); err != nil {
+		return nil, err
+	}
+	return &TokenUser{Authenticated: out.Status.Authenticated, Username: out.Status.User.Username, UID: out.Status.User.UID,
+		Groups: out.Status.User.Groups, Error: out.Status.Error}, nil
+}

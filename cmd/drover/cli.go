@@ -131,6 +131,8 @@ func stackUp(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.Var(&files, "f", "compose file (docker-compose.yml), and optionally a rancher-compose.yml; repeatable")
 	answersFile := fs.String("answers", "", "answers for ${VAR}: a YAML/JSON map or KEY=VALUE lines")
 	wait := fs.Duration("wait", 5*time.Minute, "how long to wait for the stack to be active and healthy (0: do not wait)")
+	kind := fs.String("kind", api.StackCompose, "compose, or kubernetes: -f names Kubernetes YAML files, folders of them, or a Helm chart folder, applied by kubectld")
+	namespace := fs.String("namespace", "", "kind kubernetes: the namespace of the stack's objects (default: default; made if missing)")
 	name, rest := splitName(args)
 	if err := parseCLI(fs, rest); err != nil {
 		if err == errHelp {
@@ -139,7 +141,17 @@ func stackUp(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	if name == "" {
-		return usageError{"usage: drover stack up NAME -f docker-compose.yml [-f rancher-compose.yml] [--answers FILE]"}
+		return usageError{"usage: drover stack up NAME -f docker-compose.yml [-f rancher-compose.yml] [--answers FILE]\n       drover stack up NAME --kind kubernetes [--namespace NS] -f app.yaml|DIR [-f more.yaml] [--answers FILE]"}
+	}
+	switch *kind {
+	case api.StackCompose:
+		if *namespace != "" {
+			return usageError{"--namespace is for --kind kubernetes"}
+		}
+	case api.StackKubernetes:
+		return kubeStackUp(ctx, cf, name, *namespace, files, *answersFile, *wait, stderr)
+	default:
+		return usageError{fmt.Sprintf("--kind %q: want compose or kubernetes", *kind)}
 	}
 	var compose []stacks.File
 	var rancher *stacks.File
@@ -395,6 +407,17 @@ func stackRollback(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return fmt.Errorf("stack %s has no previous version to roll back to", st.Name)
 	}
 	st.Spec = *st.Status.PreviousSpec
+	if st.Spec.Kind == api.StackKubernetes {
+		updated, err := c.Stacks().Update(ctx, st.ID, st)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "stack %s rolled back\n", st.Name)
+		if *wait == 0 {
+			return nil
+		}
+		return waitKubeStack(ctx, c, updated, *wait, stderr)
+	}
 	want, err := stacks.ParseSpec(ctx, st.Name, st.Spec)
 	if err != nil {
 		return fmt.Errorf("the previous version no longer parses: %w", err)

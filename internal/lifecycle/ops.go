@@ -19,8 +19,13 @@ type Ops struct {
 	Gatherer prometheus.Gatherer
 	// Ready says why the daemon cannot serve yet (nil: ready).
 	Ready func() error
-	srv   *http.Server
-	ln    net.Listener
+	// Handler, when set, serves every other path (a daemon whose API
+	// shares the ops address).
+	Handler http.Handler
+	// WriteTimeout bounds a response (default 30s).
+	WriteTimeout time.Duration
+	srv          *http.Server
+	ln           net.Listener
 }
 
 // Start listens and serves in the background.
@@ -39,12 +44,18 @@ func (o *Ops) Start() error {
 	if o.Gatherer != nil {
 		mux.Handle("GET /metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
 	}
+	if o.Handler != nil {
+		mux.Handle("/", o.Handler)
+	}
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = 30 * time.Second
+	}
 	ln, err := net.Listen("tcp", o.Listen)
 	if err != nil {
 		return fmt.Errorf("listening on %s for /healthz, /readyz and /metrics: %w", o.Listen, err)
 	}
 	o.ln = ln
-	o.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: time.Minute}
+	o.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: o.WriteTimeout, IdleTimeout: time.Minute}
 	go o.srv.Serve(ln)
 	return nil
 }
