@@ -10,7 +10,7 @@ LISTEN   ?= 127.0.0.1:8080
 # Integration tests share 2 cores with etcd processes; give them room.
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build kube deps images test test-short lint fuzz bench bench-chaos bench-net bench-engine bench-kube bench-sched bench-stack bench-netsvc bench-up bench-lb bench-ingress up engine clean
+.PHONY: all build kube deps images test test-short lint fuzz bench bench-chaos bench-net bench-engine bench-kube bench-sched bench-stack bench-netsvc bench-up bench-lb bench-ingress bench-kubectld up engine clean
 
 # Kubernetes is built from source; its version is named once, in images/kubernetes/go.mod.
 KUBE_VERSION := $(shell grep -oE '^\s*(require )?k8s.io/kubernetes v[0-9.]+' images/kubernetes/go.mod | awk '{print $$NF}')
@@ -80,9 +80,11 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzServeDNS -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./dns/resolver/
 	$(GO) test -run XXX -fuzz FuzzTopField -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./metadata/
 	$(GO) test -run XXX -fuzz FuzzMetadataPath -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./metadata/
+	$(GO) test -run XXX -fuzz FuzzDecode -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./kubectld/manifest/
+	$(GO) test -run XXX -fuzz FuzzInterpolate -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./kubectld/manifest/
 
 ## bench: every benchmark (prints one line per figure).
-bench: bench-engine bench-kube bench-sched bench-stack bench-netsvc bench-net bench-lb bench-ingress
+bench: bench-engine bench-kube bench-sched bench-stack bench-netsvc bench-net bench-lb bench-ingress bench-kubectld
 
 ## bench-lb: render 5,000 rules; requests/s through HAProxy beside the same client straight to
 ## the backend; 20 reloads under load (failed requests, time until the new config serves).
@@ -93,6 +95,16 @@ bench-lb: deps
 ## HAProxy, then single changes to live (p50, p99), beside HAProxy started and reloaded bare.
 bench-ingress: deps kube
 	$(GO) test -run XXX -bench BenchmarkIngress -benchtime 1x -timeout 15m ./ingress-controller/
+
+## bench-kubectld: a 500-object manifest through /v1-kubectl/apply beside kubectl apply
+## --server-side (built from the pinned Kubernetes) against the same kube-apiserver.
+bench-kubectld: deps kube bin/kubectl
+	$(GO) test -run XXX -bench BenchmarkKubectldApply -benchtime 1x -timeout 15m ./kubectld/
+
+## bin/kubectl: kubectl of the pinned Kubernetes version (for bench-kubectld only).
+bin/kubectl: images/kubernetes/go.mod images/kubernetes/go.sum
+	@echo "building kubectl $(KUBE_VERSION) into bin/kubectl"
+	cd images/kubernetes && CGO_ENABLED=0 $(GO) build -ldflags "$(KUBE_LDFLAGS)" -o ../../bin/kubectl k8s.io/kubernetes/cmd/kubectl
 
 ## bench-up: drover up on a fresh host container until the node is Ready and DNS answers,
 ## then a second host joining until Ready (images built first).

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/drover/drover/api"
+	"github.com/drover/drover/client"
 	"github.com/drover/drover/internal/lbtest"
 	"github.com/drover/drover/internal/testenv"
 	"github.com/drover/drover/kubectld"
@@ -73,11 +74,11 @@ func templateStack(t *testing.T, e *env) {
 		"more.yaml": svc + "---\n" + cm("four", "", "4"),
 	}
 	// A missing answer is refused by the engine, naming it.
-	_, err := e.eng.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: "shop-app"}, Spec: api.StackSpec{Kind: api.StackKubernetes, Namespace: "shop", Templates: v1}})
+	_, err := e.eng.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: "shop"}, Spec: api.StackSpec{Kind: api.StackKubernetes, Namespace: "shop", Templates: v1}})
 	if !api.IsStatus(err, 422) || !strings.Contains(err.Error(), "spec.answers") || !strings.Contains(err.Error(), "${GREETING}") {
 		t.Fatalf("a stack without its answers: %v", err)
 	}
-	st, err := e.eng.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: "shop-app"}, Spec: api.StackSpec{Kind: api.StackKubernetes, Namespace: "shop", Templates: v1, Answers: map[string]string{"GREETING": "hello"}}})
+	st, err := e.eng.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: "shop"}, Spec: api.StackSpec{Kind: api.StackKubernetes, Namespace: "shop", Templates: v1, Answers: map[string]string{"GREETING": "hello"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,6 +104,24 @@ func templateStack(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	three, _ := core.Services("shop").Get(ctx, "three", metav1.GetOptions{})
+	// The stack is named after its namespace: it stands for it in the
+	// engine (kubernetes-agent makes no second stack, and puts the
+	// namespace's Services in this one).
+	testenv.Eventually(t, "Service three in the engine, in stack shop", 30*time.Second, func() error {
+		svcs, _, err := e.eng.Services().List(ctx, client.ListOptions{StackID: st.ID})
+		if err != nil {
+			return err
+		}
+		for _, s := range svcs {
+			if s.Name == "three" {
+				return nil
+			}
+		}
+		return fmt.Errorf("services of stack shop: %d", len(svcs))
+	})
+	if sts, _, _ := e.eng.Stacks().List(ctx, client.ListOptions{Name: "shop"}); len(sts) != 1 {
+		t.Errorf("%d stacks named shop", len(sts))
+	}
 
 	// Upgrade: one changed, two and four dropped, five added, three as it was.
 	v2 := map[string]string{

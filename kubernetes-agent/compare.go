@@ -37,11 +37,23 @@ func Compare(ctx context.Context, kube kubernetes.Interface, eng *client.Client)
 		st := &stacks[i]
 		stackOf[st.Labels[LabelName]] = st
 	}
+	// Template stacks named after their namespace stand for it.
+	all, _, err := eng.Stacks().List(ctx, client.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	standIn := map[string]bool{}
+	for _, st := range all {
+		if isTemplateStack(&st) && st.Spec.Namespace == st.Name && !st.Deleting() {
+			standIn[st.Name] = true
+		}
+	}
 	nsUID := map[string]string{}
 	for _, ns := range nss.Items {
 		nsUID[ns.Name] = string(ns.UID)
 		st := stackOf[ns.Name]
 		switch {
+		case st == nil && standIn[ns.Name]:
 		case st == nil:
 			bad("namespace %s has no stack", ns.Name)
 		case st.Labels[LabelUID] != string(ns.UID) || st.Spec.Kind != api.StackKubernetes || st.Spec.Namespace != ns.Name || st.Name != ns.Name:

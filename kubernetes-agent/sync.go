@@ -83,6 +83,9 @@ func (a *Agent) syncNamespace(ctx context.Context, name string) error {
 		Meta: api.Meta{Name: name, Labels: ownerLabels("Namespace", string(ns.UID), "", name, nil)},
 		Spec: api.StackSpec{Kind: api.StackKubernetes, Namespace: name},
 	}
+	if cur == nil && a.templateStackOf(name) != nil {
+		return nil // kubectld's stack of the same name stands for the namespace
+	}
 	if cur == nil {
 		created, err := a.eng.Stacks().Create(ctx, want)
 		if err != nil {
@@ -120,7 +123,26 @@ func (a *Agent) stackFor(ns string) (*api.Stack, error) {
 			return st, nil
 		}
 	}
+	if st := a.templateStackOf(ns); st != nil {
+		return st, nil
+	}
 	return nil, errWaiting
+}
+
+// templateStackOf finds a Kubernetes-template stack (kubectld's) named
+// after namespace ns and deploying into it: it stands for the namespace,
+// so no mirror stack is made beside it (they would want the same name).
+func (a *Agent) templateStackOf(ns string) *api.Stack {
+	for _, st := range a.stacks.ByIndex(idxName, ns) {
+		if isTemplateStack(st) && st.Spec.Namespace == ns && !st.Deleting() {
+			return st
+		}
+	}
+	return nil
+}
+
+func isTemplateStack(st *api.Stack) bool {
+	return !owned(st.Labels) && st.Spec.Kind == api.StackKubernetes && len(st.Spec.Templates) > 0
 }
 
 // --- shared apply for engine services (Kubernetes Services and workloads)

@@ -201,6 +201,15 @@ func (a *Agent) setupEngineCaches() {
 			}
 		}
 	}
+	// A template stack named after its namespace stands for it (see
+	// templateStackOf): when one comes, changes or goes, the namespace and
+	// what waits on it look again.
+	templateChanged := func(s *api.Stack) {
+		if isTemplateStack(s) && s.Spec.Namespace == s.Name {
+			a.namespaces.Enqueue(s.Name)
+			a.enqueueNamespaceContents(s.Name)
+		}
+	}
 	a.stacks = client.NewCache(a.eng.Stacks(), client.ListOptions{}, client.Handlers[api.Stack]{
 		OnAdd: func(s *api.Stack) {
 			requeueOwned(s.Labels)
@@ -208,9 +217,15 @@ func (a *Agent) setupEngineCaches() {
 			if owned(s.Labels) && s.Labels[LabelKind] == "Namespace" {
 				a.enqueueNamespaceContents(s.Labels[LabelName])
 			}
+			templateChanged(s)
 		},
-		OnUpdate: func(_, s *api.Stack) { requeueOwned(s.Labels) },
-		OnDelete: func(s *api.Stack) { requeueOwned(s.Labels) },
+		OnUpdate: func(o, s *api.Stack) {
+			requeueOwned(s.Labels)
+			if o.Deleting() != s.Deleting() || o.Spec.Namespace != s.Spec.Namespace {
+				templateChanged(s)
+			}
+		},
+		OnDelete: func(s *api.Stack) { requeueOwned(s.Labels); templateChanged(s) },
 	}, log)
 	a.stacks.AddIndex(idxNamespace, func(s *api.Stack) []string {
 		if owned(s.Labels) && s.Labels[LabelKind] == "Namespace" {

@@ -90,8 +90,18 @@ func kubeStackUp(ctx context.Context, cf *cliFlags, name, namespace string, file
 		}
 	} else {
 		next := existing[0]
-		if next.Spec.Kind != api.StackKubernetes || len(next.Spec.Templates) == 0 {
-			return fmt.Errorf("stack %s exists and is not a Kubernetes-template stack (kind %s); choose another name", name, next.Spec.Kind)
+		if next.Spec.Kind != api.StackKubernetes {
+			return fmt.Errorf("stack %s exists and is a %s stack; choose another name", name, next.Spec.Kind)
+		}
+		if len(next.Spec.Templates) == 0 && next.Spec.Namespace != "" {
+			// The engine stack of an existing namespace (kubernetes-agent's):
+			// it takes the templates, and keeps its namespace.
+			if spec.Namespace == "" {
+				spec.Namespace = next.Spec.Namespace
+			}
+			if spec.Namespace != next.Spec.Namespace {
+				return fmt.Errorf("stack %s stands for namespace %s: deploy into it (--namespace %s) or choose another stack name", name, next.Spec.Namespace, next.Spec.Namespace)
+			}
 		}
 		next.Spec = spec
 		st, err = c.Stacks().Update(ctx, next.ID, &next)

@@ -24,6 +24,7 @@ func TestBuiltinStacksParse(t *testing.T) {
 		"kubernetes/kubernetes-agent":        "controlplane=true",
 		"kubernetes/ingress-controller":      "controlplane=true",
 		"kubernetes/cloudprovider":           "controlplane=true",
+		"kubernetes/kubectld":                "controlplane=true",
 	}
 	seen := 0
 	for _, st := range Stacks {

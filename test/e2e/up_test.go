@@ -329,6 +329,8 @@ func TestIntegrationUp(t *testing.T) {
 		}
 	}
 
+	kubectldChecks(t, ctx, h1, eng, kc)
+
 	rotateCertificates(t, ctx, h1, h2, eng, kc)
 
 	// The worker goes: its node goes, and its pods come back on h1.
@@ -662,4 +664,58 @@ func dumpHosts(t *testing.T, cl *kind.Cluster) {
 		out, _ := kind.Docker(ctx, "exec", cl.Name+"-"+n, "sh", "-c", "docker ps -a; for c in $(docker ps -aq); do echo \"== $c\"; docker logs --tail 30 $c 2>&1; done")
 		t.Logf("host %s:\n%s", n, out)
 	}
+}
+
+// kubectldChecks: the kubernetes stack's kubectld answers /v1-kubectl on
+// the control-plane host's port 8091 with the engine's admin key, and
+// applies a stack of kind kubernetes.
+func kubectldChecks(t *testing.T, ctx context.Context, h1 *kind.Host, eng *client.Client, kc *kubernetes.Clientset) {
+	b, err := h1.ReadFile(ctx, "/var/lib/drover/server/credentials.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cr api.Credentials
+	if err := json.Unmarshal(b, &cr); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	body := "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: via-kubectld}\ndata: {v: \"1\"}\n"
+	eventually(t, ctx, 3*time.Minute, "kubectld applies a ConfigMap on "+h1.IP+":8091", func() error {
+		req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+h1.IP+":8091/v1-kubectl/apply?defaultNamespace=default", strings.NewReader(body))
+		req.SetBasicAuth(cr.AccessKey, cr.SecretKey)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusNonAuthoritativeInfo {
+			return fmt.Errorf("%s: %s", resp.Status, out)
+		}
+		return nil
+	})
+	if _, err := kc.CoreV1().ConfigMaps("default").Get(ctx, "via-kubectld", metav1.GetOptions{}); err != nil {
+		t.Errorf("the ConfigMap kubectld applied: %v", err)
+	}
+	st, err := eng.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: "tpl"}, Spec: api.StackSpec{Kind: api.StackKubernetes, Namespace: "tpl",
+		Templates: map[string]string{"app.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: app}\ndata: {greeting: \"${GREETING}\"}\n"},
+		Answers:   map[string]string{"GREETING": "hello"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, ctx, 2*time.Minute, "the template stack is applied", func() error {
+		cur, err := eng.Stacks().Get(ctx, st.ID)
+		if err != nil {
+			return err
+		}
+		if cur.Status.ObservedGeneration != cur.Generation || cur.Status.State != "active" {
+			return fmt.Errorf("state %q: %s", cur.Status.State, cur.Status.Message)
+		}
+		return nil
+	})
+	cm, err := kc.CoreV1().ConfigMaps("tpl").Get(ctx, "app", metav1.GetOptions{})
+	if err != nil || cm.Data["greeting"] != "hello" {
+		t.Errorf("the template stack's ConfigMap: %v %v", cm, err)
+	}
+	t.Logf("kubectld: /v1-kubectl and a template stack answered %.1fs after the first try", time.Since(start).Seconds())
 }
