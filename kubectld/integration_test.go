@@ -339,6 +339,7 @@ spec:
 
 	t.Run("template stack", func(t *testing.T) { templateStack(t, e) })
 	t.Run("helm chart stack", func(t *testing.T) { helmStack(t, e) })
+	t.Run("cli", func(t *testing.T) { cliStack(t, e) })
 }
 
 func jsonString(s string) string {

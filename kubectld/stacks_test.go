@@ -3,6 +3,9 @@ package kubectld_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -277,4 +280,65 @@ data: {v: "extra"}
 	if secs != nil && len(secs.Items) > 0 {
 		t.Errorf("%d Helm release secrets left", len(secs.Items))
 	}
+}
+
+// The CLI's path: drover stack up --kind kubernetes with files and with a
+// chart folder, an upgrade, a rollback and rm, through the drover binary.
+func cliStack(t *testing.T, e *env) {
+	bin := testenv.DroverBinary(t)
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	app := write("app/app.yaml", cm("web", "", "${GREETING}"))
+	write("app/README.md", "not a manifest")
+	answers := write("answers.txt", "GREETING=hello\n")
+	drover := func(args ...string) (string, error) {
+		cmd := exec.Command(bin, append(args, "--credentials", e.srv.CredentialsPath())...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := drover("stack", "up", "web", "--kind", "kubernetes", "--namespace", "cli", "-f", filepath.Dir(app), "--wait", "60s")
+	if err == nil || !strings.Contains(out, "${GREETING}") || !strings.Contains(out, "app.yaml") {
+		t.Fatalf("stack up without answers: %v\n%s", err, out)
+	}
+	out, err = drover("stack", "up", "web", "--kind", "kubernetes", "--namespace", "cli", "-f", filepath.Dir(app), "--answers", answers, "--wait", "60s")
+	if err != nil || !strings.Contains(out, "stack web is active") || !strings.Contains(out, "ConfigMap cli/web") {
+		t.Fatalf("stack up: %v\n%s", err, out)
+	}
+	write("answers.txt", "GREETING=hi\n")
+	if out, err = drover("stack", "up", "web", "--kind", "kubernetes", "--namespace", "cli", "-f", app, "--answers", answers, "--wait", "60s"); err != nil {
+		t.Fatalf("stack up again: %v\n%s", err, out)
+	}
+	if v := cmValue(t, e, "cli", "web"); v != "hi" {
+		t.Errorf("web = %q after the upgrade", v)
+	}
+	if out, err = drover("stack", "rollback", "web", "--wait", "60s"); err != nil || !strings.Contains(out, "stack web is active") {
+		t.Fatalf("stack rollback: %v\n%s", err, out)
+	}
+	if v := cmValue(t, e, "cli", "web"); v != "hello" {
+		t.Errorf("web = %q after the rollback", v)
+	}
+	write("chart/Chart.yaml", "apiVersion: v2\nname: tiny\nversion: 0.1.0\n")
+	write("chart/templates/cm.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: tiny}\ndata: {v: {{ .Values.v | default \"none\" | quote }}}\n")
+	out, err = drover("stack", "up", "tiny", "--kind", "kubernetes", "--namespace", "cli", "-f", filepath.Join(dir, "chart"), "--wait", "60s")
+	if err != nil || !strings.Contains(out, "Helm release tiny revision 1") || cmValue(t, e, "cli", "tiny") != "none" {
+		t.Fatalf("stack up of a chart: %v\n%s", err, out)
+	}
+	for _, st := range []string{"tiny", "web"} {
+		if out, err = drover("stack", "rm", st); err != nil {
+			t.Fatalf("stack rm %s: %v\n%s", st, err, out)
+		}
+	}
+	testenv.Eventually(t, "the stacks' objects gone", 60*time.Second, func() error {
+		if cmValue(t, e, "cli", "web")+cmValue(t, e, "cli", "tiny") != "" {
+			return fmt.Errorf("still there")
+		}
+		return nil
+	})
 }
