@@ -212,6 +212,10 @@ type ServiceSpec struct {
 	VIP          string         `json:"vip,omitempty"`
 	Links        []string       `json:"links,omitempty"`
 	Upgrade      *UpgradeConfig `json:"upgrade,omitempty"`
+	// Metadata is free-form data the service's containers read from the
+	// metadata service (/self/service/metadata), Rancher's rancher-compose
+	// "metadata:" key.
+	Metadata map[string]any `json:"metadata,omitempty"`
 }
 
 type ServiceStatus struct {

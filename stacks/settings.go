@@ -141,6 +141,9 @@ func (s *Settings) apply(spec *api.ServiceSpec) error {
 			return fmt.Errorf("kind %q: use container, loadBalancer, external or alias", s.Kind)
 		}
 	}
+	if len(s.Metadata) > 0 {
+		spec.Metadata = jsonSafe(s.Metadata).(map[string]any)
+	}
 	if s.Scale != nil {
 		if *s.Scale < 0 {
 			return fmt.Errorf("scale %d: must be 0 or more", *s.Scale)
@@ -194,4 +197,30 @@ func (s *Settings) apply(spec *api.ServiceSpec) error {
 		spec.Hostname = s.Hostname
 	}
 	return nil
+}
+
+// jsonSafe turns what YAML decoded (maps with any keys) into what JSON
+// encodes: map[string]any all the way down.
+func jsonSafe(v any) any {
+	switch t := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(t))
+		for k, x := range t {
+			out[k] = jsonSafe(x)
+		}
+		return out
+	case map[any]any:
+		out := make(map[string]any, len(t))
+		for k, x := range t {
+			out[fmt.Sprint(k)] = jsonSafe(x)
+		}
+		return out
+	case []any:
+		out := make([]any, len(t))
+		for i, x := range t {
+			out[i] = jsonSafe(x)
+		}
+		return out
+	}
+	return v
 }
