@@ -143,8 +143,14 @@ const (
 )
 
 type StackSpec struct {
-	Kind           string            `json:"kind,omitempty"`
-	Compose        string            `json:"compose,omitempty"`
+	Kind    string `json:"kind,omitempty"`
+	Compose string `json:"compose,omitempty"`
+	// ComposeName is the compose file's name: one ending in .tpl is a
+	// Rancher catalog Go template, rendered with the answers first.
+	ComposeName string `json:"composeName,omitempty"`
+	// Overrides are more compose files, applied over Compose in order (as
+	// docker-compose -f a -f b does).
+	Overrides      []string          `json:"overrides,omitempty"`
 	RancherCompose string            `json:"rancherCompose,omitempty"`
 	Templates      map[string]string `json:"templates,omitempty"`
 	Answers        map[string]string `json:"answers,omitempty"`

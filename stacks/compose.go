@@ -63,6 +63,7 @@ func (e *Error) Error() string {
 type doc struct {
 	name string
 	root *yaml.Node
+	v1   bool // services at the top level: "services" is not in paths
 }
 
 func parseDoc(f File) (*doc, error) {
@@ -70,7 +71,7 @@ func parseDoc(f File) (*doc, error) {
 	if err := yaml.Unmarshal(f.Content, &root); err != nil {
 		return nil, &Error{File: f.Name, Line: yamlErrLine(err), Msg: "not valid YAML: " + cleanYAMLErr(err)}
 	}
-	return &doc{name: f.Name, root: &root}, nil
+	return &doc{name: f.Name, root: &root, v1: isV1(&root)}, nil
 }
 
 var yamlLineRe = regexp.MustCompile(`line (\d+)`)
@@ -91,6 +92,9 @@ func cleanYAMLErr(err error) string {
 // lookup returns the key and value nodes at a path (services, web, ports,
 // 0); for a sequence element the key is the element itself.
 func (d *doc) lookup(path ...string) (key, val *yaml.Node) {
+	if d.v1 && len(path) > 0 && path[0] == "services" {
+		path = path[1:]
+	}
 	n := d.root
 	if n != nil && n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
 		n = n.Content[0]
@@ -185,18 +189,62 @@ func init() {
 // earlier ones, as with docker-compose -f a -f b), an optional
 // rancher-compose.yml, and the answers that fill ${VAR}.
 func Parse(ctx context.Context, stackName string, compose []File, rancher *File, answers map[string]string) ([]Service, error) {
+	r, err := ParseFull(ctx, stackName, compose, rancher, answers)
+	if err != nil {
+		return nil, err
+	}
+	return r.Services, nil
+}
+
+// Result is a parsed stack: its services, what Rancher accepted that drover
+// reads differently (warnings), the catalog block, and the answers used
+// (given ones and question defaults).
+type Result struct {
+	Services []Service
+	Warnings []Warning
+	Catalog  *Catalog
+	Answers  map[string]string
+}
+
+// ParseFull is Parse, with warnings, catalog and answers. Compose files
+// may be Rancher 1.x ones: docker-compose.yml.tpl Go templates (rendered
+// first), compose v1, rancher-compose v1 with a catalog block.
+func ParseFull(ctx context.Context, stackName string, compose []File, rancher *File, answers map[string]string) (*Result, error) {
 	if len(compose) == 0 {
 		return nil, errors.New("stacks: no compose file given")
 	}
+	x := &extras{}
+	res := &Result{}
+	var rtop *yaml.Node
+	if rancher != nil {
+		var err error
+		if rtop, res.Catalog, err = readRancherCompose(*rancher, x.warn); err != nil {
+			return nil, err
+		}
+		if answers, err = res.Catalog.Answers(rancher.Name, answers); err != nil {
+			return nil, err
+		}
+	}
+	res.Answers = answers
 	var docs []*doc
 	var cfs []types.ConfigFile
 	for _, f := range compose {
+		if IsTemplate(f.Name) {
+			var err error
+			if f, err = RenderTemplate(f, stackName, answers); err != nil {
+				return nil, err
+			}
+		}
 		d, err := parseDoc(f)
 		if err != nil {
 			return nil, err
 		}
 		docs = append(docs, d)
-		cfs = append(cfs, types.ConfigFile{Filename: f.Name, Content: f.Content})
+		nf, err := normalizeCompose(f, x)
+		if err != nil {
+			return nil, err
+		}
+		cfs = append(cfs, types.ConfigFile{Filename: f.Name, Content: nf.Content})
 	}
 	env := types.Mapping{}
 	for k, v := range answers {
@@ -216,14 +264,7 @@ func Parse(ctx context.Context, stackName string, compose []File, rancher *File,
 		if rdoc, err = parseDoc(*rancher); err != nil {
 			return nil, err
 		}
-		if _, svcs := rdoc.lookup("services"); svcs != nil && svcs.Kind == yaml.MappingNode {
-			for i := 0; i+1 < len(svcs.Content); i += 2 {
-				if err := checkKeys(rancher.Name, svcs.Content[i+1], reflect.TypeOf(Settings{}), "services."+svcs.Content[i].Value); err != nil {
-					return nil, err
-				}
-			}
-		}
-		if rancherSettings, err = parseRancherCompose(*rancher, answers); err != nil {
+		if rancherSettings, err = rancherServices(rancher.Name, rtop, answers); err != nil {
 			return nil, err
 		}
 		for name := range rancherSettings {
@@ -255,6 +296,20 @@ func Parse(ctx context.Context, stackName string, compose []File, rancher *File,
 			}
 			settings = rs
 		}
+		// Rancher's keys in docker-compose.yml count where rancher-compose
+		// says nothing.
+		if xs := x.settings[name]; xs != nil {
+			merged := *xs
+			if settings != nil {
+				merged.merge(settings)
+			}
+			settings = &merged
+		}
+		if settings != nil && settings.Scale != nil && svc.Spec.Global {
+			f, line := locate(docs, "services", name)
+			x.warn(Warning{File: f, Line: line, Msg: fmt.Sprintf("service %s is global (one container per host): its scale is ignored", name)})
+			settings.Scale = nil
+		}
 		if settings != nil {
 			if err := settings.apply(&svc.Spec); err != nil {
 				f, line := locate(docs, "services", name)
@@ -264,6 +319,8 @@ func Parse(ctx context.Context, stackName string, compose []File, rancher *File,
 				return nil, &Error{File: f, Line: line, Key: "services." + name, Msg: err.Error()}
 			}
 		}
+		expandNames(svc.Labels, stackName, name)
+		expandNames(svc.Spec.LaunchConfig.Labels, stackName, name)
 		built[name] = svc
 	}
 	// A load balancer's rules name services of this stack (or stack/name,
@@ -321,13 +378,13 @@ func Parse(ctx context.Context, stackName string, compose []File, rancher *File,
 			svc.Spec.Sidekicks = append(svc.Spec.Sidekicks, lc)
 		}
 	}
-	var out []Service
 	for _, name := range names {
 		if owner[name] == "" {
-			out = append(out, *built[name])
+			res.Services = append(res.Services, *built[name])
 		}
 	}
-	return out, nil
+	res.Warnings = x.warnings
+	return res, nil
 }
 
 // ParseSpec parses a stack object's files (as the engine stores them).
@@ -336,14 +393,138 @@ func ParseSpec(ctx context.Context, stackName string, spec api.StackSpec) ([]Ser
 	if spec.RancherCompose != "" {
 		rc = &File{Name: "rancher-compose.yml", Content: []byte(spec.RancherCompose)}
 	}
-	return Parse(ctx, stackName, []File{{Name: "docker-compose.yml", Content: []byte(spec.Compose)}}, rc, spec.Answers)
+	r, err := ParseFull(ctx, stackName, SpecFiles(spec), rc, spec.Answers)
+	if err != nil {
+		return nil, err
+	}
+	return r.Services, nil
+}
+
+// SpecFiles are a stack object's compose files, named as they were given.
+func SpecFiles(spec api.StackSpec) []File {
+	name := spec.ComposeName
+	if name == "" {
+		name = "docker-compose.yml"
+	}
+	files := []File{{Name: name, Content: []byte(spec.Compose)}}
+	for i, o := range spec.Overrides {
+		files = append(files, File{Name: fmt.Sprintf("override-%d.yml", i+1), Content: []byte(o)})
+	}
+	return files
 }
 
 // Rancher's well-known images stood for service kinds.
 var kindByImage = map[string]string{
-	"rancher/external-service":   api.ServiceExternal,
-	"rancher/dns-service":        api.ServiceAlias,
-	"rancher/lb-service-haproxy": api.ServiceLoadBalancer,
+	"rancher/external-service":      api.ServiceExternal,
+	"rancher/dns-service":           api.ServiceAlias,
+	"rancher/lb-service-haproxy":    api.ServiceLoadBalancer,
+	"rancher/load-balancer-service": api.ServiceLoadBalancer,
+}
+
+// explicitDeps lists the depends_on a service's own text names (a list or
+// a mapping), in any of the files.
+func explicitDeps(docs []*doc, name string) map[string]bool {
+	out := map[string]bool{}
+	for _, d := range docs {
+		_, n := d.lookup("services", name, "depends_on")
+		if n == nil {
+			continue
+		}
+		switch n.Kind {
+		case yaml.SequenceNode:
+			for _, c := range n.Content {
+				out[c.Value] = true
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				out[n.Content[i].Value] = true
+			}
+		}
+	}
+	return out
+}
+
+// lbV1Rules turns a Rancher 1.x load-balancer-service into port rules:
+// every published or exposed port, to every linked service, at the same
+// target port; io.rancher.loadbalancer.target.SERVICE labels
+// ("host:port/path=targetPort", comma separated) narrow a service's
+// rules to hosts and paths. io.rancher.loadbalancer.ssl.ports marks ports
+// served with TLS.
+func lbV1Rules(sc types.ServiceConfig, lc *api.LaunchConfig) (*api.LBConfig, error) {
+	type port struct{ src, target int }
+	var ports []port
+	for _, p := range sc.Ports {
+		src, _ := strconv.Atoi(p.Published)
+		if src == 0 {
+			src = int(p.Target)
+		}
+		ports = append(ports, port{src, int(p.Target)})
+	}
+	for _, e := range sc.Expose {
+		n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSuffix(e, "/tcp"), "/udp"))
+		if err == nil {
+			ports = append(ports, port{n, n})
+		}
+	}
+	ssl := map[int]bool{}
+	if v, ok := Label(lc.Labels, "loadbalancer.ssl.ports"); ok {
+		for _, p := range splitList(v) {
+			n, _ := strconv.Atoi(p)
+			ssl[n] = true
+		}
+	}
+	var services []string
+	for _, l := range sc.Links {
+		svc, _, _ := strings.Cut(l, ":")
+		services = append(services, svc)
+	}
+	for _, l := range sc.ExternalLinks {
+		svc, _, _ := strings.Cut(l, ":")
+		services = append(services, svc)
+	}
+	sort.Strings(services)
+	lbc := &api.LBConfig{}
+	for _, svc := range services {
+		targets, _ := Label(lc.Labels, "loadbalancer.target."+svc)
+		for _, p := range ports {
+			proto := "http"
+			if ssl[p.src] {
+				proto = "https"
+			}
+			if targets == "" {
+				lbc.PortRules = append(lbc.PortRules, api.PortRule{SourcePort: p.src, TargetPort: p.target, Protocol: proto, ServiceID: svc})
+				continue
+			}
+			for _, t := range splitList(targets) {
+				r := api.PortRule{SourcePort: p.src, TargetPort: p.target, Protocol: proto, ServiceID: svc}
+				left, target, hasTarget := strings.Cut(t, "=")
+				if hasTarget {
+					n, err := strconv.Atoi(target)
+					if err != nil {
+						return nil, fmt.Errorf("io.rancher.loadbalancer.target.%s: %q: the target port after = is not a number", svc, t)
+					}
+					r.TargetPort = n
+				}
+				hostPort, path, hasPath := strings.Cut(left, "/")
+				if hasPath {
+					r.Path = "/" + path
+				}
+				host, sport, hasPort := strings.Cut(hostPort, ":")
+				if hasPort {
+					n, err := strconv.Atoi(sport)
+					if err != nil {
+						return nil, fmt.Errorf("io.rancher.loadbalancer.target.%s: %q: the port after : is not a number", svc, t)
+					}
+					if n != p.src {
+						continue // a rule for another listening port
+					}
+				}
+				r.Hostname = host
+				lbc.PortRules = append(lbc.PortRules, r)
+			}
+		}
+	}
+	return lbc, nil
 }
 
 // lbRuleError names a port rule's key in whichever file holds it.
@@ -464,6 +645,15 @@ func buildService(docs []*doc, name string, sc types.ServiceConfig) (*Service, e
 	for k, v := range sc.Labels {
 		svc.Labels[k] = v
 	}
+	if image == "rancher/load-balancer-service" {
+		// Rancher 1.x's first LB: its ports (and exposed ports) balanced
+		// to every linked service, refined by target labels.
+		lbc, err := lbV1Rules(sc, lc)
+		if err != nil {
+			return nil, at(err.Error(), "labels")
+		}
+		svc.Spec.LBConfig = lbc
+	}
 	if kind != api.ServiceContainer {
 		// Rancher's placeholder images are not run.
 		svc.Spec.LaunchConfig = &api.LaunchConfig{Labels: lc.Labels}
@@ -477,8 +667,16 @@ func buildService(docs []*doc, name string, sc types.ServiceConfig) (*Service, e
 		}
 	}
 	svc.Spec.Links = append(svc.Spec.Links, sc.Links...)
+	// Only the depends_on the file writes: compose-go adds the services
+	// of volumes_from and network_mode: service:X, which are not links.
+	explicit := explicitDeps(docs, name)
 	for dep := range sc.DependsOn {
-		svc.Spec.Links = append(svc.Spec.Links, dep)
+		if explicit[dep] {
+			svc.Spec.Links = append(svc.Spec.Links, dep)
+		}
+	}
+	if kind == api.ServiceLoadBalancer && image == "rancher/load-balancer-service" {
+		svc.Spec.Links = nil // they became the port rules
 	}
 	sort.Strings(svc.Spec.Links)
 	return svc, nil
@@ -534,6 +732,44 @@ func settingsError(err error) string {
 	return strings.TrimSpace(msg) + "; allowed: " + strings.Join(settingsKeys(), ", ")
 }
 
+// rancherServices reads the settings of a rancher-compose tree (as
+// readRancherCompose left it), with ${VAR} filled in its values.
+func rancherServices(file string, top *yaml.Node, answers map[string]string) (map[string]*Settings, error) {
+	services := get(top, "services")
+	if services == nil {
+		for i := 0; i+1 < len(top.Content); i += 2 {
+			k := top.Content[i]
+			return nil, &Error{File: file, Line: k.Line, Key: k.Value, Msg: "unknown key; a rancher-compose.yml holds services (and a catalog block)"}
+		}
+		return nil, nil
+	}
+	if services.Kind != yaml.MappingNode {
+		return nil, &Error{File: file, Line: services.Line, Key: "services", Msg: "want a mapping of service names to settings"}
+	}
+	out := map[string]*Settings{}
+	for i := 0; i+1 < len(services.Content); i += 2 {
+		name, n := services.Content[i].Value, services.Content[i+1]
+		path := "services." + name
+		if n.Kind == yaml.ScalarNode && n.Value == "" {
+			continue // "web:" with nothing under it
+		}
+		if err := checkKeys(file, n, reflect.TypeOf(Settings{}), path); err != nil {
+			return nil, err
+		}
+		if err := substituteNodes(file, n, answers); err != nil {
+			return nil, err
+		}
+		var st Settings
+		if err := decodeStrict(file, n, &st, path); err != nil {
+			e := err.(*Error)
+			e.Msg = settingsError(errors.New(e.Msg))
+			return nil, e
+		}
+		out[name] = &st
+	}
+	return out, nil
+}
+
 func parseRancherCompose(f File, answers map[string]string) (map[string]*Settings, error) {
 	var rc struct {
 		Version  string               `yaml:"version"`
@@ -549,4 +785,17 @@ func parseRancherCompose(f File, answers map[string]string) (map[string]*Setting
 		return nil, &Error{File: f.Name, Line: yamlErrLine(err), Msg: settingsError(err)}
 	}
 	return rc.Services, nil
+}
+
+// expandNames fills the names Rancher filled in labels: ${stack_name} and
+// ${service_name} (written $${...} in a compose file, so compose leaves
+// them), as in io.rancher.scheduler.affinity:container_label_ne:
+// io.rancher.stack_service.name=$${stack_name}/$${service_name}.
+func expandNames(labels map[string]string, stack, service string) {
+	for k, v := range labels {
+		if strings.Contains(v, "${") {
+			v = strings.ReplaceAll(v, "${stack_name}", stack)
+			labels[k] = strings.ReplaceAll(v, "${service_name}", service)
+		}
+	}
 }

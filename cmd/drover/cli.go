@@ -133,6 +133,8 @@ func stackUp(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	wait := fs.Duration("wait", 5*time.Minute, "how long to wait for the stack to be active and healthy (0: do not wait)")
 	kind := fs.String("kind", api.StackCompose, "compose, or kubernetes: -f names Kubernetes YAML files, folders of them, or a Helm chart folder, applied by kubectld")
 	namespace := fs.String("namespace", "", "kind kubernetes: the namespace of the stack's objects (default: default; made if missing)")
+	templateDir := fs.String("template", "", "a Rancher catalog version folder: its docker-compose.yml[.tpl] and rancher-compose.yml, answers from --answers then the questions' defaults")
+	dryRun := fs.Bool("dry-run", false, "print the services the files make (or every error) and write nothing")
 	name, rest := splitName(args)
 	if err := parseCLI(fs, rest); err != nil {
 		if err == errHelp {
@@ -155,41 +157,67 @@ func stackUp(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	var compose []stacks.File
 	var rancher *stacks.File
-	if len(files) == 0 {
-		files = append(files, "docker-compose.yml")
-		if _, err := os.Stat("rancher-compose.yml"); err == nil {
-			files = append(files, "rancher-compose.yml")
+	if *templateDir != "" {
+		if len(files) > 0 {
+			return usageError{"give --template DIR or -f files, not both"}
 		}
-	}
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
+		var err error
+		if compose, rancher, err = readTemplateDir(*templateDir); err != nil {
 			return err
 		}
-		sf := stacks.File{Name: f, Content: b}
-		if strings.Contains(filepath.Base(f), "rancher-compose") {
-			rancher = &sf
-		} else {
-			compose = append(compose, sf)
+	} else {
+		if len(files) == 0 {
+			files = append(files, "docker-compose.yml")
+			if _, err := os.Stat("rancher-compose.yml"); err == nil {
+				files = append(files, "rancher-compose.yml")
+			}
+		}
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return err
+			}
+			sf := stacks.File{Name: f, Content: b}
+			if strings.Contains(filepath.Base(f), "rancher-compose") {
+				if rancher != nil {
+					return usageError{fmt.Sprintf("two rancher-compose files (%s, %s): give one", rancher.Name, f)}
+				}
+				rancher = &sf
+			} else {
+				compose = append(compose, sf)
+			}
 		}
 	}
-	if len(compose) != 1 {
-		return usageError{fmt.Sprintf("give exactly one compose file (got %d)", len(compose))}
+	if len(compose) == 0 {
+		return usageError{"no compose file: give -f docker-compose.yml (more -f files override it in order)"}
 	}
 	answers, err := readAnswers(*answersFile)
 	if err != nil {
 		return err
 	}
 	// Parse here first, so errors name the user's own file names.
-	want, err := stacks.Parse(ctx, name, compose, rancher, answers)
+	res, err := stacks.ParseFull(ctx, name, compose, rancher, answers)
 	if err != nil {
 		return err
+	}
+	for _, w := range res.Warnings {
+		fmt.Fprintln(stderr, "warning: "+w.String())
+	}
+	want := res.Services
+	if *dryRun {
+		return printDryRun(stdout, name, res)
 	}
 	c, err := cf.client()
 	if err != nil {
 		return err
 	}
 	spec := api.StackSpec{Kind: api.StackCompose, Compose: string(compose[0].Content), Answers: answers}
+	if filepath.Base(compose[0].Name) != "docker-compose.yml" {
+		spec.ComposeName = filepath.Base(compose[0].Name)
+	}
+	for _, o := range compose[1:] {
+		spec.Overrides = append(spec.Overrides, string(o.Content))
+	}
 	if rancher != nil {
 		spec.RancherCompose = string(rancher.Content)
 	}
@@ -585,4 +613,42 @@ func runPs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		rows = append(rows, []string{ct.Name, orDash(stacksByID[ct.Spec.StackID]), orDash(svcName[ct.Spec.ServiceID]), orDash(hostName[ct.Spec.HostID]), orDash(image), orDash(ct.Status.State), orDash(ct.Status.Health), orDash(ct.Status.PrimaryIP)})
 	}
 	return cf.print(stdout, ctrs, []string{"NAME", "STACK", "SERVICE", "HOST", "IMAGE", "STATE", "HEALTH", "IP"}, rows)
+}
+
+// readTemplateDir reads a Rancher catalog version folder as it is.
+func readTemplateDir(dir string) ([]stacks.File, *stacks.File, error) {
+	var compose []stacks.File
+	for _, n := range []string{"docker-compose.yml.tpl", "docker-compose.yml", "docker-compose.yaml"} {
+		b, err := os.ReadFile(filepath.Join(dir, n))
+		if err == nil {
+			compose = append(compose, stacks.File{Name: n, Content: b})
+			break
+		}
+	}
+	if len(compose) == 0 {
+		return nil, nil, fmt.Errorf("%s: no docker-compose.yml or docker-compose.yml.tpl", dir)
+	}
+	for _, n := range []string{"rancher-compose.yml", "rancher-compose.yaml"} {
+		if b, err := os.ReadFile(filepath.Join(dir, n)); err == nil {
+			return compose, &stacks.File{Name: n, Content: b}, nil
+		}
+	}
+	return compose, nil, nil
+}
+
+// printDryRun shows what a stack's files make, without writing anything.
+func printDryRun(w io.Writer, name string, res *stacks.Result) error {
+	out := map[string]any{"stack": name, "services": res.Services}
+	if res.Catalog != nil {
+		out["catalog"] = map[string]string{"name": res.Catalog.Name, "version": res.Catalog.Version}
+	}
+	if len(res.Answers) > 0 {
+		out["answers"] = res.Answers
+	}
+	b, err := yaml.Marshal(out)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
 }
