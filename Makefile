@@ -77,6 +77,8 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzWatchFrames -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./client/
 	$(GO) test -run XXX -fuzz FuzzParse -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./stacks/
 	$(GO) test -run XXX -fuzz FuzzAffinity -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./stacks/
+	$(GO) test -run XXX -fuzz FuzzRenderTemplate -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./stacks/
+	$(GO) test -run XXX -fuzz FuzzNormalizeCompose -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./stacks/
 	$(GO) test -run XXX -fuzz FuzzServeDNS -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./dns/resolver/
 	$(GO) test -run XXX -fuzz FuzzTopField -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./metadata/
 	$(GO) test -run XXX -fuzz FuzzMetadataPath -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./metadata/

@@ -18,6 +18,7 @@ import (
 	"github.com/docker/docker/api/types/network"
 	dockerclient "github.com/docker/docker/client"
 	"github.com/docker/go-connections/nat"
+	units "github.com/docker/go-units"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/drover/drover/api"
@@ -300,6 +301,7 @@ func (a *Agent) create(ctx context.Context, c *api.Container, hash string) error
 	}
 	hc.Resources.Memory = lc.MemoryBytes
 	hc.Resources.NanoCPUs = lc.MilliCPU * 1_000_000
+	applyCompose(cfg, hc, lc)
 	var netCfg *network.NetworkingConfig
 	if a.ipam != nil && onOverlay(lc.NetworkMode) {
 		var dns, search []string
@@ -657,3 +659,33 @@ func (b *crashBackoff) running(startedAt string) {
 }
 
 func (b *crashBackoff) starts() int { return b.count }
+
+// applyCompose sets what a compose file says beyond the basics: logging,
+// ulimits, the volume driver, extra hosts, devices, sysctls, shm size,
+// security options, swappiness and the stop signal.
+func applyCompose(cfg *container.Config, hc *container.HostConfig, lc *api.LaunchConfig) {
+	if lc.LogDriver != "" || len(lc.LogOptions) > 0 {
+		hc.LogConfig = container.LogConfig{Type: lc.LogDriver, Config: lc.LogOptions}
+	}
+	for _, u := range lc.Ulimits {
+		hc.Resources.Ulimits = append(hc.Resources.Ulimits, &units.Ulimit{Name: u.Name, Soft: u.Soft, Hard: u.Hard})
+	}
+	hc.VolumeDriver = lc.VolumeDriver
+	hc.ExtraHosts = lc.ExtraHosts
+	for _, d := range lc.Devices {
+		parts := strings.SplitN(d, ":", 3)
+		dm := container.DeviceMapping{PathOnHost: parts[0], PathInContainer: parts[0], CgroupPermissions: "rwm"}
+		if len(parts) > 1 && parts[1] != "" {
+			dm.PathInContainer = parts[1]
+		}
+		if len(parts) > 2 && parts[2] != "" {
+			dm.CgroupPermissions = parts[2]
+		}
+		hc.Resources.Devices = append(hc.Resources.Devices, dm)
+	}
+	hc.Sysctls = lc.Sysctls
+	hc.ShmSize = lc.ShmSize
+	hc.SecurityOpt = lc.SecurityOpt
+	hc.Resources.MemorySwappiness = lc.MemSwappiness
+	cfg.StopSignal = lc.StopSignal
+}

@@ -314,6 +314,25 @@ type LaunchConfig struct {
 	StartOnce   bool              `json:"startOnce,omitempty"`
 	PullImage   string            `json:"pullImage,omitempty"`
 	HealthCheck *HealthCheck      `json:"healthCheck,omitempty"`
+	// What compose files also say of a container (Docker's meaning).
+	LogDriver     string            `json:"logDriver,omitempty"`
+	LogOptions    map[string]string `json:"logOptions,omitempty"`
+	Ulimits       []Ulimit          `json:"ulimits,omitempty"`
+	VolumeDriver  string            `json:"volumeDriver,omitempty"`
+	ExtraHosts    []string          `json:"extraHosts,omitempty"` // "host:ip"
+	Devices       []string          `json:"devices,omitempty"`    // "/dev/x:/dev/y:rwm"
+	Sysctls       map[string]string `json:"sysctls,omitempty"`
+	ShmSize       int64             `json:"shmSize,omitempty"`
+	SecurityOpt   []string          `json:"securityOpt,omitempty"`
+	MemSwappiness *int64            `json:"memSwappiness,omitempty"`
+	StopSignal    string            `json:"stopSignal,omitempty"`
+}
+
+// Ulimit is one resource limit of a container.
+type Ulimit struct {
+	Name string `json:"name"`
+	Soft int64  `json:"soft"`
+	Hard int64  `json:"hard"`
 }
 
 // HealthCheck follows Rancher 1.x: times are in milliseconds. An HTTP check
@@ -328,6 +347,9 @@ type HealthCheck struct {
 	UnhealthyThreshold  int      `json:"unhealthyThreshold,omitempty"`
 	InitializingTimeout int      `json:"initializingTimeout,omitempty"`
 	Strategy            string   `json:"strategy,omitempty"`
+	// Quorum is the recreateOnQuorum strategy's: recreate unhealthy
+	// containers only while this many are healthy.
+	Quorum int `json:"quorum,omitempty"`
 }
 
 type UpgradeConfig struct {

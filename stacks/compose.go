@@ -281,7 +281,7 @@ func ParseFull(ctx context.Context, stackName string, compose []File, rancher *F
 	built := map[string]*Service{}
 	for _, name := range names {
 		sc := project.Services[name]
-		svc, err := buildService(docs, name, sc)
+		svc, err := buildService(docs, name, sc, project.Volumes)
 		if err != nil {
 			return nil, err
 		}
@@ -545,7 +545,7 @@ func lbRuleError(docs []*doc, rancher *File, rdoc *doc, rs map[string]*Settings,
 	return e
 }
 
-func buildService(docs []*doc, name string, sc types.ServiceConfig) (*Service, error) {
+func buildService(docs []*doc, name string, sc types.ServiceConfig, volumes types.Volumes) (*Service, error) {
 	at := func(msg string, path ...string) error {
 		f, line := locate(docs, append([]string{"services", name}, path...)...)
 		return &Error{File: f, Line: line, Key: strings.Join(append([]string{"services", name}, path...), "."), Msg: msg}
@@ -610,6 +610,42 @@ func buildService(docs []*doc, name string, sc types.ServiceConfig) (*Service, e
 	if sc.MemLimit > 0 {
 		lc.MemoryBytes = int64(sc.MemLimit)
 	}
+	if l := sc.Logging; l != nil {
+		lc.LogDriver = l.Driver
+		if len(l.Options) > 0 {
+			lc.LogOptions = map[string]string(l.Options)
+		}
+	}
+	for _, n := range sortedKeys(sc.Ulimits) {
+		u := sc.Ulimits[n]
+		soft, hard := u.Soft, u.Hard
+		if u.Single != 0 {
+			soft, hard = u.Single, u.Single
+		}
+		lc.Ulimits = append(lc.Ulimits, api.Ulimit{Name: n, Soft: int64(soft), Hard: int64(hard)})
+	}
+	if len(sc.ExtraHosts) > 0 {
+		lc.ExtraHosts = sc.ExtraHosts.AsList(":")
+		sort.Strings(lc.ExtraHosts)
+	}
+	for _, d := range sc.Devices {
+		spec := d.Source + ":" + d.Target
+		if d.Permissions != "" {
+			spec += ":" + d.Permissions
+		}
+		lc.Devices = append(lc.Devices, spec)
+	}
+	if len(sc.Sysctls) > 0 {
+		lc.Sysctls = map[string]string(sc.Sysctls)
+	}
+	lc.ShmSize = int64(sc.ShmSize)
+	lc.SecurityOpt = sc.SecurityOpt
+	if sc.MemSwappiness != 0 || hasKey(docs, name, "mem_swappiness") {
+		v := int64(sc.MemSwappiness)
+		lc.MemSwappiness = &v
+	}
+	lc.StopSignal = sc.StopSignal
+	lc.VolumeDriver = volumeDriver(sc, volumes)
 	if sc.CPUS > 0 {
 		lc.MilliCPU = int64(sc.CPUS * 1000)
 	}
@@ -667,6 +703,7 @@ func buildService(docs []*doc, name string, sc types.ServiceConfig) (*Service, e
 		}
 	}
 	svc.Spec.Links = append(svc.Spec.Links, sc.Links...)
+	svc.Spec.Links = append(svc.Spec.Links, sc.ExternalLinks...)
 	// Only the depends_on the file writes: compose-go adds the services
 	// of volumes_from and network_mode: service:X, which are not links.
 	explicit := explicitDeps(docs, name)
@@ -798,4 +835,37 @@ func expandNames(labels map[string]string, stack, service string) {
 			labels[k] = strings.ReplaceAll(v, "${service_name}", service)
 		}
 	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func hasKey(docs []*doc, name, key string) bool {
+	for _, d := range docs {
+		if k, _ := d.lookup("services", name, key); k != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// volumeDriver is the driver of a service's named volumes (Docker takes
+// one per container); local is Docker's default and says nothing.
+func volumeDriver(sc types.ServiceConfig, volumes types.Volumes) string {
+	driver := ""
+	for _, v := range sc.Volumes {
+		if v.Type != types.VolumeTypeVolume || v.Source == "" {
+			continue
+		}
+		if d := volumes[v.Source].Driver; d != "" && d != "local" {
+			driver = d
+		}
+	}
+	return driver
 }

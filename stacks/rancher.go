@@ -55,6 +55,7 @@ func RenderTemplate(f File, stackName string, answers map[string]string) (File, 
 	}
 	funcs := sprig.HermeticTxtFuncMap()
 	funcs["splitPreserveQuotes"] = SplitPreserveQuotes
+	boundGenerators(funcs)
 	t, err := template.New(f.Name).Funcs(funcs).Option("missingkey=zero").Parse(string(f.Content))
 	if err != nil {
 		return f, templateError(f.Name, err)
@@ -63,15 +64,76 @@ func RenderTemplate(f File, stackName string, answers map[string]string) (File, 
 	for k, v := range answers {
 		values[k] = v
 	}
-	var out bytes.Buffer
+	out := &limitedBuffer{max: maxRendered}
 	data := map[string]any{"Values": values, "Stack": map[string]string{"Name": stackName}}
-	if err := t.Execute(&out, data); err != nil {
+	if err := t.Execute(out, data); err != nil {
+		if out.over {
+			return f, &Error{File: f.Name, Msg: fmt.Sprintf("the rendered template is over %d KiB", maxRendered>>10)}
+		}
 		return f, templateError(f.Name, err)
 	}
-	if out.Len() > maxRendered {
-		return f, &Error{File: f.Name, Msg: fmt.Sprintf("the rendered template is over %d KiB", maxRendered>>10)}
-	}
 	return File{Name: f.Name, Content: out.Bytes()}, nil
+}
+
+// limitedBuffer stops a template that writes too much.
+type limitedBuffer struct {
+	bytes.Buffer
+	max  int
+	over bool
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if b.Len()+len(p) > b.max {
+		b.over = true
+		return 0, fmt.Errorf("output over %d bytes", b.max)
+	}
+	return b.Buffer.Write(p)
+}
+
+// maxGenerated bounds sprig's list and string generators, which would
+// otherwise allocate whatever a template asks before writing a byte.
+const maxGenerated = 100000
+
+func boundGenerators(funcs template.FuncMap) {
+	until := funcs["until"].(func(int) []int)
+	funcs["until"] = func(n int) ([]int, error) {
+		if n > maxGenerated {
+			return nil, fmt.Errorf("until %d: at most %d", n, maxGenerated)
+		}
+		return until(n), nil
+	}
+	untilStep := funcs["untilStep"].(func(int, int, int) []int)
+	funcs["untilStep"] = func(start, stop, step int) ([]int, error) {
+		if step == 0 || (stop-start)/step > maxGenerated {
+			return nil, fmt.Errorf("untilStep %d %d %d: at most %d items", start, stop, step, maxGenerated)
+		}
+		return untilStep(start, stop, step), nil
+	}
+	funcs["repeat"] = func(count int, s string) (string, error) {
+		if count < 0 || count*len(s) > maxRendered {
+			return "", fmt.Errorf("repeat %d: over %d bytes", count, maxRendered)
+		}
+		return strings.Repeat(s, count), nil
+	}
+	seq := funcs["seq"].(func(...int) string)
+	funcs["seq"] = func(p ...int) (string, error) {
+		span := 0
+		switch len(p) {
+		case 1:
+			span = p[0]
+		case 2:
+			span = p[1] - p[0]
+		case 3:
+			if p[1] == 0 {
+				return "", fmt.Errorf("seq: a step of 0")
+			}
+			span = (p[2] - p[0]) / p[1]
+		}
+		if span > maxGenerated || -span > maxGenerated {
+			return "", fmt.Errorf("seq: at most %d numbers", maxGenerated)
+		}
+		return seq(p...), nil
+	}
 }
 
 // maxRendered bounds what a template may produce (a loop can make a lot).
@@ -731,15 +793,18 @@ func readRancherCompose(f File, warn func(Warning)) (*yaml.Node, *Catalog, error
 				if err := loadBalancerConfig(f.Name, name, lbc, &st); err != nil {
 					return nil, nil, err
 				}
-				raw, _ := yaml.Marshal(st.LBConfig)
-				var n yaml.Node
-				yaml.Unmarshal(raw, &n)
-				if existing := get(svc, "lb_config"); existing != nil {
-					if c := get(mapping(&n), "config"); c != nil && get(existing, "config") == nil {
-						set(existing, "config", c)
-					}
-				} else {
-					set(svc, "lb_config", mapping(&n))
+				lb := get(svc, "lb_config")
+				if lb == nil {
+					lb = &yaml.Node{Kind: yaml.MappingNode}
+					set(svc, "lb_config", lb)
+				}
+				if st.LBConfig.Config != "" && get(lb, "config") == nil {
+					set(lb, "config", &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: st.LBConfig.Config, Style: yaml.LiteralStyle})
+				}
+				if sp := st.LBConfig.StickinessPolicy; sp != nil && get(lb, "stickiness_policy") == nil {
+					var n yaml.Node
+					n.Encode(sp)
+					set(lb, "stickiness_policy", &n)
 				}
 				del(svc, "load_balancer_config")
 			}

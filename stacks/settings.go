@@ -38,6 +38,10 @@ type HealthSettings struct {
 	InitializingTimeout   int    `yaml:"initializing_timeout"`
 	ReinitializingTimeout int    `yaml:"reinitializing_timeout"`
 	Strategy              string `yaml:"strategy"`
+	// RecreateOnQuorum is Rancher's recreateOnQuorum strategy's setting.
+	RecreateOnQuorum *struct {
+		Quorum int `yaml:"quorum"`
+	} `yaml:"recreate_on_quorum_strategy_config"`
 }
 
 type UpgradeSettings struct {
@@ -163,6 +167,9 @@ func (s *Settings) apply(spec *api.ServiceSpec) error {
 			HealthyThreshold: h.HealthyThreshold, UnhealthyThreshold: h.UnhealthyThreshold,
 			InitializingTimeout: h.InitializingTimeout, Strategy: h.Strategy,
 		}
+		if q := h.RecreateOnQuorum; q != nil {
+			spec.HealthCheck.Quorum = q.Quorum
+		}
 	}
 	if u := s.UpgradeStrategy; u != nil {
 		if u.BatchSize < 0 || u.IntervalMillis < 0 {
@@ -173,6 +180,10 @@ func (s *Settings) apply(spec *api.ServiceSpec) error {
 	if lb := s.LBConfig; lb != nil {
 		spec.Kind = api.ServiceLoadBalancer
 		cfg := &api.LBConfig{Config: lb.Config, CertificateIDs: lb.Certs, DefaultCertificateID: lb.DefaultCert}
+		if len(lb.PortRules) == 0 && spec.LBConfig != nil {
+			// A Rancher 1.x LB's rules come from its ports and links.
+			cfg.PortRules = spec.LBConfig.PortRules
+		}
 		if sp := lb.StickinessPolicy; sp != nil {
 			switch sp.Mode {
 			case "", "insert", "rewrite", "prefix":
