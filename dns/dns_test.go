@@ -32,6 +32,8 @@ func upstream(t *testing.T) string {
 		switch r.Question[0].Name {
 		case "example.org.":
 			m.Answer = append(m.Answer, &mdns.A{Hdr: mdns.RR_Header{Name: "example.org.", Rrtype: mdns.TypeA, Class: mdns.ClassINET, Ttl: 60}, A: net.ParseIP("192.0.2.1")})
+		case "1.2.0.192.in-addr.arpa.":
+			m.Answer = append(m.Answer, &mdns.PTR{Hdr: mdns.RR_Header{Name: r.Question[0].Name, Rrtype: mdns.TypePTR, Class: mdns.ClassINET, Ttl: 60}, Ptr: "upstream.example.org."})
 		case "big.example.org.":
 			// Too big for UDP: the forwarder must retry over TCP.
 			for i := 0; i < 60; i++ {
@@ -445,4 +447,71 @@ func TestIntegrationNoSnapshotNoEngine(t *testing.T) {
 	if code := readyz(t, metrics); code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz before any sync: %d, want 503", code)
 	}
+}
+
+// Reverse lookups of engine containers' addresses are answered from the
+// engine's data, pointing at each container's own forward name; every
+// other address, and any malformed reverse name, is forwarded as before.
+func TestIntegrationReverseLookups(t *testing.T) {
+	up := upstream(t)
+	e := setup(t, up)
+	ctx := context.Background()
+	// A sidekick in shop-web-2's network namespace shares its address.
+	if _, err := e.eng.Containers().Create(ctx, &api.Container{Meta: api.Meta{Name: "shop-web-net-2"}, Spec: api.ContainerSpec{ServiceID: e.web.ID, LaunchConfigName: "net",
+		LaunchConfig: &api.LaunchConfig{Image: "x", NetworkMode: "container:web"}}, Status: api.ContainerStatus{State: "running", PrimaryIP: "10.42.0.3"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the sidekick's name", func() bool {
+		return answers(query(t, e.addr, "udp", "", "shop-web-net-2.drover.internal.", mdns.TypeA)) == "10.42.0.3"
+	})
+	cases := []struct {
+		name  string
+		want  string
+		rcode int
+	}{
+		{"2.0.0.127.in-addr.arpa.", "PTR shop-web-1.drover.internal.", mdns.RcodeSuccess},
+		{"3.0.42.10.IN-ADDR.ARPA.", "PTR shop-web-2.drover.internal.", mdns.RcodeSuccess}, // the namespace's owner, not the sidekick
+		{"9.0.42.10.in-addr.arpa.", "PTR shop-web-log-1.drover.internal.", mdns.RcodeSuccess},
+		{"5.1.42.10.in-addr.arpa.", "PTR db-0.db.prod.svc.cluster.local.", mdns.RcodeSuccess}, // Kubernetes' as before
+		{"1.2.0.192.in-addr.arpa.", "PTR upstream.example.org.", mdns.RcodeSuccess},           // no container's: forwarded
+		{"4.0.42.10.in-addr.arpa.", "", mdns.RcodeNameError},                                  // shop-web-3 is unhealthy: not ours
+		{"3.0.0.127.in-addr.arpa.", "", mdns.RcodeNameError},                                  // a pod's address
+		{"0.42.10.in-addr.arpa.", "", mdns.RcodeNameError},
+		// Malformed reverse names go upstream like any other name.
+		{"1.3.0.42.10.in-addr.arpa.", "", mdns.RcodeNameError},
+		{"300.0.42.10.in-addr.arpa.", "", mdns.RcodeNameError},
+		{"x.in-addr.arpa.", "", mdns.RcodeNameError},
+		{"in-addr.arpa.", "", mdns.RcodeNameError},
+	}
+	for _, proto := range []string{"udp", "tcp"} {
+		for _, tc := range cases {
+			r := query(t, e.addr, proto, "", tc.name, mdns.TypePTR)
+			if got := answers(r); got != tc.want || r.Rcode != tc.rcode {
+				t.Errorf("%s PTR %s: %s %q, want %s %q", proto, tc.name, mdns.RcodeToString[r.Rcode], got, mdns.RcodeToString[tc.rcode], tc.want)
+			}
+			if tc.rcode == mdns.RcodeSuccess && len(r.Answer) > 0 && r.Answer[0].Header().Name != tc.name {
+				t.Errorf("%s PTR %s: answer named %s", proto, tc.name, r.Answer[0].Header().Name)
+			}
+		}
+	}
+	// dig -x agrees.
+	host, port, _ := net.SplitHostPort(e.addr)
+	if out, err := exec.Command("dig", "+short", "@"+host, "-p", port, "-x", "10.42.0.3").Output(); err != nil || strings.TrimSpace(string(out)) != "shop-web-2.drover.internal." {
+		t.Errorf("dig -x 10.42.0.3: %q %v", out, err)
+	}
+	// Changes follow: stopped, the address goes to the one still serving
+	// at it; a new address moves the name.
+	if _, err := e.eng.Containers().PatchStatus(ctx, e.ctrs["shop-web-2"].ID, map[string]any{"status": map[string]any{"state": "stopped"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the reverse name to follow a stop", func() bool {
+		return answers(query(t, e.addr, "udp", "", "3.0.42.10.in-addr.arpa.", mdns.TypePTR)) == "PTR shop-web-net-2.drover.internal."
+	})
+	if _, err := e.eng.Containers().PatchStatus(ctx, e.ctrs["shop-web-log-1"].ID, map[string]any{"status": map[string]any{"primaryIP": "10.42.0.19"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the reverse name to follow an address change", func() bool {
+		return answers(query(t, e.addr, "udp", "", "19.0.42.10.in-addr.arpa.", mdns.TypePTR)) == "PTR shop-web-log-1.drover.internal." &&
+			query(t, e.addr, "udp", "", "9.0.42.10.in-addr.arpa.", mdns.TypePTR).Rcode == mdns.RcodeNameError
+	})
 }

@@ -34,6 +34,55 @@ func containerRecords(c *api.Container) rrsets {
 	return recs
 }
 
+// reverseRecords: the reverse name of ip (in-addr.arpa or ip6.arpa) points
+// at the forward name of the container that answers at it,
+// <container>.drover.internal, so a reverse lookup and the forward lookup
+// of its answer agree. Several containers can hold one address (a sidekick
+// in its primary's network namespace has the primary's); the one whose
+// namespace it is (not network_mode container:...) is the answer, then
+// the oldest, then by name, so the answer never depends on the order
+// changes came in. Addresses of no serving container get no record and
+// are forwarded, like any other reverse name.
+func reverseRecords(ip string, holders []*api.Container) rrsets {
+	addr := net.ParseIP(ip)
+	if addr == nil {
+		return nil
+	}
+	var best *api.Container
+	for _, c := range holders {
+		if !serving(c) || c.Spec.Kind == api.ContainerKindPod || c.Status.PrimaryIP != ip {
+			continue
+		}
+		if best == nil || ptrBefore(c, best) {
+			best = c
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	recs := rrsets{}
+	resolver.AddPTR(recs, addr, strings.ToLower(best.Name)+"."+engineZones[0])
+	return recs
+}
+
+// ptrBefore orders the containers sharing an address for reverseRecords.
+func ptrBefore(a, b *api.Container) bool {
+	if ao, bo := ownsNetwork(a), ownsNetwork(b); ao != bo {
+		return ao
+	}
+	if !a.CreatedAt.Equal(b.CreatedAt) {
+		return a.CreatedAt.Before(b.CreatedAt)
+	}
+	if a.Name != b.Name {
+		return a.Name < b.Name
+	}
+	return a.ID < b.ID
+}
+
+func ownsNetwork(c *api.Container) bool {
+	return c.Spec.LaunchConfig == nil || !strings.HasPrefix(c.Spec.LaunchConfig.NetworkMode, "container:")
+}
+
 // engineServiceRecords: <service>.<stack>.<zone> -> VIP, or the serving
 // containers; sidekicks at <sidekick>.<service>.<stack>.<zone>; external
 // services' IPs or hostname; alias services' targets.

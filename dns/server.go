@@ -354,6 +354,10 @@ func (s *Server) setContainer(old, c *api.Container) {
 	}
 	s.ipMu.Unlock()
 	s.recomputeContainer(c.ID)
+	if old != nil && old.Status.PrimaryIP != c.Status.PrimaryIP {
+		s.recomputeReverse(old.Status.PrimaryIP)
+	}
+	s.recomputeReverse(c.Status.PrimaryIP)
 	if old != nil && old.Spec.ServiceID != c.Spec.ServiceID && old.Spec.ServiceID != "" {
 		s.recomputeService(old.Spec.ServiceID)
 		s.recomputeAliases(old.Spec.StackID)
@@ -371,6 +375,7 @@ func (s *Server) deleteContainer(c *api.Container) {
 	}
 	s.ipMu.Unlock()
 	s.recomputeContainer(c.ID)
+	s.recomputeReverse(c.Status.PrimaryIP)
 	if c.Spec.ServiceID != "" {
 		s.recomputeService(c.Spec.ServiceID)
 		s.recomputeAliases(c.Spec.StackID)
@@ -387,6 +392,19 @@ func (s *Server) recomputeContainer(id string) {
 		recs = containerRecords(c)
 	}
 	s.recs.Set("ctr:"+id, recs)
+}
+
+// recomputeReverse rebuilds the reverse name of one address from the
+// containers holding it now: records are per address, not per container,
+// so containers sharing or handing over an address never overwrite each
+// other's.
+func (s *Server) recomputeReverse(ip string) {
+	if ip == "" {
+		return
+	}
+	s.apply.Lock()
+	defer s.apply.Unlock()
+	s.recs.Set("ptr:"+ip, reverseRecords(ip, s.ctrs.ByIndex(byIP, ip)))
 }
 
 // recomputeService rebuilds one service's names from its containers.

@@ -24,6 +24,7 @@ const (
 	byStack   = "stack"   // services by stack id
 	byAlias   = "alias"   // alias services by stack id
 	byService = "service" // containers by service id
+	byIP      = "ip"      // containers by primary IP (reverse names)
 )
 
 var serviceIndexes = map[string]func(*api.Service) []string{
@@ -42,5 +43,11 @@ var containerIndexes = map[string]func(*api.Container) []string{
 			return nil
 		}
 		return []string{c.Spec.ServiceID}
+	},
+	byIP: func(c *api.Container) []string {
+		if c.Status.PrimaryIP == "" {
+			return nil
+		}
+		return []string{c.Status.PrimaryIP}
 	},
 }

@@ -25,28 +25,41 @@ import (
 // Rancher's client types (go-rancher-metadata), as a client written against
 // Rancher would declare them.
 type rancherContainer struct {
-	Name              string            `json:"name"`
-	UUID              string            `json:"uuid"`
-	PrimaryIP         string            `json:"primary_ip"`
-	PrimaryMacAddress string            `json:"primary_mac_address"`
-	IPs               []string          `json:"ips"`
-	ExternalID        string            `json:"external_id"`
-	HostUUID          string            `json:"host_uuid"`
-	StackName         string            `json:"stack_name"`
-	StackUUID         string            `json:"stack_uuid"`
-	ServiceName       string            `json:"service_name"`
-	ServiceUUID       string            `json:"service_uuid"`
-	ServiceIndex      string            `json:"service_index"`
-	Labels            map[string]string `json:"labels"`
-	Ports             []string          `json:"ports"`
-	State             string            `json:"state"`
-	HealthState       string            `json:"health_state"`
-	StartCount        int               `json:"start_count"`
-	CreateIndex       int64             `json:"create_index"`
-	DNS               []string          `json:"dns"`
-	DNSSearch         []string          `json:"dns_search"`
-	NetworkUUID       string            `json:"network_uuid"`
-	Hostname          string            `json:"hostname"`
+	Name              string             `json:"name"`
+	UUID              string             `json:"uuid"`
+	PrimaryIP         string             `json:"primary_ip"`
+	PrimaryMacAddress string             `json:"primary_mac_address"`
+	IPs               []string           `json:"ips"`
+	ExternalID        string             `json:"external_id"`
+	HostUUID          string             `json:"host_uuid"`
+	StackName         string             `json:"stack_name"`
+	StackUUID         string             `json:"stack_uuid"`
+	ServiceName       string             `json:"service_name"`
+	ServiceUUID       string             `json:"service_uuid"`
+	ServiceIndex      string             `json:"service_index"`
+	Labels            map[string]string  `json:"labels"`
+	Ports             []string           `json:"ports"`
+	State             string             `json:"state"`
+	HealthState       string             `json:"health_state"`
+	HealthCheck       rancherHealthCheck `json:"health_check"`
+	StartCount        int                `json:"start_count"`
+	CreateIndex       int                `json:"create_index"`
+	DNS               []string           `json:"dns"`
+	DNSSearch         []string           `json:"dns_search"`
+	NetworkUUID       string             `json:"network_uuid"`
+	Hostname          string             `json:"hostname"`
+	Links             map[string]string  `json:"links"`
+	EnvironmentUUID   string             `json:"environment_uuid"`
+	EnvironmentName   string             `json:"environment_name"`
+}
+
+type rancherHealthCheck struct {
+	HealthyThreshold   int    `json:"healthy_threshold"`
+	Interval           int    `json:"interval"`
+	Port               int    `json:"port"`
+	RequestLine        string `json:"request_line"`
+	ResponseTimeout    int    `json:"response_timeout"`
+	UnhealthyThreshold int    `json:"unhealthy_threshold"`
 }
 
 type rancherService struct {
@@ -57,6 +70,7 @@ type rancherService struct {
 	Kind               string             `json:"kind"`
 	VIP                string             `json:"vip"`
 	FQDN               string             `json:"fqdn"`
+	CreateIndex        int                `json:"create_index"`
 	ExternalIPs        []string           `json:"external_ips"`
 	Hostname           string             `json:"hostname"`
 	Containers         []rancherContainer `json:"containers"`
@@ -67,9 +81,11 @@ type rancherService struct {
 	Ports              []string           `json:"ports"`
 	Scale              int                `json:"scale"`
 	State              string             `json:"state"`
-	HealthCheck        map[string]any     `json:"health_check"`
+	HealthCheck        rancherHealthCheck `json:"health_check"`
 	LBConfig           map[string]any     `json:"lb_config"`
 	PrimaryServiceName string             `json:"primary_service_name"`
+	EnvironmentUUID    string             `json:"environment_uuid"`
+	EnvironmentName    string             `json:"environment_name"`
 	Token              string             `json:"token"`
 }
 
@@ -77,20 +93,23 @@ type rancherStack struct {
 	Name            string           `json:"name"`
 	UUID            string           `json:"uuid"`
 	EnvironmentName string           `json:"environment_name"`
+	EnvironmentUUID string           `json:"environment_uuid"`
 	Services        []rancherService `json:"services"`
 	System          bool             `json:"system"`
 }
 
 type rancherHost struct {
-	Name           string            `json:"name"`
-	UUID           string            `json:"uuid"`
-	AgentIP        string            `json:"agent_ip"`
-	Hostname       string            `json:"hostname"`
-	Labels         map[string]string `json:"labels"`
-	Memory         int64             `json:"memory"`
-	MilliCPU       int64             `json:"milli_cpu"`
-	LocalStorageMB int64             `json:"local_storage_mb"`
-	State          string            `json:"state"`
+	Name            string            `json:"name"`
+	UUID            string            `json:"uuid"`
+	HostID          int               `json:"host_id"`
+	AgentIP         string            `json:"agent_ip"`
+	Hostname        string            `json:"hostname"`
+	Labels          map[string]string `json:"labels"`
+	Memory          int64             `json:"memory"`
+	MilliCPU        int64             `json:"milli_cpu"`
+	LocalStorageMB  int64             `json:"local_storage_mb"`
+	State           string            `json:"state"`
+	EnvironmentUUID string            `json:"environment_uuid"`
 }
 
 type env struct {
@@ -99,6 +118,7 @@ type env struct {
 	stop     func() // stops the metadata server and waits for it
 	srv      *apiserver.Server
 	eng      *client.Client
+	host     *api.Host
 	web      *api.Service
 	db       *api.Service
 	c1       *api.Container
@@ -113,20 +133,27 @@ func setup(t *testing.T) *env {
 	t.Cleanup(cancel)
 	srv, eng := testenv.StartServer(t, apiserver.Options{})
 	e := &env{eng: eng, srv: srv, stateDir: t.TempDir()}
-	host, err := eng.Hosts().Create(ctx, &api.Host{Meta: api.Meta{Name: "node1", Labels: map[string]string{"zone": "a"}}, Status: api.HostStatus{AgentIP: "10.0.0.1", Capacity: api.Capacity{MemoryBytes: 1 << 30, MilliCPU: 2000}}})
+	host, err := eng.Hosts().Create(ctx, &api.Host{Meta: api.Meta{Name: "node1", Labels: map[string]string{"zone": "a"}}, Status: api.HostStatus{AgentIP: "10.0.0.1", Hostname: "node1.example", Capacity: api.Capacity{MemoryBytes: 1 << 30, MilliCPU: 2000}}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.host = host
 	st, _ := eng.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: "shop"}})
 	scale := 2
-	e.web, _ = eng.Services().Create(ctx, &api.Service{Meta: api.Meta{Name: "web", Labels: map[string]string{"tier": "front"}}, Spec: api.ServiceSpec{StackID: st.ID, Scale: &scale, Links: []string{"db:database"}, LaunchConfig: &api.LaunchConfig{Image: "app", Ports: []string{"80/tcp"}}, Sidekicks: []api.LaunchConfig{{Name: "log", Image: "busybox"}}}})
+	e.web, _ = eng.Services().Create(ctx, &api.Service{Meta: api.Meta{Name: "web", Labels: map[string]string{"tier": "front"}}, Spec: api.ServiceSpec{StackID: st.ID, Scale: &scale, Links: []string{"db:database", "other/cache"},
+		LaunchConfig: &api.LaunchConfig{Image: "app", Ports: []string{"80/tcp"}}, Sidekicks: []api.LaunchConfig{{Name: "log", Image: "busybox"}},
+		HealthCheck: &api.HealthCheck{Port: 80, RequestLine: "GET /healthz HTTP/1.0", Interval: 2000, ResponseTimeout: 2000, HealthyThreshold: 2, UnhealthyThreshold: 3},
+		Metadata:    map[string]any{"example": map[string]any{"name": "hello", "value": "world"}, "example2": map[string]any{"foo": "bar"}}}})
 	e.db, _ = eng.Services().Create(ctx, &api.Service{Meta: api.Meta{Name: "db"}, Spec: api.ServiceSpec{StackID: st.ID, LaunchConfig: &api.LaunchConfig{Image: "pg"}}})
 	// The caller of these tests is 127.0.0.2 (web-1); 127.0.0.3 is db-1.
 	for _, c := range []struct {
 		name, svc, ip string
 		idx           int
 	}{{"shop-web-1", e.web.ID, "127.0.0.2", 1}, {"shop-web-2", e.web.ID, "10.42.0.3", 2}, {"shop-db-1", e.db.ID, "127.0.0.3", 1}} {
-		ct, err := eng.Containers().Create(ctx, &api.Container{Meta: api.Meta{Name: c.name, Labels: map[string]string{"io.drover.stack.name": "shop"}}, Spec: api.ContainerSpec{ServiceID: c.svc, HostID: host.ID, ServiceIndex: c.idx, LaunchConfig: &api.LaunchConfig{Image: "app"}}, Status: api.ContainerStatus{State: "running", PrimaryIP: c.ip, MAC: "02:00:00:00:00:01"}})
+		// Labels as placement sets them.
+		labels := map[string]string{"io.drover.stack.name": "shop", "io.drover.service.launch.config": "io.drover.service.primary.launch.config"}
+		ct, err := eng.Containers().Create(ctx, &api.Container{Meta: api.Meta{Name: c.name, Labels: labels}, Spec: api.ContainerSpec{ServiceID: c.svc, HostID: host.ID, ServiceIndex: c.idx, LaunchConfig: &api.LaunchConfig{Image: "app"}},
+			Status: api.ContainerStatus{State: "running", PrimaryIP: c.ip, MAC: "02:00:00:00:00:01", DockerID: "4f3c2b1a0e9d7c6b5a4f3e2d1c0b" + c.name}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -217,7 +244,7 @@ func TestIntegrationPathsAndFormats(t *testing.T) {
 		{"/2016-07-29/self/stack/name", "", "shop"},
 		{"/2015-07-25/self/host/agent_ip", "", "10.0.0.1"},
 		{"/latest/self/host/labels/zone", "", "a"},
-		{"/latest/self/service/links/db", "", "database"},
+		{"/latest/self/service/links/shop%2Fdb", "", "database"},
 		{"/latest/self/service/sidekicks", "", "log\n"},
 		{"/latest/services", "", "0=db\n1=web\n"},
 		{"/latest/services/web/containers/1/primary_ip", "", "10.42.0.3"},
@@ -285,14 +312,17 @@ func TestIntegrationRancherClientDecodes(t *testing.T) {
 	}
 	decode("/latest/self", &self)
 	c := self.Container
-	if c.Name != "shop-web-1" || c.UUID != e.c1.ID || c.ServiceName != "web" || c.StackName != "shop" || c.HostUUID == "" || c.PrimaryMacAddress == "" || c.State != "running" || c.HealthState != "healthy" || c.CreateIndex == 0 || len(c.IPs) != 1 {
+	if c.Name != "shop-web-1" || c.UUID != e.c1.ID || c.ServiceName != "web" || c.StackName != "shop" || c.HostUUID == "" || c.PrimaryMacAddress == "" || c.State != "running" || c.HealthState != "healthy" || c.CreateIndex != 1 || len(c.IPs) != 1 ||
+		c.HealthCheck.Port != 80 || c.Links["shop/db"] != "database" || c.EnvironmentUUID == "" || c.EnvironmentName != "Default" || c.Hostname == "" || c.Labels["io.rancher.service.launch.config"] == "" {
 		t.Errorf("container lost data: %+v", c)
 	}
 	s := self.Service
-	if s.Name != "web" || s.Scale != 2 || len(s.Containers) != 2 || s.Labels["tier"] != "front" || s.FQDN != "web.shop.drover.internal" || s.Token == "" || s.Ports[0] != "80/tcp" {
+	if s.Name != "web" || s.Scale != 2 || len(s.Containers) != 2 || s.Labels["tier"] != "front" || s.FQDN != "web.shop.drover.internal" || s.Token == "" || s.Ports[0] != "80/tcp" ||
+		s.CreateIndex != 2 || s.Metadata["example"] == nil || s.Links["shop/db"] != "database" || s.HealthCheck.Port != 80 || s.EnvironmentUUID != c.EnvironmentUUID || s.EnvironmentName != "Default" {
 		t.Errorf("service lost data: %+v", s)
 	}
-	if self.Stack.Name != "shop" || len(self.Stack.Services) != 2 || self.Host.Memory != 1<<30 || self.Host.MilliCPU != 2000 {
+	if self.Stack.Name != "shop" || len(self.Stack.Services) != 2 || self.Stack.EnvironmentUUID != c.EnvironmentUUID || self.Stack.EnvironmentName != "Default" ||
+		self.Host.Memory != 1<<30 || self.Host.MilliCPU != 2000 || self.Host.HostID == 0 || self.Host.Hostname != "node1.example" || self.Host.EnvironmentUUID != c.EnvironmentUUID {
 		t.Errorf("stack/host lost data: %+v %+v", self.Stack, self.Host)
 	}
 	var all struct {

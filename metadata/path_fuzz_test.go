@@ -17,7 +17,8 @@ import (
 func fuzzServer() *Server {
 	st := newTestState()
 	st.putStack(&api.Stack{Meta: api.Meta{ID: "st", Name: "shop"}})
-	st.putService(&api.Service{Meta: api.Meta{ID: "sv", Name: "web", Labels: map[string]string{"a/b": "c"}}, Spec: api.ServiceSpec{StackID: "st"}})
+	st.putService(&api.Service{Meta: api.Meta{ID: "sv", Name: "web", Labels: map[string]string{"a/b": "c"}}, Spec: api.ServiceSpec{StackID: "st", Links: []string{"db:database", "other/cache"},
+		Metadata: map[string]any{"example": map[string]any{"name": "hello", "list": []any{1.0, "two", nil, map[string]any{"k": true}}}}}})
 	st.putContainer(&api.Container{Meta: api.Meta{ID: "c", Name: "shop-web-1", Labels: map[string]string{"x": "y"}},
 		Spec: api.ContainerSpec{ServiceID: "sv", StackID: "st"}, Status: api.ContainerStatus{State: "running", PrimaryIP: "10.42.0.5"}})
 	return &Server{st: st.state, log: nil, synced: func() bool { return true },
@@ -30,7 +31,9 @@ func fuzzServer() *Server {
 func FuzzMetadataPath(f *testing.F) {
 	for _, p := range []string{"/latest", "/2015-12-19/self/container/labels/x", "/latest/self/service/labels/a%2Fb",
 		"/latest/stacks/shop/services/web/containers/0/name", "/latest/containers/shop-web-1", "/latest/self/../../etc",
-		"/latest/services/web/labels", "/latest/self/container/ips/0", "/latest/hosts", "/latest//self///stack"} {
+		"/latest/services/web/labels", "/latest/self/container/ips/0", "/latest/hosts", "/latest//self///stack",
+		"/latest/self/service/links/shop%2Fdb", "/latest/self/container/links/other%2Fcache", "/latest/self/service/metadata/example/list/3/k",
+		"/latest/services/web/metadata/example/name", "/latest/self/container/labels/io.rancher.stack.name", "/latest/self/container/%zz"} {
 		f.Add(p, true)
 		f.Add(p, false)
 	}

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -161,8 +162,9 @@ func (s *Server) waitSynced(ctx context.Context) bool {
 	return true
 }
 
-// startCaches points each cache at its snapshot and starts it: stacks and
-// services first, so containers render with their names once, not twice.
+// startCaches points each cache at its snapshot and starts it: stacks,
+// services, hosts and networks first, so containers render once with
+// everything they show of them, not twice.
 func (s *Server) startCaches(ctx context.Context, wg *sync.WaitGroup) error {
 	type cache interface {
 		Run(context.Context)
@@ -187,7 +189,7 @@ func (s *Server) startCaches(ctx context.Context, wg *sync.WaitGroup) error {
 	go run(s.hosts)
 	go run(s.nets)
 	go func() {
-		if s.stacks.WaitForSync(ctx) && s.services.WaitForSync(ctx) {
+		if s.stacks.WaitForSync(ctx) && s.services.WaitForSync(ctx) && s.hosts.WaitForSync(ctx) && s.nets.WaitForSync(ctx) {
 			run(s.ctrs)
 			return
 		}
@@ -259,7 +261,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, http.StatusMethodNotAllowed, "Method not allowed")
 		return
 	}
-	segs := splitPath(r.URL.Path)
+	segs, ok := splitPath(r.URL.EscapedPath())
+	if !ok {
+		s.notFound(w, r)
+		return
+	}
 	if len(segs) == 0 {
 		vs := make([]any, len(Versions))
 		for i, v := range Versions {
@@ -308,14 +314,22 @@ func validVersion(v string) bool {
 	return false
 }
 
-func splitPath(p string) []string {
+// splitPath cuts an escaped path into unescaped segments, so a key with a
+// slash in it (a link's "stack/service", a label "a/b") is reached as one
+// segment written with %2F: /latest/self/service/links/shop%2Fdb.
+func splitPath(escaped string) ([]string, bool) {
 	var out []string
-	for _, seg := range strings.Split(p, "/") {
-		if seg != "" {
-			out = append(out, seg)
+	for _, seg := range strings.Split(escaped, "/") {
+		if seg == "" {
+			continue
 		}
+		u, err := url.PathUnescape(seg)
+		if err != nil {
+			return nil, false
+		}
+		out = append(out, u)
 	}
-	return out
+	return out, true
 }
 
 // longPoll waits until the version differs from value, maxWait seconds at

@@ -3,6 +3,9 @@ package metadata
 import (
 	"bytes"
 	"encoding/json"
+	"net/netip"
+	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -43,6 +46,9 @@ type node struct {
 	json []byte // for services and stacks: without their members
 	// what its rendering depends on, to invalidate on change
 	stackID, serviceID, hostID string
+	// createIndex: a service's create_index as rendered (its containers'
+	// highest), so a container change re-renders it only when it moves.
+	createIndex int
 }
 
 var (
@@ -86,6 +92,11 @@ type state struct {
 	host  map[string]*node
 	net   map[string]*node
 	byIP  map[string]string // primary IP -> container id
+	// What containers' rendering reads besides their stack and service:
+	// hosts' hostnames (for containers on the host's network) and the
+	// networks' CIDRs (a container's network is the one holding its IP).
+	hostnames map[string]string
+	cidrs     map[string]netip.Prefix
 
 	// views are built by readers (under mu's read lock and viewMu) and
 	// dropped by writers (under mu's write lock).
@@ -99,7 +110,7 @@ func newState(stacks store[api.Stack], services store[api.Service], ctrs store[a
 	return &state{
 		changed: make(chan struct{}), stacks: stacks, services: services, ctrs: ctrs,
 		ctr: map[string]*node{}, svc: map[string]*node{}, stack: map[string]*node{}, host: map[string]*node{}, net: map[string]*node{},
-		byIP: map[string]string{}, svcViews: map[string]frags{}, stackViews: map[string]frags{}, lists: map[string]*list{},
+		byIP: map[string]string{}, hostnames: map[string]string{}, cidrs: map[string]netip.Prefix{}, svcViews: map[string]frags{}, stackViews: map[string]frags{}, lists: map[string]*list{},
 	}
 }
 
@@ -133,26 +144,51 @@ func mustJSON(v any) []byte {
 	return b
 }
 
-// renderContainer renders c with the names of its stack and service, as
-// they are now. Called locked.
+// renderContainer renders c with what it shows of its stack, service,
+// host and network, as they are now. Called locked.
 func (s *state) renderContainer(c *api.Container) {
-	var stackName, serviceName string
+	x := containerCtx{hostHostname: s.hostnames[c.Spec.HostID], networkUUID: s.networkOf(c.Status.PrimaryIP)}
 	if st, ok := s.stacks.Get(c.Spec.StackID); ok {
-		stackName = st.Name
+		x.stackName = st.Name
 	}
 	if sv, ok := s.services.Get(c.Spec.ServiceID); ok {
-		serviceName = sv.Name
+		x.service = sv
 	}
-	s.ctr[c.ID] = &node{name: c.Name, id: c.ID, json: mustJSON(renderContainer(c, stackName, serviceName)),
+	s.ctr[c.ID] = &node{name: c.Name, id: c.ID, json: mustJSON(renderContainer(c, x)),
 		stackID: c.Spec.StackID, serviceID: c.Spec.ServiceID, hostID: c.Spec.HostID}
 }
 
+// renderService renders v with its stack's name and its containers'
+// highest create index. Called locked.
 func (s *state) renderService(v *api.Service) {
 	stackName := ""
 	if st, ok := s.stacks.Get(v.Spec.StackID); ok {
 		stackName = st.Name
 	}
-	s.svc[v.ID] = &node{name: v.Name, id: v.ID, json: mustJSON(renderService(v, stackName)), stackID: v.Spec.StackID}
+	ci := s.maxCreateIndex(v.ID)
+	s.svc[v.ID] = &node{name: v.Name, id: v.ID, json: mustJSON(renderService(v, stackName, ci)), stackID: v.Spec.StackID, createIndex: ci}
+}
+
+func (s *state) maxCreateIndex(serviceID string) int {
+	m := 0
+	for _, c := range s.ctrs.ByIndex(byService, serviceID) {
+		m = max(m, createIndex(c))
+	}
+	return m
+}
+
+// serviceIndexChanged re-renders a service whose create_index may have
+// moved: a container with a higher index came, or the one holding the
+// highest changed or went. Called locked.
+func (s *state) serviceIndexChanged(serviceID string, came, went int) {
+	n := s.svc[serviceID]
+	if n == nil || (came <= n.createIndex && went != n.createIndex) {
+		return
+	}
+	if v, ok := s.services.Get(serviceID); ok && s.maxCreateIndex(serviceID) != n.createIndex {
+		s.renderService(v)
+		s.dropService(serviceID)
+	}
 }
 
 func (s *state) setContainer(old, c *api.Container) {
@@ -169,6 +205,15 @@ func (s *state) setContainer(old, c *api.Container) {
 	if c.Status.PrimaryIP != "" {
 		s.byIP[c.Status.PrimaryIP] = c.ID
 	}
+	went := 0
+	if old != nil {
+		went = createIndex(old)
+		if old.Spec.ServiceID != c.Spec.ServiceID {
+			s.serviceIndexChanged(old.Spec.ServiceID, 0, went)
+			went = 0
+		}
+	}
+	s.serviceIndexChanged(c.Spec.ServiceID, createIndex(c), went)
 	s.dropService(c.Spec.ServiceID)
 	delete(s.stackViews, c.Spec.StackID)
 	s.bump(c.Revision, "containers", "services", "stacks")
@@ -185,6 +230,7 @@ func (s *state) deleteContainer(c *api.Container) {
 		delete(s.stackViews, prev.stackID)
 	}
 	delete(s.ctr, c.ID)
+	s.serviceIndexChanged(c.Spec.ServiceID, 0, createIndex(c))
 	s.bump(0, "containers", "services", "stacks")
 }
 
@@ -195,14 +241,20 @@ func (s *state) setService(old, v *api.Service) {
 	s.renderService(v)
 	s.dropService(v.ID)
 	lists := []string{"services", "stacks"}
-	if old == nil || old.Name != v.Name {
-		// Its containers carry its name.
+	if old == nil || showsInContainers(old, v) {
 		for _, c := range s.ctrs.ByIndex(byService, v.ID) {
 			s.renderContainer(c)
 		}
 		lists = append(lists, "containers")
 	}
 	s.bump(v.Revision, lists...)
+}
+
+// showsInContainers says whether a service changed in what its containers
+// show of it: its name, links and health check.
+func showsInContainers(old, v *api.Service) bool {
+	return old.Name != v.Name || old.Spec.StackID != v.Spec.StackID || !slices.Equal(old.Spec.Links, v.Spec.Links) ||
+		!reflect.DeepEqual(old.Spec.HealthCheck, v.Spec.HealthCheck)
 }
 
 func (s *state) deleteService(v *api.Service) {
@@ -216,7 +268,7 @@ func (s *state) deleteService(v *api.Service) {
 func (s *state) setStack(old, st *api.Stack) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.stack[st.ID] = &node{name: st.Name, id: st.ID, json: mustJSON(&Stack{Name: st.Name, UUID: st.ID, EnvironmentName: "default", System: st.Labels["io.drover.system"] == "true"})}
+	s.stack[st.ID] = &node{name: st.Name, id: st.ID, json: mustJSON(renderStack(st))}
 	delete(s.stackViews, st.ID)
 	lists := []string{"stacks"}
 	// Services and containers may have arrived before their stack: a new
@@ -240,34 +292,6 @@ func (s *state) deleteStack(st *api.Stack) {
 	delete(s.stack, st.ID)
 	delete(s.stackViews, st.ID)
 	s.bump(0, "stacks")
-}
-
-func (s *state) setHost(h *api.Host) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.host[h.ID] = &node{name: h.Name, id: h.ID, json: mustJSON(renderHost(h))}
-	s.bump(h.Revision, "hosts")
-}
-
-func (s *state) deleteHost(h *api.Host) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.host, h.ID)
-	s.bump(0, "hosts")
-}
-
-func (s *state) setNetwork(n *api.Network) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.net[n.ID] = &node{name: n.Name, id: n.ID, json: mustJSON(&Network{Name: n.Name, UUID: n.ID, CIDR: n.Spec.CIDR, MTU: n.Spec.MTU})}
-	s.bump(n.Revision, "networks")
-}
-
-func (s *state) deleteNetwork(n *api.Network) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.net, n.ID)
-	s.bump(0, "networks")
 }
 
 // byNameThenID sorts like every Rancher list: by name; the id only makes

@@ -103,3 +103,76 @@ func TestViewsFollowChanges(t *testing.T) {
 		t.Fatalf("deleted service still in its stack: %d services", len(ss))
 	}
 }
+
+// A service's create_index is its containers' highest, kept as containers
+// come, change and go, with only the changes that move it re-rendering it.
+func TestServiceCreateIndexFollowsContainers(t *testing.T) {
+	st := newTestState()
+	st.putStack(&api.Stack{Meta: api.Meta{ID: "st", Name: "shop"}})
+	st.putService(&api.Service{Meta: api.Meta{ID: "web", Name: "web"}, Spec: api.ServiceSpec{StackID: "st"}})
+	ctr := func(id string, idx int) *api.Container {
+		return &api.Container{Meta: api.Meta{ID: id, Name: "shop-web-" + id}, Spec: api.ContainerSpec{ServiceID: "web", StackID: "st", ServiceIndex: idx}, Status: api.ContainerStatus{State: "running"}}
+	}
+	index := func() any { return st.view(t, "service", "web")["create_index"] }
+	st.putContainer(ctr("a", 1))
+	st.putContainer(ctr("b", 2))
+	if got := index(); got != 2.0 {
+		t.Fatalf("create_index with containers 1 and 2: %v", got)
+	}
+	c5 := ctr("c", 5)
+	st.putContainer(c5)
+	stopped := *c5
+	stopped.Status.State = "stopped"
+	st.putContainer(&stopped)
+	if got := index(); got != 5.0 {
+		t.Fatalf("create_index after 5 came and changed: %v", got)
+	}
+	st.removeContainer(&stopped)
+	if got := index(); got != 2.0 {
+		t.Fatalf("create_index after 5 went: %v", got)
+	}
+	// Without spec.serviceIndex the name's suffix counts.
+	st.putContainer(&api.Container{Meta: api.Meta{ID: "d", Name: "shop-web-7"}, Spec: api.ContainerSpec{ServiceID: "web", StackID: "st"}})
+	if got := index(); got != 7.0 {
+		t.Fatalf("create_index from a name's suffix: %v", got)
+	}
+	if c := decode(t, frags{st.state.ctr["d"].json}); c["create_index"] != 7.0 {
+		t.Fatalf("container create_index from its name: %v", c["create_index"])
+	}
+}
+
+// network_uuid and a host network container's hostname come from other
+// objects: containers that came first are rendered again when they come
+// or change.
+func TestNetworksAndHostsRerenderContainers(t *testing.T) {
+	st := newTestState()
+	st.putContainer(&api.Container{Meta: api.Meta{ID: "c1", Name: "one"}, Spec: api.ContainerSpec{HostID: "h1", LaunchConfig: &api.LaunchConfig{NetworkMode: "host"}}, Status: api.ContainerStatus{State: "running"}})
+	st.putContainer(&api.Container{Meta: api.Meta{ID: "c2", Name: "two"}, Spec: api.ContainerSpec{HostID: "h1"}, Status: api.ContainerStatus{State: "running", PrimaryIP: "10.42.3.4", DockerID: "abcdefabcdef0123"}})
+	field := func(id, key string) any { return decode(t, frags{st.state.ctr[id].json})[key] }
+	if field("c2", "network_uuid") != "" || field("c1", "hostname") != "" {
+		t.Fatalf("before networks and hosts: %v %v", field("c2", "network_uuid"), field("c1", "hostname"))
+	}
+	st.setNetwork(&api.Network{Meta: api.Meta{ID: "managed", Name: "managed"}, Spec: api.NetworkSpec{CIDR: "10.42.0.0/16"}})
+	if got := field("c2", "network_uuid"); got != "managed" {
+		t.Fatalf("network_uuid after the network came: %v", got)
+	}
+	st.setNetwork(&api.Network{Meta: api.Meta{ID: "narrow", Name: "narrow"}, Spec: api.NetworkSpec{CIDR: "10.42.3.0/24"}})
+	if got := field("c2", "network_uuid"); got != "narrow" {
+		t.Fatalf("the most specific network: %v", got)
+	}
+	st.deleteNetwork(&api.Network{Meta: api.Meta{ID: "narrow"}})
+	if got := field("c2", "network_uuid"); got != "managed" {
+		t.Fatalf("network_uuid after the narrow network went: %v", got)
+	}
+	st.setHost(&api.Host{Meta: api.Meta{ID: "h1", Name: "node1"}})
+	if got := field("c1", "hostname"); got != "node1" {
+		t.Fatalf("host network hostname before the agent reports one: %v", got)
+	}
+	st.setHost(&api.Host{Meta: api.Meta{ID: "h1", Name: "node1"}, Status: api.HostStatus{Hostname: "node1.example"}})
+	if got := field("c1", "hostname"); got != "node1.example" {
+		t.Fatalf("host network hostname after the host's changed: %v", got)
+	}
+	if got := field("c2", "hostname"); got != "abcdefabcdef" {
+		t.Fatalf("a bridged container's hostname: %v", got)
+	}
+}

@@ -25,6 +25,7 @@ var (
 const (
 	byStack   = "stack"   // services and containers by stack id
 	byService = "service" // containers by service id
+	byHost    = "host"    // containers by host id
 )
 
 var serviceIndexes = map[string]func(*api.Service) []string{
@@ -38,5 +39,11 @@ var containerIndexes = map[string]func(*api.Container) []string{
 			return nil
 		}
 		return []string{c.Spec.ServiceID}
+	},
+	byHost: func(c *api.Container) []string {
+		if c.Spec.HostID == "" {
+			return nil
+		}
+		return []string{c.Spec.HostID}
 	},
 }

@@ -36,6 +36,10 @@ func fuzzHandler() *Handler {
 	AddPTR(db, net.ParseIP("10.0.0.1"), "db-0.db.ns.svc.cluster.local.")
 	recs.Set("svc:db", db)
 	recs.Set("version", map[string]*RRSet{"dns-version.cluster.local.": {TXT: []string{"1.1.0"}}})
+	// A container's reverse name, as the dns package makes it (owner ptr:<ip>).
+	ptr := map[string]*RRSet{}
+	AddPTR(ptr, net.ParseIP("10.42.0.2"), "shop-web-1.drover.internal.")
+	recs.Set("ptr:10.42.0.2", ptr)
 	f := NewForwarder([]string{"192.0.2.53:53"}, 64, Observer{})
 	f.exchange = func(m *mdns.Msg, _, _ string) (*mdns.Msg, error) {
 		if len(m.Question[0].Name)%3 == 0 {
@@ -69,7 +73,11 @@ func FuzzServeDNS(f *testing.F) {
 		qtype uint16
 	}{{"web.shop.drover.internal.", mdns.TypeA}, {"web.shop.drover.internal.", mdns.TypeAAAA}, {"ext.shop.rancher.internal.", mdns.TypeA},
 		{"_pg._tcp.db.ns.svc.cluster.local.", mdns.TypeSRV}, {"1.0.0.10.in-addr.arpa.", mdns.TypePTR}, {"web.", mdns.TypeA},
-		{"dns-version.cluster.local.", mdns.TypeTXT}, {"x.cluster.local.", mdns.TypeANY}, {"example.org.", mdns.TypeA}} {
+		{"dns-version.cluster.local.", mdns.TypeTXT}, {"x.cluster.local.", mdns.TypeANY}, {"example.org.", mdns.TypeA},
+		// Reverse names: a container's, in any case, and malformed ones.
+		{"2.0.42.10.in-addr.arpa.", mdns.TypePTR}, {"2.0.42.10.IN-ADDR.ARPA.", mdns.TypePTR}, {"2.0.42.10.in-addr.arpa.", mdns.TypeA},
+		{"0.42.10.in-addr.arpa.", mdns.TypePTR}, {"1.2.0.42.10.in-addr.arpa.", mdns.TypePTR}, {"300.0.42.10.in-addr.arpa.", mdns.TypePTR},
+		{"in-addr.arpa.", mdns.TypePTR}, {"x.y.in-addr.arpa.", mdns.TypePTR}, {"-2.0.42.10.in-addr.arpa.", mdns.TypePTR}, {"f.ip6.arpa.", mdns.TypePTR}} {
 		m := new(mdns.Msg)
 		m.SetQuestion(q.name, q.qtype)
 		m.SetEdns0(1232, true)
