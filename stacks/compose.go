@@ -226,6 +226,7 @@ func ParseFull(ctx context.Context, stackName string, compose []File, rancher *F
 		}
 	}
 	res.Answers = answers
+	x.answers = answers
 	var docs []*doc
 	var cfs []types.ConfigFile
 	for _, f := range compose {
@@ -264,13 +265,22 @@ func ParseFull(ctx context.Context, stackName string, compose []File, rancher *F
 		if rdoc, err = parseDoc(*rancher); err != nil {
 			return nil, err
 		}
+		// Rancher looked settings up by service name: an entry naming no
+		// service of the compose file did nothing.
+		if svcs := get(rtop, "services"); svcs != nil && svcs.Kind == yaml.MappingNode {
+			var kept []*yaml.Node
+			for i := 0; i+1 < len(svcs.Content); i += 2 {
+				k := svcs.Content[i]
+				if _, ok := project.Services[k.Value]; !ok {
+					x.warn(Warning{File: rancher.Name, Line: k.Line, Msg: fmt.Sprintf("service %q is not in the compose file; its settings are ignored", k.Value)})
+					continue
+				}
+				kept = append(kept, k, svcs.Content[i+1])
+			}
+			svcs.Content = kept
+		}
 		if rancherSettings, err = rancherServices(rancher.Name, rtop, answers); err != nil {
 			return nil, err
-		}
-		for name := range rancherSettings {
-			if _, ok := project.Services[name]; !ok {
-				return nil, rdoc.errAt(fmt.Sprintf("service %q is not in the compose file", name), "services", name)
-			}
 		}
 	}
 	names := make([]string, 0, len(project.Services))
@@ -281,7 +291,7 @@ func ParseFull(ctx context.Context, stackName string, compose []File, rancher *F
 	built := map[string]*Service{}
 	for _, name := range names {
 		sc := project.Services[name]
-		svc, err := buildService(docs, name, sc, project.Volumes)
+		svc, err := buildService(docs, name, sc, project.Volumes, x)
 		if err != nil {
 			return nil, err
 		}
@@ -450,21 +460,10 @@ func explicitDeps(docs []*doc, name string) map[string]bool {
 // ("host:port/path=targetPort", comma separated) narrow a service's
 // rules to hosts and paths. io.rancher.loadbalancer.ssl.ports marks ports
 // served with TLS.
-func lbV1Rules(sc types.ServiceConfig, lc *api.LaunchConfig) (*api.LBConfig, error) {
-	type port struct{ src, target int }
-	var ports []port
-	for _, p := range sc.Ports {
-		src, _ := strconv.Atoi(p.Published)
-		if src == 0 {
-			src = int(p.Target)
-		}
-		ports = append(ports, port{src, int(p.Target)})
-	}
-	for _, e := range sc.Expose {
-		n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSuffix(e, "/tcp"), "/udp"))
-		if err == nil {
-			ports = append(ports, port{n, n})
-		}
+func lbV1Rules(sc types.ServiceConfig, lc *api.LaunchConfig, written *listeners) (*api.LBConfig, error) {
+	var ports []listener
+	if written != nil {
+		ports = written.specs
 	}
 	ssl := map[int]bool{}
 	if v, ok := Label(lc.Labels, "loadbalancer.ssl.ports"); ok {
@@ -488,15 +487,18 @@ func lbV1Rules(sc types.ServiceConfig, lc *api.LaunchConfig) (*api.LBConfig, err
 		targets, _ := Label(lc.Labels, "loadbalancer.target."+svc)
 		for _, p := range ports {
 			proto := "http"
-			if ssl[p.src] {
+			switch {
+			case ssl[p.source]:
 				proto = "https"
+			case p.protocol != "":
+				proto = p.protocol
 			}
 			if targets == "" {
-				lbc.PortRules = append(lbc.PortRules, api.PortRule{SourcePort: p.src, TargetPort: p.target, Protocol: proto, ServiceID: svc})
+				lbc.PortRules = append(lbc.PortRules, api.PortRule{SourcePort: p.source, TargetPort: p.target, Protocol: proto, ServiceID: svc})
 				continue
 			}
 			for _, t := range splitList(targets) {
-				r := api.PortRule{SourcePort: p.src, TargetPort: p.target, Protocol: proto, ServiceID: svc}
+				r := api.PortRule{SourcePort: p.source, TargetPort: p.target, Protocol: proto, ServiceID: svc}
 				left, target, hasTarget := strings.Cut(t, "=")
 				if hasTarget {
 					n, err := strconv.Atoi(target)
@@ -515,7 +517,7 @@ func lbV1Rules(sc types.ServiceConfig, lc *api.LaunchConfig) (*api.LBConfig, err
 					if err != nil {
 						return nil, fmt.Errorf("io.rancher.loadbalancer.target.%s: %q: the port after : is not a number", svc, t)
 					}
-					if n != p.src {
+					if n != p.source {
 						continue // a rule for another listening port
 					}
 				}
@@ -545,7 +547,7 @@ func lbRuleError(docs []*doc, rancher *File, rdoc *doc, rs map[string]*Settings,
 	return e
 }
 
-func buildService(docs []*doc, name string, sc types.ServiceConfig, volumes types.Volumes) (*Service, error) {
+func buildService(docs []*doc, name string, sc types.ServiceConfig, volumes types.Volumes, x *extras) (*Service, error) {
 	at := func(msg string, path ...string) error {
 		f, line := locate(docs, append([]string{"services", name}, path...)...)
 		return &Error{File: f, Line: line, Key: strings.Join(append([]string{"services", name}, path...), "."), Msg: msg}
@@ -681,10 +683,11 @@ func buildService(docs []*doc, name string, sc types.ServiceConfig, volumes type
 	for k, v := range sc.Labels {
 		svc.Labels[k] = v
 	}
-	if image == "rancher/load-balancer-service" {
-		// Rancher 1.x's first LB: its ports (and exposed ports) balanced
-		// to every linked service, refined by target labels.
-		lbc, err := lbV1Rules(sc, lc)
+	if isLBImage(sc.Image) && (len(sc.Links) > 0 || len(sc.ExternalLinks) > 0) {
+		// Rancher 1.x's first LB (and a 1.2+ LB that still has links):
+		// its ports balanced to every linked service, refined by target
+		// labels.
+		lbc, err := lbV1Rules(sc, lc, x.lb[name])
 		if err != nil {
 			return nil, at(err.Error(), "labels")
 		}
@@ -712,7 +715,7 @@ func buildService(docs []*doc, name string, sc types.ServiceConfig, volumes type
 			svc.Spec.Links = append(svc.Spec.Links, dep)
 		}
 	}
-	if kind == api.ServiceLoadBalancer && image == "rancher/load-balancer-service" {
+	if kind == api.ServiceLoadBalancer && isLBImage(sc.Image) {
 		svc.Spec.Links = nil // they became the port rules
 	}
 	sort.Strings(svc.Spec.Links)

@@ -107,7 +107,6 @@ func TestErrorsNameFileLineAndKey(t *testing.T) {
 		{"missing sidekick", "services:\n  web:\n    image: x\n    labels:\n      io.drover.sidekicks: nope\n", "", "docker-compose.yml", 4, `sidekick "nope"`},
 		{"unknown key after comments", "services:\n  web:\n    image: x\n    x-drover:\n      # the scale\n\n      scale: 2\n      health_check:\n        # a typo below\n        prot: 80\n", "", "docker-compose.yml", 10, `unknown key "prot"`},
 		{"rancher unknown key", "services:\n  web:\n    image: x\n", "version: '2'\nservices:\n  web:\n    scael: 3\n", "rancher-compose.yml", 4, "scael"},
-		{"rancher unknown service", "services:\n  web:\n    image: x\n", "services:\n  wbe:\n    scale: 3\n", "rancher-compose.yml", 2, "wbe"},
 		{"negative scale", "services:\n  web:\n    image: x\n    x-drover: {scale: -1}\n", "", "docker-compose.yml", 2, "scale -1"},
 		{"build", "services:\n  web:\n    build: .\n", "", "docker-compose.yml", 3, "build"},
 		{"bad pull label", "services:\n  web:\n    image: x\n    labels:\n      io.rancher.container.pull_image: sometimes\n", "", "docker-compose.yml", 4, "always or never"},

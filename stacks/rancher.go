@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"text/template"
+	"text/template/parse"
 	"unicode"
 
 	"github.com/Masterminds/sprig/v3"
@@ -59,6 +60,11 @@ func RenderTemplate(f File, stackName string, answers map[string]string) (File, 
 	t, err := template.New(f.Name).Funcs(funcs).Option("missingkey=zero").Parse(string(f.Content))
 	if err != nil {
 		return f, templateError(f.Name, err)
+	}
+	for _, tt := range t.Templates() {
+		if tt.Tree != nil {
+			dropLegacyArgs(tt.Tree.Root)
+		}
 	}
 	values := map[string]string{}
 	for k, v := range answers {
@@ -133,6 +139,54 @@ func boundGenerators(funcs template.FuncMap) {
 			return "", fmt.Errorf("seq: at most %d numbers", maxGenerated)
 		}
 		return seq(p...), nil
+	}
+}
+
+// dropLegacyArgs keeps only the first word of a command that starts with
+// a parenthesised pipeline and has more words after it:
+// "if (ne .Values.A "x") and .Values.B" is "if (ne .Values.A "x")". Go
+// before 1.14 (which Rancher's catalog ran) evaluated such a command that
+// way, ignoring the rest; Go since refuses it (golang/go#31810), and
+// catalog templates written against the old behaviour are common.
+func dropLegacyArgs(n parse.Node) {
+	switch n := n.(type) {
+	case *parse.ListNode:
+		if n == nil {
+			return
+		}
+		for _, c := range n.Nodes {
+			dropLegacyArgs(c)
+		}
+	case *parse.ActionNode:
+		dropLegacyArgs(n.Pipe)
+	case *parse.IfNode:
+		dropLegacyArgs(n.Pipe)
+		dropLegacyArgs(n.List)
+		dropLegacyArgs(n.ElseList)
+	case *parse.RangeNode:
+		dropLegacyArgs(n.Pipe)
+		dropLegacyArgs(n.List)
+		dropLegacyArgs(n.ElseList)
+	case *parse.WithNode:
+		dropLegacyArgs(n.Pipe)
+		dropLegacyArgs(n.List)
+		dropLegacyArgs(n.ElseList)
+	case *parse.TemplateNode:
+		dropLegacyArgs(n.Pipe)
+	case *parse.PipeNode:
+		if n == nil {
+			return
+		}
+		for _, c := range n.Cmds {
+			if len(c.Args) > 1 {
+				if _, ok := c.Args[0].(*parse.PipeNode); ok {
+					c.Args = c.Args[:1]
+				}
+			}
+			for _, a := range c.Args {
+				dropLegacyArgs(a)
+			}
+		}
 	}
 }
 
@@ -282,6 +336,61 @@ func isV1(root *yaml.Node) bool {
 type extras struct {
 	settings map[string]*Settings
 	warnings []Warning
+	lb       map[string]*listeners
+	answers  map[string]string // fill ${VAR} in what is read before compose-go
+}
+
+// listeners are a Rancher LB service's ports as written.
+type listeners struct{ specs []listener }
+
+type listener struct {
+	source, target int
+	protocol       string // "" when the file names none
+}
+
+func (l *listeners) add(spec string, _ bool) {
+	s := spec
+	proto := ""
+	if i := strings.LastIndex(s, "/"); i >= 0 {
+		proto, s = strings.ToLower(s[i+1:]), s[:i]
+	}
+	parts := strings.Split(s, ":")
+	var nums []int
+	for _, p := range parts {
+		n, err := strconv.Atoi(p)
+		if err != nil {
+			nums = nil // an address or a range: not a listener Rancher took
+			break
+		}
+		nums = append(nums, n)
+	}
+	switch {
+	case len(nums) == 1:
+		l.specs = append(l.specs, listener{nums[0], nums[0], proto})
+	case len(nums) >= 2:
+		l.specs = append(l.specs, listener{nums[len(nums)-2], nums[len(nums)-1], proto})
+	case len(parts) == 3: // ip:source:target
+		a, e1 := strconv.Atoi(parts[1])
+		b, e2 := strconv.Atoi(parts[2])
+		if e1 == nil && e2 == nil {
+			l.specs = append(l.specs, listener{a, b, proto})
+		}
+	}
+}
+
+func (x *extras) lbListeners(svc string) *listeners {
+	if x.lb == nil {
+		x.lb = map[string]*listeners{}
+	}
+	if x.lb[svc] == nil {
+		x.lb[svc] = &listeners{}
+	}
+	return x.lb[svc]
+}
+
+func isLBImage(image string) bool {
+	name, _, _ := strings.Cut(image, ":")
+	return name == "rancher/load-balancer-service" || name == "rancher/lb-service-haproxy"
 }
 
 func (x *extras) warn(w Warning) { x.warnings = append(x.warnings, w) }
@@ -353,6 +462,15 @@ func normalizeCompose(f File, x *extras) (File, error) {
 			}
 		}
 	}
+	for _, section := range []string{"volumes", "networks"} {
+		if m := get(top, section); m != nil && m.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(m.Content); i += 2 {
+				if v := m.Content[i+1]; v.Kind == yaml.MappingNode {
+					dropNulls(f.Name, section+"."+m.Content[i].Value, v, x.warn)
+				}
+			}
+		}
+	}
 	declared := map[string]bool{}
 	if volumes != nil {
 		for i := 0; i+1 < len(volumes.Content); i += 2 {
@@ -366,6 +484,7 @@ func normalizeCompose(f File, x *extras) (File, error) {
 		if svc.Kind != yaml.MappingNode {
 			continue
 		}
+		dropNulls(f.Name, "services."+name, svc, x.warn)
 		if err := normalizeService(f.Name, name, svc, x); err != nil {
 			return f, err
 		}
@@ -472,6 +591,23 @@ func normalizeService(file, name string, svc *yaml.Node, x *extras) error {
 			set(svc, "build", build)
 		}
 		del(svc, "dockerfile")
+	}
+	// A Rancher LB's ports and exposed ports are its listeners, as
+	// written ("3306:3307/tcp": listen on 3306, to 3307, TCP).
+	if img := get(svc, "image"); img != nil && isLBImage(img.Value) {
+		for _, key := range []string{"ports", "expose"} {
+			if e := get(svc, key); e != nil && e.Kind == yaml.SequenceNode {
+				for _, p := range e.Content {
+					if p.Kind == yaml.ScalarNode {
+						spec, err := substitute(p.Value, x.answers)
+						if err != nil {
+							return &Error{File: file, Line: p.Line, Key: "services." + name + "." + key, Msg: err.Error()}
+						}
+						x.lbListeners(name).add(spec, key == "expose")
+					}
+				}
+			}
+		}
 	}
 	// expose took "host:container" in Rancher's files; only the container
 	// port means anything.
@@ -776,11 +912,40 @@ func readRancherCompose(f File, warn func(Warning)) (*yaml.Node, *Catalog, error
 			del(top, k)
 		}
 	}
+	// Other dot-prefixed blocks (.stack, ...) are Rancher UI data.
+	for i := 0; i+1 < len(top.Content); {
+		if k := top.Content[i]; strings.HasPrefix(k.Value, ".") {
+			warn(Warning{File: f.Name, Line: k.Line, Msg: fmt.Sprintf("%s is ignored (Rancher UI data)", k.Value)})
+			top.Content = append(top.Content[:i], top.Content[i+2:]...)
+			continue
+		}
+		i += 2
+	}
 	services := get(top, "services")
 	if isV1(&root) {
 		services = &yaml.Node{Kind: yaml.MappingNode, Content: top.Content}
 		top = &yaml.Node{Kind: yaml.MappingNode}
 		set(top, "services", services)
+	} else if services == nil {
+		// version: '2' and no services: (Rancher's loaders read the
+		// v1 shape anyway).
+		services = &yaml.Node{Kind: yaml.MappingNode}
+		for i := 0; i+1 < len(top.Content); i += 2 {
+			if k := top.Content[i]; k.Value != "version" {
+				services.Content = append(services.Content, k, top.Content[i+1])
+			}
+		}
+		top = &yaml.Node{Kind: yaml.MappingNode}
+		set(top, "services", services)
+	} else if services.Kind == yaml.MappingNode {
+		// A v1-style entry beside services: (Rancher's loaders read
+		// either shape): one more service's settings.
+		for i := 0; i+1 < len(top.Content); i += 2 {
+			k := top.Content[i]
+			if k.Value != "services" && k.Value != "version" && get(services, k.Value) == nil {
+				services.Content = append(services.Content, k, top.Content[i+1])
+			}
+		}
 	}
 	if services != nil && services.Kind == yaml.MappingNode {
 		for i := 0; i+1 < len(services.Content); i += 2 {
@@ -868,4 +1033,20 @@ func substituteNodes(file string, n *yaml.Node, answers map[string]string) error
 		}
 	}
 	return nil
+}
+
+// dropNulls removes keys with nothing under them ("environment:" alone, or
+// a template that rendered to nothing), which Rancher read as unset and
+// compose-go refuses.
+func dropNulls(file, path string, m *yaml.Node, warn func(Warning)) {
+	var kept []*yaml.Node
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		k, v := m.Content[i], m.Content[i+1]
+		if v.Kind == yaml.ScalarNode && v.ShortTag() == "!!null" {
+			warn(Warning{File: file, Line: k.Line, Msg: fmt.Sprintf("%s.%s has no value; it is left unset", path, k.Value)})
+			continue
+		}
+		kept = append(kept, k, v)
+	}
+	m.Content = kept
 }

@@ -195,3 +195,28 @@ func FuzzNormalizeCompose(f *testing.F) {
 		}
 	})
 }
+
+// Rancher rendered templates with Go before 1.14, which ignored words
+// after a parenthesised first one; so does drover.
+func TestTemplateLegacyArguments(t *testing.T) {
+	tpl := "{{- if (ne .Values.LB \"true\") and .Values.PORT }}yes{{ else }}no{{ end }}"
+	for lb, want := range map[string]string{"false": "yes", "true": "no"} {
+		out, err := RenderTemplate(File{Name: "t.tpl", Content: []byte(tpl)}, "demo", map[string]string{"LB": lb})
+		if err != nil || string(out.Content) != want {
+			t.Errorf("LB=%s: %q %v, want %q", lb, out.Content, err, want)
+		}
+	}
+}
+
+// Rancher looked rancher-compose settings up by service name: an entry
+// naming no service did nothing. drover says so, and goes on.
+func TestRancherUnknownServiceWarns(t *testing.T) {
+	rc := &File{Name: "rancher-compose.yml", Content: []byte("services:\n  wbe:\n    scale: 3\n")}
+	res, err := ParseFull(context.Background(), "demo", []File{{Name: "docker-compose.yml", Content: []byte("services:\n  web:\n    image: x\n")}}, rc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0].String(), `rancher-compose.yml:2: service "wbe" is not in the compose file`) {
+		t.Errorf("warnings: %v", res.Warnings)
+	}
+}

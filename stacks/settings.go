@@ -180,9 +180,11 @@ func (s *Settings) apply(spec *api.ServiceSpec) error {
 	if lb := s.LBConfig; lb != nil {
 		spec.Kind = api.ServiceLoadBalancer
 		cfg := &api.LBConfig{Config: lb.Config, CertificateIDs: lb.Certs, DefaultCertificateID: lb.DefaultCert}
-		if len(lb.PortRules) == 0 && spec.LBConfig != nil {
-			// A Rancher 1.x LB's rules come from its ports and links.
-			cfg.PortRules = spec.LBConfig.PortRules
+		var legacy []api.PortRule
+		if spec.LBConfig != nil {
+			// Rules from a Rancher LB's ports and links come after
+			// lb_config's, as Rancher added them.
+			legacy = spec.LBConfig.PortRules
 		}
 		if sp := lb.StickinessPolicy; sp != nil {
 			switch sp.Mode {
@@ -198,6 +200,16 @@ func (s *Settings) apply(spec *api.ServiceSpec) error {
 			}
 			cfg.PortRules = append(cfg.PortRules, api.PortRule{SourcePort: r.SourcePort, TargetPort: r.TargetPort, Protocol: r.Protocol,
 				Hostname: r.Hostname, Path: r.Path, ServiceID: r.Service, Priority: r.Priority, BackendName: r.BackendName, Selector: r.Selector})
+		}
+		// ... on the ports lb_config does not already serve.
+		served := map[int]bool{}
+		for _, r := range cfg.PortRules {
+			served[r.SourcePort] = true
+		}
+		for _, r := range legacy {
+			if !served[r.SourcePort] {
+				cfg.PortRules = append(cfg.PortRules, r)
+			}
 		}
 		spec.LBConfig = cfg
 	}
