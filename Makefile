@@ -10,7 +10,7 @@ LISTEN   ?= 127.0.0.1:8080
 # Integration tests share 2 cores with etcd processes; give them room.
 TEST_TIMEOUT ?= 20m
 
-.PHONY: all build kube deps images test test-short lint fuzz bench bench-chaos bench-net bench-engine bench-kube bench-sched bench-stack bench-netsvc bench-up bench-lb bench-ingress bench-kubectld up engine clean
+.PHONY: all build kube deps images test test-short lint fuzz bench bench-chaos bench-net bench-engine bench-kube bench-sched bench-stack bench-netsvc bench-up bench-lb bench-ingress bench-kubectld bench-stacks up engine clean
 
 # Kubernetes is built from source; its version is named once, in images/kubernetes/go.mod.
 KUBE_VERSION := $(shell grep -oE '^\s*(require )?k8s.io/kubernetes v[0-9.]+' images/kubernetes/go.mod | awk '{print $$NF}')
@@ -86,7 +86,7 @@ fuzz:
 	$(GO) test -run XXX -fuzz FuzzInterpolate -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME) ./kubectld/manifest/
 
 ## bench: every benchmark (prints one line per figure).
-bench: bench-engine bench-kube bench-sched bench-stack bench-netsvc bench-net bench-lb bench-ingress bench-kubectld
+bench: bench-engine bench-kube bench-sched bench-stack bench-stacks bench-netsvc bench-net bench-lb bench-ingress bench-kubectld
 
 ## bench-lb: render 5,000 rules; requests/s through HAProxy beside the same client straight to
 ## the backend; 20 reloads under load (failed requests, time until the new config serves).
@@ -136,6 +136,11 @@ bench-sched:
 ## bench-stack: a 20-service stack running on one host, drover vs docker-compose up -d.
 bench-stack: deps
 	$(GO) test -count=1 -run XXX -bench StackUp -benchtime 1x -timeout 10m ./agent
+
+## bench-stacks: 1,000 Rancher catalog template versions (made from stacks/testdata/rancher)
+## parsed and checked as the engine does, beside docker-compose config -q on the same services.
+bench-stacks: deps
+	$(GO) test -run XXX -bench BenchmarkParseCatalog -benchtime 1x ./stacks/
 
 ## bench-netsvc: dns (dnsperf) and metadata with 10,000 services and 50,000 containers loaded.
 bench-netsvc: build deps
