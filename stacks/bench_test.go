@@ -111,4 +111,3 @@ func BenchmarkParseCatalog(b *testing.B) {
 	fmt.Printf("bench-stacks: peer: docker-compose config -q, %d plain compose files x %d: %.0f µs per file; ratio %.3fx (drover's time / the peer's)\n",
 		len(plain), rounds, float64(peer.Microseconds()), float64(per)/float64(peer))
 }
-
