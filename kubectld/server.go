@@ -2,7 +2,6 @@ package kubectld
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -288,9 +287,4 @@ func (a *Applier) resourceFor(s string) (schema.GroupVersionResource, error) {
 		return gvr, fmt.Errorf("the server doesn't have a resource type %q", s)
 	}
 	return gvr, nil
-}
-
-// encodeBasic is the Basic credential of an engine key (tests, callers).
-func encodeBasic(ak, sk string) string {
-	return "Basic " + base64.StdEncoding.EncodeToString([]byte(ak+":"+sk))
 }

@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"reflect"
 	"regexp"
 	"sort"
@@ -130,14 +129,6 @@ func (d *doc) lookup(path ...string) (key, val *yaml.Node) {
 func (d *doc) find(path ...string) *yaml.Node {
 	k, _ := d.lookup(path...)
 	return k
-}
-
-func (d *doc) errAt(msg string, path ...string) *Error {
-	e := &Error{File: d.name, Key: strings.Join(path, "."), Msg: msg}
-	if n := d.find(path...); n != nil {
-		e.Line = n.Line
-	}
-	return e
 }
 
 // locate finds which file and line a key path is on; later files override
@@ -808,23 +799,6 @@ func rancherServices(file string, top *yaml.Node, answers map[string]string) (ma
 		out[name] = &st
 	}
 	return out, nil
-}
-
-func parseRancherCompose(f File, answers map[string]string) (map[string]*Settings, error) {
-	var rc struct {
-		Version  string               `yaml:"version"`
-		Services map[string]*Settings `yaml:"services"`
-	}
-	content, err := substitute(string(f.Content), answers)
-	if err != nil {
-		return nil, &Error{File: f.Name, Msg: err.Error()}
-	}
-	dec := yaml.NewDecoder(strings.NewReader(content))
-	dec.KnownFields(true)
-	if err := dec.Decode(&rc); err != nil && !errors.Is(err, io.EOF) {
-		return nil, &Error{File: f.Name, Line: yamlErrLine(err), Msg: settingsError(err)}
-	}
-	return rc.Services, nil
 }
 
 // expandNames fills the names Rancher filled in labels: ${stack_name} and
