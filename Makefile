@@ -160,6 +160,7 @@ up: build images
 ## engine: only the engine, in the foreground (embedded etcd, data in DATA_DIR).
 engine: build
 	@echo "drover: starting the engine on http://$(LISTEN); admin credentials will be in $(DATA_DIR)/credentials.json"
+	@echo "drover: next, in another shell here: bin/drover host ls   (the CLI finds ./.drover/credentials.json; elsewhere: export DROVER_CREDENTIALS=$(DATA_DIR)/credentials.json)"
 	bin/drover server --listen $(LISTEN) --data-dir $(DATA_DIR)
 
 clean:

@@ -197,7 +197,11 @@ func kindFor(w http.ResponseWriter, r *http.Request) (api.Kind, *auth.Principal,
 	}
 	p := principalFrom(r.Context())
 	if !p.CanRead(coll) {
-		writeError(w, forbidden(p, "read "+coll))
+		verb := map[string]string{http.MethodPost: "create", http.MethodPut: "update", http.MethodPatch: "update", http.MethodDelete: "delete"}[r.Method]
+		if verb == "" {
+			verb = "read"
+		}
+		writeError(w, forbidden(p, verb+" "+coll))
 		return kind, nil, false
 	}
 	return kind, p, true

@@ -194,6 +194,10 @@ func (ws wsSink) WriteFrame(b []byte) error {
 // same JSON errors as the NDJSON watch.
 func (s *Server) subscribeWS(w http.ResponseWriter, r *http.Request) {
 	p := principalFrom(r.Context())
+	if !websocket.IsWebSocketUpgrade(r) {
+		writeError(w, api.NewError(http.StatusBadRequest, api.CodeInvalidField, "Upgrade", "GET /v1/subscribe is a WebSocket: send Connection: Upgrade and Upgrade: websocket (for a plain HTTP stream, GET /v1/<collection>?watch=1 answers NDJSON)"))
+		return
+	}
 	if !sameOrigin(r) {
 		writeError(w, api.NewError(http.StatusForbidden, api.CodeForbidden, "Origin", "a WebSocket from origin %q may not subscribe on %q: only same-origin pages (or clients sending no Origin) may", r.Header.Get("Origin"), r.Host))
 		return

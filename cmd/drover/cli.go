@@ -310,6 +310,26 @@ func waitStack(ctx context.Context, c *client.Client, st *api.Stack, want []stac
 			}
 			running[ct.Spec.ServiceID] = r
 		}
+		// Each container's state as it changes, and a failure named at
+		// once: one in error that will not come back by itself (its
+		// image missing, say), or one crash-looping.
+		sort.Slice(ctrs, func(i, j int) bool { return ctrs[i].Name < ctrs[j].Name })
+		for _, ct := range ctrs {
+			if ct.Spec.HostID == "" && ct.Status.State == "" {
+				continue
+			}
+			line := fmt.Sprintf("%s: %s", ct.Name, orDash(ct.Status.State))
+			if ct.Status.Message != "" {
+				line += ": " + ct.Status.Message
+			}
+			if last[ct.ID] != line {
+				fmt.Fprintln(w, "    "+line)
+				last[ct.ID] = line
+			}
+			if failed(&ct) {
+				return fmt.Errorf("stack %s: container %s failed: %s", cur.Name, ct.Name, orDash(ct.Status.Message))
+			}
+		}
 		sort.Slice(svcs, func(i, j int) bool { return svcs[i].Name < svcs[j].Name })
 		for _, s := range svcs {
 			line := fmt.Sprintf("%s: %s, %s (%d/%d running)", s.Name, orDash(s.Status.State), orDash(s.Status.Health), running[s.ID][0], running[s.ID][1])
@@ -651,4 +671,13 @@ func printDryRun(w io.Writer, name string, res *stacks.Result) error {
 	}
 	_, err = w.Write(b)
 	return err
+}
+
+// failed says whether a container is in error for good: not about to be
+// restarted, or restarted 3 times already (a crash loop).
+func failed(ct *api.Container) bool {
+	if ct.Status.State != api.ContainerError {
+		return false
+	}
+	return !strings.Contains(ct.Status.Message, "restarting in") || ct.Status.StartCount >= 3
 }

@@ -111,4 +111,14 @@ func TestIntegrationCLIStackLifecycle(t *testing.T) {
 	if out, _ := cli("stack", "ls"); strings.Contains(out, "shop") {
 		t.Fatalf("stack still listed:\n%s", out)
 	}
+	// A stack whose image is missing fails within seconds, naming the
+	// container and its message, not after --wait.
+	missing := filepath.Join(dir, "missing.yml")
+	os.WriteFile(missing, []byte("services:\n  gone:\n    image: drover-test-missing:v0\n    labels:\n      io.rancher.container.pull_image: never\n"), 0o644)
+	start = time.Now()
+	out, err = cli("stack", "up", "broken", "-f", missing, "--wait", "5m")
+	if err == nil || !strings.Contains(err.Error(), "container broken-gone-1 failed") || !strings.Contains(err.Error(), "is not on this host") || time.Since(start) > 30*time.Second {
+		t.Fatalf("a missing image: %v after %s\n%s", err, time.Since(start), out)
+	}
+	cli("stack", "rm", "broken")
 }

@@ -221,7 +221,7 @@ func (u *upper) firstHost(ctx context.Context) error {
 Kubernetes is up (%.1fs).
   export KUBECONFIG=%s
   kubectl get nodes                  # any kubectl; drover kubeconfig prints the file again
-  drover ps --stack kubernetes --credentials %s
+  drover ps --stack kubernetes       # the engine's credentials: %s (found without --credentials)
 Add a host (on it, with drover and Docker):
   drover up --join %s --token %s
 `, time.Since(u.start).Seconds(), kc, upDir+"/server/credentials.json", url, tok)
