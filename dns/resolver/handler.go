@@ -105,6 +105,8 @@ func (h *Handler) ServeDNS(w mdns.ResponseWriter, req *mdns.Msg) {
 func (h *Handler) Answer(from net.Addr, req *mdns.Msg) (*mdns.Msg, string) {
 	resp := new(mdns.Msg)
 	resp.SetReply(req)
+	// Recursion is offered when there is an upstream to forward to.
+	resp.RecursionAvailable = h.cfg.Forward != nil
 	if req.Opcode != mdns.OpcodeQuery {
 		resp.SetRcode(req, mdns.RcodeNotImplemented)
 		return resp, "refused"
@@ -162,6 +164,9 @@ func (h *Handler) zoneOf(name string) string {
 // which differs from name for a searched short name.
 func (h *Handler) local(resp *mdns.Msg, q mdns.Question, name, zone string) {
 	rs, exists := h.cfg.Records.Get(name)
+	// The server is the authority for its zones: a name it does not have
+	// does not exist (NXDOMAIN with AA), as for one it has.
+	resp.Authoritative = true
 	if !exists {
 		resp.Rcode = mdns.RcodeNameError
 		if soa := h.soaFor[zone]; soa != nil {
@@ -169,7 +174,6 @@ func (h *Handler) local(resp *mdns.Msg, q mdns.Question, name, zone string) {
 		}
 		return
 	}
-	resp.Authoritative = true
 	ttl := h.cfg.TTL
 	hdr := func(t uint16) mdns.RR_Header {
 		return mdns.RR_Header{Name: q.Name, Rrtype: t, Class: mdns.ClassINET, Ttl: ttl}

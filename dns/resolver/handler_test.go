@@ -54,3 +54,27 @@ func TestReverseLookups(t *testing.T) {
 		}
 	}
 }
+
+// Answers for our zones are authoritative, NXDOMAIN included (with the
+// zone's SOA); RA says recursion is offered (there is an upstream).
+func TestAuthoritativeAndRecursionFlags(t *testing.T) {
+	h := fuzzHandler()
+	from := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 9), Port: 5353}
+	for _, tc := range []struct {
+		name  string
+		rcode int
+		aa    bool
+	}{
+		{"web.shop.drover.internal.", mdns.RcodeSuccess, true},
+		{"nope.shop.drover.internal.", mdns.RcodeNameError, true},
+		{"nope.ns.svc.cluster.local.", mdns.RcodeNameError, true},
+		{"2.0.42.10.in-addr.arpa.", mdns.RcodeSuccess, true},
+	} {
+		req := new(mdns.Msg)
+		req.SetQuestion(tc.name, mdns.TypeA)
+		resp, _ := h.Answer(from, req)
+		if resp.Rcode != tc.rcode || resp.Authoritative != tc.aa || !resp.RecursionAvailable {
+			t.Errorf("%s: rcode %s AA %v RA %v, want %s AA %v RA true", tc.name, mdns.RcodeToString[resp.Rcode], resp.Authoritative, resp.RecursionAvailable, mdns.RcodeToString[tc.rcode], tc.aa)
+		}
+	}
+}
