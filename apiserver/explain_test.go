@@ -26,6 +26,24 @@ func TestIntegrationErrorsSayWhat(t *testing.T) {
 	if code != 403 || !strings.Contains(string(body), "may not create apikeys") {
 		t.Errorf("POST /v1/apikeys with a service key: %d %s", code, body)
 	}
+	// A service a compose stack declares: a person's spec change would be
+	// put back by the stack; it is refused, saying where the change goes.
+	st := mustStack(t, admin, "shop")
+	managed, err := admin.Services().Create(context.Background(), &api.Service{Meta: api.Meta{Name: "web", Labels: map[string]string{"io.drover.stack.managed": "true"}},
+		Spec: api.ServiceSpec{StackID: st.ID, Kind: api.ServiceContainer, LaunchConfig: &api.LaunchConfig{Image: "nginx"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, body = raw(t, s.URL(), "PATCH", "/v1/services/"+managed.ID, `{"spec":{"scale":5}}`, readCreds(t, s))
+	if code != 409 || !strings.Contains(string(body), "edit the file and run drover stack up") {
+		t.Errorf("PATCH of a managed service: %d %s", code, body)
+	}
+	if code, body = raw(t, s.URL(), "PATCH", "/v1/services/"+managed.ID, `{"labels":{"io.drover.stack.managed":"true","team":"a"}}`, readCreds(t, s)); code != 200 {
+		t.Errorf("PATCH of a managed service's labels: %d %s", code, body)
+	}
+	if code, body = raw(t, s.URL(), "PATCH", "/v1/services/"+managed.ID+"?force=true", `{"spec":{"scale":5}}`, readCreds(t, s)); code != 200 {
+		t.Errorf("PATCH ?force=true: %d %s", code, body)
+	}
 	code, body = raw(t, s.URL(), "GET", "/v1/subscribe", "", readCreds(t, s))
 	var e api.Error
 	if code != 400 || json.Unmarshal(body, &e) != nil || !strings.Contains(e.Message, "WebSocket") {

@@ -568,6 +568,9 @@ func (s *Server) updateHandler(w http.ResponseWriter, r *http.Request) {
 		if aerr := checkFinalizers(cur.GetMeta(), next.GetMeta()); aerr != nil {
 			return nil, nil, aerr
 		}
+		if aerr := checkManaged(r, p, cur, next); aerr != nil {
+			return nil, nil, aerr
+		}
 		return s.carrySecrets(kind, cur, next)
 	})
 	if aerr != nil {
@@ -697,4 +700,25 @@ func (s *Server) certificateKey(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/x-pem-file")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Write(key)
+}
+
+// labelManaged marks a service its compose stack's files declare (the
+// stack controller's label).
+const labelManaged = "io.drover.stack.managed"
+
+// checkManaged refuses a person's change to the spec of a service a
+// compose stack declares: the stack controller would put the file's spec
+// back a moment later, and the change would be lost without a word. The
+// files are where it belongs; ?force=true says the caller knows.
+func checkManaged(r *http.Request, p *auth.Principal, cur, next api.Object) *api.Error {
+	c, ok := cur.(*api.Service)
+	if !ok || p.Role != api.RoleAdmin || c.Labels[labelManaged] != "true" || r.URL.Query().Get("force") == "true" {
+		return nil
+	}
+	n := next.(*api.Service)
+	if reflect.DeepEqual(c.Spec, n.Spec) {
+		return nil
+	}
+	return api.NewError(http.StatusConflict, api.CodeConflict, "spec",
+		"service %s is managed by its stack's compose file (stack %s): the stack would put this change back; edit the file and run drover stack up (or send ?force=true)", c.Name, c.Spec.StackID)
 }
