@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/loader"
+	"github.com/distribution/reference"
 	"github.com/compose-spec/compose-go/v2/template"
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/sirupsen/logrus"
@@ -236,6 +237,7 @@ func ParseFull(ctx context.Context, stackName string, compose []File, rancher *F
 		if err != nil {
 			return nil, err
 		}
+		warnUnset(f, nf.Content, answers, x)
 		cfs = append(cfs, types.ConfigFile{Filename: f.Name, Content: nf.Content})
 	}
 	env := types.Mapping{}
@@ -546,6 +548,13 @@ func buildService(docs []*doc, name string, sc types.ServiceConfig, volumes type
 	if sc.Build != nil && sc.Image == "" {
 		return nil, at("build is not supported (no registry is involved): build the image on each host and name it in image:", "build")
 	}
+	if sc.Image != "" {
+		// An answer left unset can leave "app:" behind; Docker would
+		// refuse it on every host.
+		if _, err := reference.ParseNormalizedNamed(sc.Image); err != nil {
+			return nil, at(fmt.Sprintf("%q is not an image reference (%v); is a ${VAR} in it unset?", sc.Image, err), "image")
+		}
+	}
 	kind := api.ServiceContainer
 	image, _, _ := strings.Cut(sc.Image, ":")
 	if k, ok := kindByImage[image]; ok {
@@ -845,4 +854,30 @@ func volumeDriver(sc types.ServiceConfig, volumes types.Volumes) string {
 		}
 	}
 	return driver
+}
+
+// warnUnset names each ${VAR} a compose file uses with no answer and no
+// default: compose makes it an empty string, which is rarely meant.
+func warnUnset(orig File, normalized []byte, answers map[string]string, x *extras) {
+	var dict map[string]any
+	if yaml.Unmarshal(normalized, &dict) != nil {
+		return
+	}
+	vars := template.ExtractVariables(dict, nil)
+	names := sortedKeys(vars)
+	lines := strings.Split(string(orig.Content), "\n")
+	for _, n := range names {
+		v := vars[n]
+		if _, ok := answers[n]; ok || v.DefaultValue != "" || v.Required || v.PresenceValue != "" {
+			continue
+		}
+		line := 0
+		for i, l := range lines {
+			if strings.Contains(l, "${"+n) || strings.Contains(l, "$"+n) {
+				line = i + 1
+				break
+			}
+		}
+		x.warn(Warning{File: orig.Name, Line: line, Msg: fmt.Sprintf("${%s} is not set (no answer, no default): it is an empty string", n)})
+	}
 }

@@ -220,3 +220,21 @@ func TestRancherUnknownServiceWarns(t *testing.T) {
 		t.Errorf("warnings: %v", res.Warnings)
 	}
 }
+
+// An unset ${VAR} is named in a warning, and refused where it leaves a
+// field invalid ("app:" is no image).
+func TestUnsetVariables(t *testing.T) {
+	f := File{Name: "docker-compose.yml", Content: []byte("services:\n  web:\n    image: nginx\n    environment:\n      MODE: ${MODE}\n")}
+	res, err := ParseFull(context.Background(), "demo", []File{f}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Warnings) != 1 || res.Warnings[0].String() != "docker-compose.yml:5: ${MODE} is not set (no answer, no default): it is an empty string" {
+		t.Errorf("warnings: %v", res.Warnings)
+	}
+	f.Content = []byte("services:\n  web:\n    image: app:${TAG}\n")
+	_, err = ParseFull(context.Background(), "demo", []File{f}, nil, nil)
+	if err == nil || !strings.HasPrefix(err.Error(), "docker-compose.yml:3: services.web.image: \"app:\" is not an image reference") {
+		t.Errorf("image app: %v", err)
+	}
+}
