@@ -17,9 +17,9 @@ import (
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/loader"
-	"github.com/distribution/reference"
 	"github.com/compose-spec/compose-go/v2/template"
 	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/distribution/reference"
 	"github.com/sirupsen/logrus"
 	"gopkg.in/yaml.v3"
 
