@@ -4,7 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
+	flag "github.com/spf13/pflag"
 	"fmt"
 	"io"
 	"os"
@@ -26,19 +26,43 @@ type stringList []string
 
 func (s *stringList) String() string     { return strings.Join(*s, ",") }
 func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+func (s *stringList) Type() string       { return "file" }
 
 // cliFlags are what every client command takes.
 type cliFlags struct {
-	engine engineFlagSet
-	output *string
+	engine   engineFlagSet
+	output   *string
+	selector *string
+	watch    *bool
 }
 
 func newCLIFlags(name string, stderr io.Writer) (*flag.FlagSet, *cliFlags) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cf := &cliFlags{engine: engineFlags(fs)}
-	cf.output = fs.String("o", "table", "output: table, json or yaml")
+	none := ""
+	cf.output = &none
+	fs.Usage = func() { printUsage(fs) }
 	return fs, cf
+}
+
+// newListFlags are a listing's flags, as kubectl's: -o, -l, --watch.
+func newListFlags(name string, stderr io.Writer) (*flag.FlagSet, *cliFlags) {
+	fs, cf := newCLIFlags(name, stderr)
+	cf.output = fs.StringP("output", "o", "", "output: wide, json, yaml or name (default: a table)")
+	cf.selector = fs.StringP("selector", "l", "", "label selector: k=v, k!=v, k (comma separated)")
+	cf.watch = fs.BoolP("watch", "w", false, "after the listing, print each row that changes (until Ctrl-C)")
+	return fs, cf
+}
+
+// printUsage is a command's --help: what it is for, its flags.
+func printUsage(fs *flag.FlagSet) {
+	w := fs.Output()
+	fmt.Fprintf(w, "Usage:\n  %s [flags]\n", fs.Name())
+	if h, ok := helpTexts[fs.Name()]; ok {
+		fmt.Fprintf(w, "\n%s\n", h)
+	}
+	fmt.Fprintf(w, "\nFlags:\n%s", fs.FlagUsages())
 }
 
 func parseCLI(fs *flag.FlagSet, args []string) error {
@@ -77,6 +101,11 @@ func (cf *cliFlags) client() (*client.Client, error) {
 // print writes rows as a table, or v as JSON or YAML.
 func (cf *cliFlags) print(w io.Writer, v any, header []string, rows [][]string) error {
 	switch *cf.output {
+	case "name":
+		for _, r := range rows {
+			fmt.Fprintln(w, r[0])
+		}
+		return nil
 	case "json":
 		b, _ := json.MarshalIndent(v, "", "  ")
 		_, err := fmt.Fprintln(w, string(b))
@@ -88,7 +117,7 @@ func (cf *cliFlags) print(w io.Writer, v any, header []string, rows [][]string) 
 		}
 		_, err = w.Write(b)
 		return err
-	case "table", "":
+	case "table", "", "wide":
 		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, strings.Join(header, "\t"))
 		for _, r := range rows {
@@ -96,7 +125,7 @@ func (cf *cliFlags) print(w io.Writer, v any, header []string, rows [][]string) 
 		}
 		return tw.Flush()
 	}
-	return usageError{fmt.Sprintf("-o %q: use table, json or yaml", *cf.output)}
+	return usageError{fmt.Sprintf("-o %q: use wide, json, yaml or name", *cf.output)}
 }
 
 func orDash(s string) string {
@@ -107,8 +136,12 @@ func orDash(s string) string {
 }
 
 func runStack(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		fmt.Fprintln(stdout, "Usage:\n  drover stack up|ls|rm|rollback [flags]\n\n"+helpTexts["drover stack"])
+		return nil
+	}
 	if len(args) == 0 {
-		return usageError{"usage: drover stack up|ls|rm ..."}
+		return usageError{"usage: drover stack up|ls|rm|rollback ... (drover stack --help)"}
 	}
 	switch args[0] {
 	case "up":
@@ -128,7 +161,7 @@ func runStack(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 func stackUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, cf := newCLIFlags("drover stack up NAME", stderr)
 	var files stringList
-	fs.Var(&files, "f", "compose file (docker-compose.yml), and optionally a rancher-compose.yml; repeatable")
+	fs.VarP(&files, "file", "f", "compose file (docker-compose.yml), and optionally a rancher-compose.yml; repeatable")
 	answersFile := fs.String("answers", "", "answers for ${VAR}: a YAML/JSON map or KEY=VALUE lines")
 	wait := fs.Duration("wait", 5*time.Minute, "how long to wait for the stack to be active and healthy (0: do not wait)")
 	kind := fs.String("kind", api.StackCompose, "compose, or kubernetes: -f names Kubernetes YAML files, folders of them, or a Helm chart folder, applied by kubectld")
@@ -142,8 +175,12 @@ func stackUp(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		return err
 	}
+	name, err := nameArg(fs, name)
+	if err != nil {
+		return err
+	}
 	if name == "" {
-		return usageError{"usage: drover stack up NAME -f docker-compose.yml [-f rancher-compose.yml] [--answers FILE]\n       drover stack up NAME --kind kubernetes [--namespace NS] -f app.yaml|DIR [-f more.yaml] [--answers FILE]"}
+		return usageError{"usage: drover stack up NAME -f docker-compose.yml [-f rancher-compose.yml] [--answers FILE]  |  drover stack up NAME --kind kubernetes [--namespace NS] -f app.yaml|DIR [-f more.yaml] [--answers FILE]"}
 	}
 	switch *kind {
 	case api.StackCompose:
@@ -246,6 +283,19 @@ func stackUp(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return nil
 	}
 	return waitStack(ctx, c, st, want, *wait, stderr)
+}
+
+// nameArg is the command's NAME, given before or after its flags; more
+// arguments are a usage error.
+func nameArg(fs *flag.FlagSet, name string) (string, error) {
+	rest := fs.Args()
+	if name == "" && len(rest) > 0 {
+		name, rest = rest[0], rest[1:]
+	}
+	if len(rest) > 0 {
+		return "", usageError{fmt.Sprintf("%s: unexpected arguments %q", fs.Name(), rest)}
+	}
+	return name, nil
 }
 
 func splitName(args []string) (string, []string) {
@@ -425,20 +475,8 @@ func allCurrent(svcs []api.Service, ctrs []api.Container) bool {
 }
 
 func stackLs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, cf := newCLIFlags("drover stack ls", stderr)
-	c, err := cf.connect(fs, args)
-	if c == nil {
-		return err // nil after -h
-	}
-	list, _, err := c.Stacks().List(ctx, client.ListOptions{})
-	if err != nil {
-		return err
-	}
-	var rows [][]string
-	for _, s := range list {
-		rows = append(rows, []string{s.Name, s.ID, s.Spec.Kind, orDash(s.Status.State), orDash(s.Status.Health), orDash(s.Status.Message)})
-	}
-	return cf.print(stdout, list, []string{"NAME", "ID", "KIND", "STATE", "HEALTH", "MESSAGE"}, rows)
+	fs, cf := newListFlags("drover stack ls", stderr)
+	return runListing(ctx, fs, cf, args, stdout, stackListing())
 }
 
 // stackRollback re-applies the stack's previous files; its containers are
@@ -489,6 +527,10 @@ func namedStack(ctx context.Context, fs *flag.FlagSet, cf *cliFlags, args []stri
 		if err == errHelp {
 			return nil, nil, nil
 		}
+		return nil, nil, err
+	}
+	name, err := nameArg(fs, name)
+	if err != nil {
 		return nil, nil, err
 	}
 	if name == "" {
@@ -551,88 +593,36 @@ func stackRm(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 func runHost(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		fmt.Fprintln(stdout, "Usage:\n  drover host ls [flags]\n\n"+helpTexts["drover host"])
+		return nil
+	}
 	if len(args) == 0 || (args[0] != "ls" && args[0] != "list") {
-		return usageError{"usage: drover host ls"}
+		return usageError{"usage: drover host ls [-o wide|json|yaml|name] [-l SELECTOR] [--watch]"}
 	}
-	fs, cf := newCLIFlags("drover host ls", stderr)
-	c, err := cf.connect(fs, args[1:])
-	if c == nil {
-		return err // nil after -h
-	}
-	hosts, _, err := c.Hosts().List(ctx, client.ListOptions{})
-	if err != nil {
-		return err
-	}
-	ctrs, _, err := c.Containers().List(ctx, client.ListOptions{})
-	if err != nil {
-		return err
-	}
-	count := map[string]int{}
-	for _, ct := range ctrs {
-		count[ct.Spec.HostID]++
-	}
-	var rows [][]string
-	for _, h := range hosts {
-		var labels []string
-		for k, v := range h.Labels {
-			labels = append(labels, k+"="+v)
-		}
-		sort.Strings(labels)
-		state := h.Status.State
-		if h.Spec.Unschedulable {
-			state += ",cordoned"
-		}
-		rows = append(rows, []string{h.Name, h.ID, state, orDash(h.Status.AgentIP), orDash(h.Status.DockerVersion), fmt.Sprint(count[h.ID]), orDash(strings.Join(labels, ","))})
-	}
-	return cf.print(stdout, hosts, []string{"NAME", "ID", "STATE", "IP", "DOCKER", "CONTAINERS", "LABELS"}, rows)
+	fs, cf := newListFlags("drover host ls", stderr)
+	return runListing(ctx, fs, cf, args[1:], stdout, hostListing())
 }
 
+func runService(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		fmt.Fprintln(stdout, "Usage:\n  drover service ls [flags]\n\n"+helpTexts["drover service"])
+		return nil
+	}
+	if len(args) == 0 || (args[0] != "ls" && args[0] != "list") {
+		return usageError{"usage: drover service ls [--stack NAME] [-o wide|json|yaml|name] [-l SELECTOR] [--watch]"}
+	}
+	fs, cf := newListFlags("drover service ls", stderr)
+	stack := fs.String("stack", "", "only this stack's services")
+	return runListing(ctx, fs, cf, args[1:], stdout, serviceListing(stack))
+}
+
+func isHelp(a string) bool { return a == "-h" || a == "--help" || a == "help" }
+
 func runPs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs, cf := newCLIFlags("drover ps", stderr)
-	stackName := fs.String("stack", "", "only this stack's containers")
-	c, err := cf.connect(fs, args)
-	if c == nil {
-		return err // nil after -h
-	}
-	opts := client.ListOptions{}
-	stacksByID := map[string]string{}
-	sts, _, err := c.Stacks().List(ctx, client.ListOptions{})
-	if err != nil {
-		return err
-	}
-	for _, s := range sts {
-		stacksByID[s.ID] = s.Name
-		if s.Name == *stackName {
-			opts.StackID = s.ID
-		}
-	}
-	if *stackName != "" && opts.StackID == "" {
-		return fmt.Errorf("no stack named %q", *stackName)
-	}
-	ctrs, _, err := c.Containers().List(ctx, opts)
-	if err != nil {
-		return err
-	}
-	hosts, _, _ := c.Hosts().List(ctx, client.ListOptions{})
-	hostName := map[string]string{}
-	for _, h := range hosts {
-		hostName[h.ID] = h.Name
-	}
-	svcs, _, _ := c.Services().List(ctx, client.ListOptions{StackID: opts.StackID})
-	svcName := map[string]string{}
-	for _, s := range svcs {
-		svcName[s.ID] = s.Name
-	}
-	sort.Slice(ctrs, func(i, j int) bool { return ctrs[i].Name < ctrs[j].Name })
-	var rows [][]string
-	for _, ct := range ctrs {
-		image := ""
-		if ct.Spec.LaunchConfig != nil {
-			image = ct.Spec.LaunchConfig.Image
-		}
-		rows = append(rows, []string{ct.Name, orDash(stacksByID[ct.Spec.StackID]), orDash(svcName[ct.Spec.ServiceID]), orDash(hostName[ct.Spec.HostID]), orDash(image), orDash(ct.Status.State), orDash(ct.Status.Health), orDash(ct.Status.PrimaryIP)})
-	}
-	return cf.print(stdout, ctrs, []string{"NAME", "STACK", "SERVICE", "HOST", "IMAGE", "STATE", "HEALTH", "IP"}, rows)
+	fs, cf := newListFlags("drover ps", stderr)
+	stack := fs.String("stack", "", "only this stack's containers")
+	return runListing(ctx, fs, cf, args, stdout, containerListing(stack))
 }
 
 // readTemplateDir reads a Rancher catalog version folder as it is.

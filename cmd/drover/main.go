@@ -41,57 +41,37 @@ type command struct {
 	name    string
 	summary string
 	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+	// subcommands complete in the shell.
+	subcommands []string
 }
 
 func commands() []command {
 	return []command{
-		{"server", "run the engine: REST API, event stream, store (embedded or external etcd)", runServer},
-		{"agent", "run the host agent: register, heartbeat, run this host's containers through Docker", runAgent},
-		{"kubernetes-agent", "keep Kubernetes objects and engine objects in step, both ways", runKubernetesAgent},
-		{"dns", "serve DNS for engine and Kubernetes names, forwarding the rest", runDNS},
-		{"net", "program this host's overlay network (bridge, VXLAN, routes) from the engine", runNet},
-		{"metadata", "serve the metadata service: each container reads its own and the shared views", runMetadata},
-		{"up", "run Kubernetes on this host: engine, agent, infra and kubernetes stacks, kubeconfig (--join URL --token T adds a host)", runUp},
-		{"cloudprovider", "run the drover cloud provider: LoadBalancer Services as HAProxy LBs, nodes from hosts", runCloudProvider},
-		{"ingress-controller", "serve Kubernetes Ingresses with drover's HAProxy load balancers", runIngressController},
-		{"kubectld", "serve the /v1-kubectl API (Kubernetes YAML with engine keys) and run stacks of kind kubernetes", runKubectld},
-		{"lb", "run a load balancer container's HAProxy, configured from the engine (--service ID)", runLB},
-		{"down", "undo drover up on this host: its containers, kube-proxy's rules, the overlay, /var/lib/drover (--keep-data keeps it)", runDown},
-		{"node", "node kubelet | exec: the entry points of the kubernetes stack's containers (containerd and kubelet, kubeconfigs)", runNode},
-		{"stack", "stack up NAME -f docker-compose.yml [-f rancher-compose.yml] | up NAME --kind kubernetes -f app.yaml|CHART_DIR | ls | rm NAME | rollback NAME", runStack},
-		{"host", "host ls: the hosts, their state and labels", runHost},
-		{"ps", "the containers (--stack NAME for one stack)", runPs},
-		{"image", "image push IMAGE...: put images into the engine, where agents without them load them (no registry needed) | image ls", runImage},
-		{"cert", "cert init: make the Kubernetes stack's CA and certificates in the engine", runCert},
-		{"kubeconfig", "print the Kubernetes admin's kubeconfig (--apiserver URL)", runKubeconfig},
+		{"server", "run the engine: REST API, event stream, store (embedded or external etcd)", runServer, nil},
+		{"agent", "run the host agent: register, heartbeat, run this host's containers through Docker", runAgent, nil},
+		{"kubernetes-agent", "keep Kubernetes objects and engine objects in step, both ways", runKubernetesAgent, nil},
+		{"dns", "serve DNS for engine and Kubernetes names, forwarding the rest", runDNS, nil},
+		{"net", "program this host's overlay network (bridge, VXLAN, routes) from the engine", runNet, nil},
+		{"metadata", "serve the metadata service: each container reads its own and the shared views", runMetadata, nil},
+		{"up", "run Kubernetes on this host: engine, agent, infra and kubernetes stacks, kubeconfig (--join URL --token T adds a host)", runUp, nil},
+		{"cloudprovider", "run the drover cloud provider: LoadBalancer Services as HAProxy LBs, nodes from hosts", runCloudProvider, nil},
+		{"ingress-controller", "serve Kubernetes Ingresses with drover's HAProxy load balancers", runIngressController, nil},
+		{"kubectld", "serve the /v1-kubectl API (Kubernetes YAML with engine keys) and run stacks of kind kubernetes", runKubectld, nil},
+		{"lb", "run a load balancer container's HAProxy, configured from the engine (--service ID)", runLB, nil},
+		{"down", "undo drover up on this host: its containers, kube-proxy's rules, the overlay, /var/lib/drover (--keep-data keeps it)", runDown, nil},
+		{"node", "node kubelet | exec: the entry points of the kubernetes stack's containers (containerd and kubelet, kubeconfigs)", runNode, nil},
+		{"stack", "stacks: up NAME -f FILE... | up NAME --kind kubernetes -f app.yaml|CHART_DIR | ls | rm NAME | rollback NAME", runStack, []string{"up", "ls", "rm", "rollback"}},
+		{"service", "services: ls [--stack NAME]", runService, []string{"ls"}},
+		{"host", "hosts: ls (state, address, labels)", runHost, []string{"ls"}},
+		{"ps", "the containers (--stack NAME for one stack)", runPs, nil},
+		{"inspect", "print one object (KIND NAME): stack, service, container, host, ...", runInspect, []string{"stack", "service", "container", "host", "network", "certificate", "apikey", "registrationtoken"}},
+		{"image", "image push IMAGE...: put images into the engine, where agents without them load them (no registry needed) | image ls", runImage, nil},
+		{"cert", "cert init: make the Kubernetes stack's CA and certificates in the engine", runCert, nil},
+		{"kubeconfig", "print the Kubernetes admin's kubeconfig (--apiserver URL)", runKubeconfig, nil},
 		{"version", "print the version", func(_ context.Context, _ []string, stdout, _ io.Writer) error {
 			fmt.Fprintln(stdout, "drover", version)
 			return nil
-		}},
+		}, nil},
 	}
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		usage(stdout)
-		if len(args) == 0 {
-			return usageError{"no command given"}
-		}
-		return nil
-	}
-	for _, c := range commands() {
-		if c.name == args[0] {
-			return c.run(ctx, args[1:], stdout, stderr)
-		}
-	}
-	usage(stderr)
-	return usageError{fmt.Sprintf("unknown command %q", args[0])}
-}
-
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: drover COMMAND [flags]\n\ncommands:")
-	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-18s %s\n", c.name, c.summary)
-	}
-	fmt.Fprintln(w, "  help               show this text\n\nRun 'drover COMMAND -h' for a command's flags.")
-}

@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
+	flag "github.com/spf13/pflag"
 	"io"
 	"os"
 

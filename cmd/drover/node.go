@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
+	flag "github.com/spf13/pflag"
 	"fmt"
 	"io"
 	"os"
@@ -34,6 +34,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 func runNodeKubelet(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("drover node kubelet", flag.ContinueOnError)
+	fs.SetInterspersed(false) // what follows is the kubelet's
 	fs.SetOutput(stderr)
 	var o node.Options
 	ef := engineFlags(fs)
@@ -77,6 +78,7 @@ func runNodeKubelet(ctx context.Context, args []string, stderr io.Writer) error 
 // arguments, and becomes the command.
 func runNodeExec(args []string, stderr io.Writer) error {
 	fs := flag.NewFlagSet("drover node exec", flag.ContinueOnError)
+	fs.SetInterspersed(false) // what follows is the command
 	fs.SetOutput(stderr)
 	cert := fs.String("kubeconfig-cert", "", "engine certificate NAME (NAME.crt, NAME.key in /run/drover) the kubeconfig authenticates with")
 	out := fs.String("kubeconfig", "/tmp/kubeconfig", "where to write the kubeconfig")
