@@ -195,7 +195,9 @@ func serviceListing(stack *string) listing {
 			if err != nil {
 				return nil, nil, err
 			}
-			sort.Slice(list, func(i, j int) bool { return names[list[i].Spec.StackID]+"/"+list[i].Name < names[list[j].Spec.StackID]+"/"+list[j].Name })
+			sort.Slice(list, func(i, j int) bool {
+				return names[list[i].Spec.StackID]+"/"+list[i].Name < names[list[j].Spec.StackID]+"/"+list[j].Name
+			})
 			var rows []row
 			for _, s := range list {
 				scale := "-"

@@ -74,4 +74,3 @@ func commands() []command {
 		}, nil},
 	}
 }
-

@@ -2,8 +2,8 @@ package main
 
 import (
 	"context"
-	flag "github.com/spf13/pflag"
 	"fmt"
+	flag "github.com/spf13/pflag"
 	"io"
 	"os"
 
