@@ -30,7 +30,7 @@ build:
 kube: bin/kube
 bin/kube: images/kubernetes/go.mod images/kubernetes/go.sum $(wildcard images/kubernetes/*.go)
 	@echo "building Kubernetes $(KUBE_VERSION) components into bin/kube (cold: several minutes)"
-	cd images/kubernetes && CGO_ENABLED=0 $(GO) build -ldflags "$(KUBE_LDFLAGS)" -o ../../bin/kube .
+	cd images/kubernetes && CGO_ENABLED=0 ../../scripts/heartbeat.sh "kube build (cold: 7-10 min)" $(GO) build -ldflags "$(KUBE_LDFLAGS)" -o ../../bin/kube .
 
 deps:
 	./scripts/install-deps.sh
@@ -49,6 +49,7 @@ test: deps lint kube images
 	@# the detector reports that race in their code on every run.
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./cloudprovider
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./test/e2e
+	scripts/check-leftovers.sh
 
 ## test-short: unit tests only, no real parts needed.
 test-short:
@@ -56,8 +57,8 @@ test-short:
 
 lint: deps
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
-	$(GO) vet ./...
-	bin/tools/staticcheck ./...
+	scripts/heartbeat.sh "go vet (warm: about 1 min)" $(GO) vet ./...
+	scripts/heartbeat.sh "staticcheck (warm: about 1 min)" bin/tools/staticcheck ./...
 
 ## fuzz: run each fuzz target for FUZZTIME (default 30s). Minimizing a new
 ## input is bounded (FUZZMINIMIZETIME): unbounded, Go spends up to a minute

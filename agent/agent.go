@@ -55,6 +55,9 @@ type Options struct {
 	// often Docker is checked even without events (default 10s).
 	Heartbeat time.Duration
 	Resync    time.Duration
+	// ContainerLabels go on every Docker container this agent makes, so
+	// they can be found without the engine (tests clean up by them).
+	ContainerLabels map[string]string
 }
 
 // Agent is a running host agent.

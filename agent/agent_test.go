@@ -38,6 +38,7 @@ type cluster struct {
 	overlay bool
 	ipamDir string
 	agentIP string // reported by the agents started from now on
+	label   string // on every container of this cluster's agents
 }
 
 func (c *cluster) stateDir(name string) string { return filepath.Join(c.states, name) }
@@ -57,17 +58,20 @@ func newClusterTB(t testing.TB) *cluster {
 		t.Fatal(err)
 	}
 	c := &cluster{t: t, srv: srv, eng: eng, token: tok.Status.Token, agents: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}, states: t.TempDir()}
+	// Every container this cluster's agents make carries its label, so
+	// cleanup finds them even when the test replaced or stopped the
+	// server it began with.
+	c.label = fmt.Sprintf("%d-%d", os.Getpid(), time.Now().UnixNano())
 	t.Cleanup(func() {
 		for name := range c.agents {
 			c.stopAgent(name)
 		}
-		hosts, _, _ := eng.Hosts().List(context.Background(), client.ListOptions{})
-		for _, h := range hosts {
-			testenv.RemoveDockerContainers(agent.LabelHostID + "=" + h.ID)
-		}
+		testenv.RemoveDockerContainers(labelTestCluster + "=" + c.label)
 	})
 	return c
 }
+
+const labelTestCluster = "io.drover.test.cluster"
 
 func (c *cluster) startAgent(name string, labels map[string]string) {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -76,7 +80,7 @@ func (c *cluster) startAgent(name string, labels map[string]string) {
 	go func() {
 		defer close(done)
 		err := agent.Run(ctx, agent.Options{Server: c.srv.URL(), Token: c.token, Name: name, StateDir: c.stateDir(name), Labels: labels, Logger: testenv.Logger(), Overlay: c.overlay, IPAMDir: c.ipamDir, IP: c.agentIP,
-			Heartbeat: 500 * time.Millisecond, Resync: time.Second})
+			Heartbeat: 500 * time.Millisecond, Resync: time.Second, ContainerLabels: map[string]string{labelTestCluster: c.label}})
 		if err != nil && ctx.Err() == nil {
 			c.t.Errorf("agent %s: %v", name, err)
 		}

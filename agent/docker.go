@@ -254,6 +254,9 @@ func (a *Agent) create(ctx context.Context, c *api.Container, hash string) error
 	for k, v := range lc.Labels {
 		labels[k] = v
 	}
+	for k, v := range a.opts.ContainerLabels {
+		labels[k] = v
+	}
 	labels[LabelContainerID], labels[LabelHostID], labels[LabelSpecHash] = c.ID, a.host.ID, hash
 	var env []string
 	for k, v := range lc.Environment {
