@@ -364,7 +364,15 @@ func (d *daemon) sync(ctx context.Context) error {
 	}
 	// Only servers' addresses or states changed: the Runtime API, no reload.
 	if d.proc != nil && out.CrtList == d.appliedCrt {
-		if cmds, ok := RuntimeChanges(d.appliedCfg, out.Config); ok && len(cmds) > 0 && d.canAdd(cmds) {
+		cmds, ok := RuntimeChanges(d.appliedCfg, out.Config)
+		switch {
+		case !ok:
+			d.log.Info("reloading: more than servers changed")
+		case len(cmds) > 0 && !d.canAdd(cmds):
+			d.log.Info("reloading: a server to add is still waiting to be deleted", "commands", cmds, "doomed", len(d.doomed))
+			ok = false
+		}
+		if ok && len(cmds) > 0 {
 			if err := d.runtime(cmds); err == nil {
 				if err := os.WriteFile(filepath.Join(d.o.Dir, "haproxy.cfg"), []byte(out.Config), 0o600); err != nil {
 					return err

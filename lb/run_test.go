@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -46,6 +47,10 @@ func startLB(t *testing.T, ctx context.Context, o Options) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	o.Dir, o.HealthPort, o.Logger = dir, testenv.FreePort(t), testenv.Logger()
+	if os.Getenv("DROVER_TEST_LOG") == "" {
+		// The lb's own log, shown when the test fails.
+		o.Logger = slog.New(slog.NewTextHandler(&testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- Run(runCtx, o) }()
@@ -296,4 +301,13 @@ func TestIntegrationLoadBalancer(t *testing.T) {
 	if failed.Load() != 0 || ok.Load() == 0 {
 		t.Fatalf("%d requests failed during reloads (%d ok); first: %v", failed.Load(), ok.Load(), firstErr.Load())
 	}
+}
+
+// testWriter sends a log to t.Log (shown when the test fails or with -v).
+type testWriter struct{ t *testing.T }
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
