@@ -3,6 +3,8 @@ package apiserver_test
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -48,5 +50,20 @@ func TestIntegrationErrorsSayWhat(t *testing.T) {
 	var e api.Error
 	if code != 400 || json.Unmarshal(body, &e) != nil || !strings.Contains(e.Message, "WebSocket") {
 		t.Errorf("GET /v1/subscribe without an upgrade: %d %s", code, body)
+	}
+}
+
+// A server that cannot listen (the port is taken) fails before it writes
+// anything: its new data dir is not left behind.
+func TestIntegrationFailedStartLeavesNothing(t *testing.T) {
+	integration(t)
+	s, _ := testenv.StartServer(t, apiserver.Options{})
+	dir := filepath.Join(t.TempDir(), "data")
+	_, err := apiserver.Start(context.Background(), apiserver.Options{DataDir: dir, Listen: strings.TrimPrefix(s.URL(), "http://")})
+	if err == nil || !strings.Contains(err.Error(), "listening on") {
+		t.Fatalf("start on a taken port: %v", err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the failed start left %s behind (%v)", dir, err)
 	}
 }

@@ -144,6 +144,22 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	if opts.DataDir == "" {
 		return nil, errors.New("server: --data-dir is required")
 	}
+	// Listen first: a port in use must fail before anything is written.
+	ln, err := net.Listen("tcp", opts.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("server: listening on %s: %w", opts.Listen, err)
+	}
+	started := false
+	_, statErr := os.Stat(opts.DataDir)
+	defer func() {
+		if started {
+			return
+		}
+		ln.Close()
+		if os.IsNotExist(statErr) {
+			os.RemoveAll(opts.DataDir) // a failed first start leaves nothing behind
+		}
+	}()
 	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("server: creating data dir: %w", err)
 	}
@@ -194,11 +210,6 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		Name: "drover_server_subscribers", Help: "Event stream subscribers connected now.",
 	}, func() float64 { return float64(s.hub.Subscribers()) }))
 
-	ln, err := net.Listen("tcp", opts.Listen)
-	if err != nil {
-		s.closeStore()
-		return nil, fmt.Errorf("server: listening on %s: %w", opts.Listen, err)
-	}
 	refused := prometheus.NewCounter(prometheus.CounterOpts{Name: "drover_server_connections_refused_total", Help: "Connections refused because their client address held MaxConnsPerClient already."})
 	s.metrics.reg.MustRegister(refused)
 	s.ln = newLimitListener(ln, opts.MaxConnsPerClient, refused)
@@ -277,6 +288,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		s.shutdown(hubDone)
 	}()
 	s.log.Info("drover server started", "url", s.url, "dataDir", opts.DataDir, "etcd", s.etcdDescription(), "credentials", s.CredentialsPath())
+	started = true
 	return s, nil
 }
 
