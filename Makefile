@@ -24,7 +24,7 @@ KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
 all: build
 
 build:
-	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/drover ./cmd/drover
+	@CGO_ENABLED=0 scripts/heartbeat.sh "building bin/drover (cold: 2-4 min)" $(GO) build -ldflags "$(LDFLAGS)" -o bin/drover ./cmd/drover
 
 ## kube: bin/kube, every Kubernetes component in one binary (a cold build takes several minutes).
 kube: bin/kube

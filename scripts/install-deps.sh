@@ -25,6 +25,8 @@ command -v iperf3 >/dev/null 2>&1 || missing+=(iperf3)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 # curl: the load balancer's Docker test reaches it as a user would.
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# jq: the README's examples use it, and its doc test runs them.
+command -v jq >/dev/null 2>&1 || missing+=(jq)
 # haproxy: the load balancer tests check configs with it and run it.
 command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
 # nsenter: the CNI tests run the plugin inside a host namespace, as a runtime does.
