@@ -3,6 +3,7 @@ package agent_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,18 +34,28 @@ func TestIntegrationComposeOptionsReachDocker(t *testing.T) {
     shm_size: 128m
     stop_signal: SIGINT
     mem_swappiness: 0
+  priv:
+    image: drover-test-app:v1
+    privileged: true
+    security_opt: ["no-new-privileges:false"]
 `
 	st, err := c.eng.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: "opts"}, Spec: api.StackSpec{Compose: compose}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var dockerID string
-	eventually(t, "the container runs", 60*time.Second, func() error {
+	var dockerID, privID string
+	eventually(t, "the containers run", 60*time.Second, func() error {
 		ctrs, _, err := c.eng.Containers().List(ctx, client.ListOptions{StackID: st.ID})
-		if err != nil || len(ctrs) != 1 || ctrs[0].Status.State != api.ContainerRunning {
+		if err != nil || len(ctrs) != 2 || ctrs[0].Status.State != api.ContainerRunning || ctrs[1].Status.State != api.ContainerRunning {
 			return fmt.Errorf("%v %v", ctrs, err)
 		}
-		dockerID = ctrs[0].Status.DockerID
+		for _, ct := range ctrs {
+			if strings.Contains(ct.Name, "priv") {
+				privID = ct.Status.DockerID
+			} else {
+				dockerID = ct.Status.DockerID
+			}
+		}
 		return nil
 	})
 	dc, err := dockerclient.NewClientWithOpts(dockerclient.FromEnv, dockerclient.WithAPIVersionNegotiation())
@@ -78,4 +89,54 @@ func TestIntegrationComposeOptionsReachDocker(t *testing.T) {
 	if hc.MemorySwappiness == nil || *hc.MemorySwappiness != 0 {
 		t.Errorf("mem_swappiness: %v", hc.MemorySwappiness)
 	}
+	// A privileged container keeps what privileged means (here, without
+	// every capability, seccomp unconfined: a runc inside needs keyrings)
+	// beside the file's own security options.
+	pinsp, err := dc.ContainerInspect(ctx, privID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := strings.Join(pinsp.HostConfig.SecurityOpt, " ")
+	if !strings.Contains(opts, "no-new-privileges:false") || (!pinsp.HostConfig.Privileged && !strings.Contains(opts, "seccomp=unconfined")) {
+		t.Errorf("privileged container: privileged %v, security options %q", pinsp.HostConfig.Privileged, opts)
+	}
+}
+
+// A health check that never passes says why while the container is
+// initializing, and turns it unhealthy once initializing_timeout passes.
+func TestIntegrationHealthCheckThatNeverPasses(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	c.startAgent("a1", nil)
+	compose := `services:
+  never:
+    image: drover-test-app:v1
+    x-drover:
+      health_check: {port: 9, interval: 300, response_timeout: 300, initializing_timeout: 3000}
+`
+	st, err := c.eng.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: "never"}, Spec: api.StackSpec{Compose: compose}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func() *api.Container {
+		ctrs, _, _ := c.eng.Containers().List(ctx, client.ListOptions{StackID: st.ID})
+		if len(ctrs) != 1 {
+			return nil
+		}
+		return &ctrs[0]
+	}
+	eventually(t, "initializing, with the last probe's error", 30*time.Second, func() error {
+		ct := get()
+		if ct == nil || ct.Status.Health != "initializing" || !strings.HasPrefix(ct.Status.Message, "initializing: last health check failed: ") {
+			return fmt.Errorf("%+v", ct)
+		}
+		return nil
+	})
+	eventually(t, "unhealthy after initializing_timeout", 30*time.Second, func() error {
+		ct := get()
+		if ct == nil || ct.Status.Health != "unhealthy" || !strings.HasPrefix(ct.Status.Message, "health check failed: ") {
+			return fmt.Errorf("%+v", ct)
+		}
+		return nil
+	})
 }

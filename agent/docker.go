@@ -299,12 +299,15 @@ func (a *Agent) create(ctx context.Context, c *api.Container, hash string) error
 		// restart and crash loops back off; Docker must not race it.
 		RestartPolicy: container.RestartPolicy{Name: container.RestartPolicyDisabled},
 	}
+	// First what the file says, then privileged's additions to it (its
+	// security options must not be overwritten: a nested runc needs
+	// seccomp unconfined for its keyrings).
+	applyCompose(cfg, hc, lc)
 	if lc.Privileged {
 		privileged.Apply(hc)
 	}
 	hc.Resources.Memory = lc.MemoryBytes
 	hc.Resources.NanoCPUs = lc.MilliCPU * 1_000_000
-	applyCompose(cfg, hc, lc)
 	var netCfg *network.NetworkingConfig
 	if a.ipam != nil && onOverlay(lc.NetworkMode) {
 		var dns, search []string
@@ -688,7 +691,7 @@ func applyCompose(cfg *container.Config, hc *container.HostConfig, lc *api.Launc
 	}
 	hc.Sysctls = lc.Sysctls
 	hc.ShmSize = lc.ShmSize
-	hc.SecurityOpt = lc.SecurityOpt
+	hc.SecurityOpt = append(hc.SecurityOpt, lc.SecurityOpt...)
 	hc.Resources.MemorySwappiness = lc.MemSwappiness
 	cfg.StopSignal = lc.StopSignal
 }

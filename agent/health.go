@@ -19,7 +19,8 @@ import (
 // config's, else its service's) and reports status.health: "initializing"
 // until HealthyThreshold passes in a row, then "healthy", and "unhealthy"
 // after UnhealthyThreshold failures in a row (or when initializing takes
-// longer than InitializingTimeout).
+// longer than InitializingTimeout, 60 s when unset); while initializing,
+// the message says why the last probe failed.
 type healthChecker struct {
 	a     *Agent
 	mu    sync.Mutex
@@ -35,7 +36,13 @@ type hcState struct {
 	ok, fail  int
 	health    string
 	reported  string
+	msg       string // what was reported with it
 }
+
+// DefaultInitializingTimeout is how long a container may stay
+// "initializing" (its check not yet passing) before it is unhealthy, when
+// its health check sets no initializing_timeout (Rancher's UI default).
+const DefaultInitializingTimeout = 60 * time.Second
 
 func newHealthChecker(a *Agent) *healthChecker {
 	return &healthChecker{a: a, state: map[string]*hcState{}}
@@ -128,18 +135,27 @@ func (h *healthChecker) probe(ctx context.Context, c *api.Container, hc *api.Hea
 		if st.fail >= unhealthyAt && st.health != "initializing" {
 			st.health = "unhealthy"
 		}
-		if st.health == "initializing" && hc.InitializingTimeout > 0 && time.Since(st.since) > ms(hc.InitializingTimeout, 0) {
+		limit := DefaultInitializingTimeout
+		if hc.InitializingTimeout > 0 {
+			limit = ms(hc.InitializingTimeout, 0)
+		}
+		if st.health == "initializing" && time.Since(st.since) > limit {
 			st.health = "unhealthy"
 		}
 	}
-	health, changed := st.health, st.health != st.reported
-	st.reported = st.health
+	// The last probe's result goes with the state, so ps and stack up
+	// show why a container is still initializing.
+	msg := ""
+	switch {
+	case err != nil && st.health == "unhealthy":
+		msg = "health check failed: " + err.Error()
+	case err != nil && st.health == "initializing":
+		msg = "initializing: last health check failed: " + err.Error()
+	}
+	health, changed := st.health, st.health != st.reported || msg != st.msg
+	st.reported, st.msg = st.health, msg
 	h.mu.Unlock()
 	if changed {
-		msg := ""
-		if err != nil && health == "unhealthy" {
-			msg = "health check failed: " + err.Error()
-		}
 		if h.a.report(ctx, c, map[string]any{"health": health, "message": msg}) != nil {
 			// Not delivered (engine away): say it again next time.
 			h.mu.Lock()
