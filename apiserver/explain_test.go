@@ -3,10 +3,14 @@ package apiserver_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/drover/drover/api"
 	"github.com/drover/drover/apiserver"
@@ -67,3 +71,32 @@ func TestIntegrationFailedStartLeavesNothing(t *testing.T) {
 		t.Errorf("the failed start left %s behind (%v)", dir, err)
 	}
 }
+
+// A server pointed at an etcd that does not answer says what it waits
+// for, every few seconds, and gives up with an error naming it.
+func TestIntegrationWaitsForEtcdSaying(t *testing.T) {
+	integration(t)
+	var logs strings.Builder
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	}), nil))
+	port := testenv.FreePort(t)
+	start := time.Now()
+	_, err := apiserver.Start(context.Background(), apiserver.Options{DataDir: t.TempDir(), Listen: "127.0.0.1:0", Logger: log,
+		EtcdEndpoints: []string{fmt.Sprintf("http://127.0.0.1:%d", port)}, EtcdWait: 5 * time.Second})
+	if err == nil || !strings.Contains(err.Error(), "did not answer in 5s") || time.Since(start) < 5*time.Second {
+		t.Fatalf("start against no etcd: %v after %s", err, time.Since(start))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := strings.Count(logs.String(), "waiting for etcd"); n < 1 {
+		t.Errorf("no \"waiting for etcd\" line in the log:\n%s", logs.String())
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -74,6 +74,9 @@ type Options struct {
 	// StoreTimeout bounds the store calls of one plain request (default 5s):
 	// past it the client gets 503 with Retry-After.
 	StoreTimeout time.Duration
+	// EtcdWait is how long a server with --etcd-endpoints waits for etcd
+	// to answer at start, saying so every few seconds (default 1m).
+	EtcdWait time.Duration
 
 	// Gatherers add metrics of the same process (the controllers) to /metrics.
 	Gatherers []prometheus.Gatherer
@@ -371,13 +374,28 @@ func (s *Server) openStore(ctx context.Context) (*clientv3.Client, error) {
 		if err != nil {
 			return nil, fmt.Errorf("server: connecting to etcd %v: %w", s.opts.EtcdEndpoints, err)
 		}
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		if _, err := cli.Get(cctx, s.opts.KeyPrefix+"ready"); err != nil {
-			cli.Close()
-			return nil, fmt.Errorf("server: etcd %v does not answer: %w", s.opts.EtcdEndpoints, err)
+		wait := s.opts.EtcdWait
+		if wait == 0 {
+			wait = time.Minute
 		}
-		return cli, nil
+		start := time.Now()
+		for {
+			cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+			_, err := cli.Get(cctx, s.opts.KeyPrefix+"ready")
+			cancel()
+			if err == nil {
+				return cli, nil
+			}
+			if time.Since(start) >= wait || ctx.Err() != nil {
+				cli.Close()
+				return nil, fmt.Errorf("server: etcd %v did not answer in %s: %w", s.opts.EtcdEndpoints, wait.Round(time.Second), err)
+			}
+			s.log.Warn("waiting for etcd", "endpoints", s.opts.EtcdEndpoints, "waited", time.Since(start).Round(time.Second).String(), "giving up after", wait.String(), "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(2 * time.Second):
+			}
+		}
 	}
 	cfg := embed.NewConfig()
 	cfg.Dir = filepath.Join(s.opts.DataDir, "etcd")

@@ -27,6 +27,7 @@ func runServer(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs.StringVar(&o.Listen, "listen", "127.0.0.1:8080", "address to serve the API on")
 	fs.StringVar(&o.DataDir, "data-dir", "/var/lib/drover", "directory for credentials.json and the embedded etcd")
 	fs.StringVar(&endpoints, "etcd-endpoints", "", "comma-separated etcd URLs; empty runs an embedded single-node etcd")
+	fs.DurationVar(&o.EtcdWait, "etcd-wait", time.Minute, "with --etcd-endpoints: how long to wait for etcd to answer at start (it is logged every few seconds)")
 	fs.StringVar(&o.EtcdCAFile, "etcd-cafile", "", "CA certificate that signed the external etcd's certificates (PEM)")
 	fs.StringVar(&o.EtcdCertFile, "etcd-certfile", "", "client certificate for the external etcd (PEM; etcd --client-cert-auth)")
 	fs.StringVar(&o.EtcdKeyFile, "etcd-keyfile", "", "private key of --etcd-certfile (PEM)")
