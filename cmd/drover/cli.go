@@ -258,24 +258,7 @@ func stackUp(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if rancher != nil {
 		spec.RancherCompose = string(rancher.Content)
 	}
-	existing, _, err := c.Stacks().List(ctx, client.ListOptions{Name: name})
-	if err != nil {
-		return err
-	}
-	var st *api.Stack
-	if len(existing) == 0 {
-		st, err = c.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: name}, Spec: spec})
-		if err == nil {
-			fmt.Fprintf(stderr, "stack %s created\n", name)
-		}
-	} else {
-		next := existing[0]
-		next.Spec = spec
-		st, err = c.Stacks().Update(ctx, next.ID, &next)
-		if err == nil {
-			fmt.Fprintf(stderr, "stack %s updated\n", name)
-		}
-	}
+	st, err := upsertStack(ctx, c, name, spec, nil, stderr)
 	if err != nil {
 		return err
 	}
@@ -593,28 +576,13 @@ func stackRm(ctx context.Context, args []string, stdout, stderr io.Writer) error
 }
 
 func runHost(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && isHelp(args[0]) {
-		fmt.Fprintln(stdout, "Usage:\n  drover host ls [flags]\n\n"+helpTexts["drover host"])
-		return nil
-	}
-	if len(args) == 0 || (args[0] != "ls" && args[0] != "list") {
-		return usageError{"usage: drover host ls [-o wide|json|yaml|name] [-l SELECTOR] [--watch]"}
-	}
-	fs, cf := newListFlags("drover host ls", stderr)
-	return runListing(ctx, fs, cf, args[1:], stdout, hostListing())
+	return runList(ctx, "host", args, stdout, stderr, func(*flag.FlagSet) listing { return hostListing() })
 }
 
 func runService(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && isHelp(args[0]) {
-		fmt.Fprintln(stdout, "Usage:\n  drover service ls [flags]\n\n"+helpTexts["drover service"])
-		return nil
-	}
-	if len(args) == 0 || (args[0] != "ls" && args[0] != "list") {
-		return usageError{"usage: drover service ls [--stack NAME] [-o wide|json|yaml|name] [-l SELECTOR] [--watch]"}
-	}
-	fs, cf := newListFlags("drover service ls", stderr)
-	stack := fs.String("stack", "", "only this stack's services")
-	return runListing(ctx, fs, cf, args[1:], stdout, serviceListing(stack))
+	return runList(ctx, "service", args, stdout, stderr, func(fs *flag.FlagSet) listing {
+		return serviceListing(fs.String("stack", "", "only this stack's services"))
+	})
 }
 
 func isHelp(a string) bool { return a == "-h" || a == "--help" || a == "help" }
@@ -670,4 +638,46 @@ func failed(ct *api.Container) bool {
 		return false
 	}
 	return !strings.Contains(ct.Status.Message, "restarting in") || ct.Status.StartCount >= 3
+}
+
+// upsertStack creates the stack NAME with spec, or gives the existing one
+// that spec; check, when set, may refuse (or adjust spec for) the one
+// there.
+func upsertStack(ctx context.Context, c *client.Client, name string, spec api.StackSpec, check func(cur *api.Stack, spec *api.StackSpec) error, stderr io.Writer) (*api.Stack, error) {
+	existing, _, err := c.Stacks().List(ctx, client.ListOptions{Name: name})
+	if err != nil {
+		return nil, err
+	}
+	if len(existing) == 0 {
+		st, err := c.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: name}, Spec: spec})
+		if err == nil {
+			fmt.Fprintf(stderr, "stack %s created\n", name)
+		}
+		return st, err
+	}
+	next := existing[0]
+	if check != nil {
+		if err := check(&next, &spec); err != nil {
+			return nil, err
+		}
+	}
+	next.Spec = spec
+	st, err := c.Stacks().Update(ctx, next.ID, &next)
+	if err == nil {
+		fmt.Fprintf(stderr, "stack %s updated\n", name)
+	}
+	return st, err
+}
+
+// runList serves "drover KIND ls" (and its --help).
+func runList(ctx context.Context, kind string, args []string, stdout, stderr io.Writer, extra func(fs *flag.FlagSet) listing) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		fmt.Fprintln(stdout, "Usage:\n  drover "+kind+" ls [flags]\n\n"+helpTexts["drover "+kind])
+		return nil
+	}
+	if len(args) == 0 || (args[0] != "ls" && args[0] != "list") {
+		return usageError{"usage: drover " + kind + " ls [-o wide|json|yaml|name] [-l SELECTOR] [--watch] (drover " + kind + " --help)"}
+	}
+	fs, cf := newListFlags("drover "+kind+" ls", stderr)
+	return runListing(ctx, fs, cf, args[1:], stdout, extra(fs))
 }

@@ -78,37 +78,22 @@ func kubeStackUp(ctx context.Context, cf *cliFlags, name, namespace string, file
 		return err
 	}
 	spec := api.StackSpec{Kind: api.StackKubernetes, Templates: templates, Answers: answers, Namespace: namespace}
-	existing, _, err := c.Stacks().List(ctx, client.ListOptions{Name: name})
-	if err != nil {
-		return err
-	}
-	var st *api.Stack
-	if len(existing) == 0 {
-		st, err = c.Stacks().Create(ctx, &api.Stack{Meta: api.Meta{Name: name}, Spec: spec})
-		if err == nil {
-			fmt.Fprintf(stderr, "stack %s created\n", name)
+	st, err := upsertStack(ctx, c, name, spec, func(cur *api.Stack, spec *api.StackSpec) error {
+		if cur.Spec.Kind != api.StackKubernetes {
+			return fmt.Errorf("stack %s exists and is a %s stack; choose another name", name, cur.Spec.Kind)
 		}
-	} else {
-		next := existing[0]
-		if next.Spec.Kind != api.StackKubernetes {
-			return fmt.Errorf("stack %s exists and is a %s stack; choose another name", name, next.Spec.Kind)
-		}
-		if len(next.Spec.Templates) == 0 && next.Spec.Namespace != "" {
+		if len(cur.Spec.Templates) == 0 && cur.Spec.Namespace != "" {
 			// The engine stack of an existing namespace (kubernetes-agent's):
 			// it takes the templates, and keeps its namespace.
 			if spec.Namespace == "" {
-				spec.Namespace = next.Spec.Namespace
+				spec.Namespace = cur.Spec.Namespace
 			}
-			if spec.Namespace != next.Spec.Namespace {
-				return fmt.Errorf("stack %s stands for namespace %s: deploy into it (--namespace %s) or choose another stack name", name, next.Spec.Namespace, next.Spec.Namespace)
+			if spec.Namespace != cur.Spec.Namespace {
+				return fmt.Errorf("stack %s stands for namespace %s: deploy into it (--namespace %s) or choose another stack name", name, cur.Spec.Namespace, cur.Spec.Namespace)
 			}
 		}
-		next.Spec = spec
-		st, err = c.Stacks().Update(ctx, next.ID, &next)
-		if err == nil {
-			fmt.Fprintf(stderr, "stack %s updated\n", name)
-		}
-	}
+		return nil
+	}, stderr)
 	if err != nil {
 		return err
 	}
