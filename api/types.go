@@ -136,6 +136,12 @@ type Stack struct {
 	Status StackStatus `json:"status"`
 }
 
+// HasTemplates says whether the stack is a Kubernetes-template stack (its
+// objects kubectld applies), not a namespace's mirror or a compose stack.
+func (s *Stack) HasTemplates() bool {
+	return s.Spec.Kind == StackKubernetes && len(s.Spec.Templates) > 0
+}
+
 // Stack kinds.
 const (
 	StackCompose    = "compose"

@@ -73,8 +73,10 @@ func newStackController(eng *client.Client, kube kubernetes.Interface, ap *Appli
 	return c
 }
 
+// isTemplateStack: a stack kubectld keeps, or one whose objects it must
+// still remove (its finalizer is on it).
 func isTemplateStack(st *api.Stack) bool {
-	return st.Spec.Kind == api.StackKubernetes && (len(st.Spec.Templates) > 0 || slices.Contains(st.Finalizers, Finalizer))
+	return st.HasTemplates() || slices.Contains(st.Finalizers, Finalizer)
 }
 
 func (c *stackController) run(ctx context.Context) error {
@@ -267,14 +269,12 @@ func (c *stackController) deleteOwned(ctx context.Context, st *api.Stack, o api.
 	}
 	bg := metav1.DeletePropagationBackground
 	c.writes.WithLabelValues("kubernetes", "object", "delete").Inc()
-	if err := ri.Delete(ctx, o.Name, metav1.DeleteOptions{PropagationPolicy: &bg, Preconditions: &metav1.Preconditions{UID: ptr(cur.GetUID())}}); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+	if err := ri.Delete(ctx, o.Name, metav1.DeleteOptions{PropagationPolicy: &bg, Preconditions: metav1.NewUIDPreconditions(string(cur.GetUID()))}); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 		return fmt.Errorf("deleting %s: %w", o.String(), err)
 	}
 	c.log.Info("pruned", "stack", st.Name, "object", o.String())
 	return nil
 }
-
-func ptr[T any](v T) *T { return &v }
 
 // remove deletes what the stack applied (and its namespace, when the stack
 // made it), then lets the stack go.
@@ -304,7 +304,7 @@ func (c *stackController) remove(ctx context.Context, st *api.Stack) error {
 	nsObj, err := c.kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 	if err == nil && nsObj.Annotations[AnnotationCreatedBy] == st.ID && nsObj.DeletionTimestamp == nil {
 		c.writes.WithLabelValues("kubernetes", "namespace", "delete").Inc()
-		if err := c.kube.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{UID: ptr(nsObj.UID)}}); err != nil && !apierrors.IsNotFound(err) {
+		if err := c.kube.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{Preconditions: metav1.NewUIDPreconditions(string(nsObj.UID))}); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("deleting namespace %s: %w", ns, err)
 		}
 	} else if err != nil && !apierrors.IsNotFound(err) {

@@ -141,9 +141,7 @@ func (a *Agent) templateStackOf(ns string) *api.Stack {
 	return nil
 }
 
-func isTemplateStack(st *api.Stack) bool {
-	return !owned(st.Labels) && st.Spec.Kind == api.StackKubernetes && len(st.Spec.Templates) > 0
-}
+func isTemplateStack(st *api.Stack) bool { return !owned(st.Labels) && st.HasTemplates() }
 
 // --- shared apply for engine services (Kubernetes Services and workloads)
 

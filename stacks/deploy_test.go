@@ -73,21 +73,19 @@ func TestIntegrationRancherFixturesDeploy(t *testing.T) {
 				for _, w := range want {
 					g, ok := got[w.Name]
 					if !ok {
-						return errorf("service %s not created yet (%d of %d)", w.Name, len(got), len(want))
+						return fmt.Errorf("service %s not created yet (%d of %d)", w.Name, len(got), len(want))
 					}
 					a, _ := json.Marshal(g)
 					b, _ := json.Marshal(w.Spec)
 					if string(a) != string(b) {
-						return errorf("service %s:\nengine: %s\nparser: %s", w.Name, a, b)
+						return fmt.Errorf("service %s:\nengine: %s\nparser: %s", w.Name, a, b)
 					}
 				}
 				if len(got) != len(want) {
-					return errorf("%d services, want %d", len(got), len(want))
+					return fmt.Errorf("%d services, want %d", len(got), len(want))
 				}
 				return nil
 			})
 		})
 	}
 }
-
-func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }

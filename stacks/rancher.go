@@ -348,7 +348,7 @@ type listener struct {
 	protocol       string // "" when the file names none
 }
 
-func (l *listeners) add(spec string, _ bool) {
+func (l *listeners) add(spec string) {
 	s := spec
 	proto := ""
 	if i := strings.LastIndex(s, "/"); i >= 0 {
@@ -603,7 +603,7 @@ func normalizeService(file, name string, svc *yaml.Node, x *extras) error {
 						if err != nil {
 							return &Error{File: file, Line: p.Line, Key: "services." + name + "." + key, Msg: err.Error()}
 						}
-						x.lbListeners(name).add(spec, key == "expose")
+						x.lbListeners(name).add(spec)
 					}
 				}
 			}

@@ -62,7 +62,7 @@ func TestIntegrationListings(t *testing.T) {
 	testenv.Eventually(t, "the stack's services", 30*time.Second, func() error {
 		svcs, _, err := eng.Services().List(ctx, client.ListOptions{StackID: st.ID})
 		if err != nil || len(svcs) != 2 {
-			return errorf("%d services (%v)", len(svcs), err)
+			return fmt.Errorf("%d services (%v)", len(svcs), err)
 		}
 		return nil
 	})
@@ -123,9 +123,3 @@ func TestIntegrationListings(t *testing.T) {
 		t.Errorf("a bad selector: %v", err)
 	}
 }
-
-func errorf(format string, args ...any) error { return &textErr{fmt.Sprintf(format, args...)} }
-
-type textErr struct{ s string }
-
-func (e *textErr) Error() string { return e.s }

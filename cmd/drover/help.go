@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -158,5 +157,3 @@ func usage(w io.Writer) {
 	}
 	fmt.Fprintln(w, "  completion         shell completion scripts (bash, zsh, fish, powershell)\n  help               show this text\n\nRun 'drover COMMAND --help' for a command's flags and examples.")
 }
-
-var _ = errors.New

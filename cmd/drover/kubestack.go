@@ -82,7 +82,7 @@ func kubeStackUp(ctx context.Context, cf *cliFlags, name, namespace string, file
 		if cur.Spec.Kind != api.StackKubernetes {
 			return fmt.Errorf("stack %s exists and is a %s stack; choose another name", name, cur.Spec.Kind)
 		}
-		if len(cur.Spec.Templates) == 0 && cur.Spec.Namespace != "" {
+		if !cur.HasTemplates() && cur.Spec.Namespace != "" {
 			// The engine stack of an existing namespace (kubernetes-agent's):
 			// it takes the templates, and keeps its namespace.
 			if spec.Namespace == "" {
